@@ -1,0 +1,61 @@
+//! Pre-norm ViT block with optional LayerScale (timm `Block`, MAETok encoder):
+//! `x += ls1 · attn(norm1 x)`, `x += ls2 · mlp(norm2 x)`.
+
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, Tensor};
+
+use crate::attention::{Attention, RopeSpan};
+use crate::io::{join, ParamVisitor, VisitParams};
+use crate::layer_norm::LayerNorm;
+use crate::mlp::Mlp;
+
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub norm1: LayerNorm<B>,
+    pub attn: Attention<B>,
+    /// LayerScale `ls1.gamma` `[D]` (DINOv2-style ViTs), absent otherwise.
+    pub ls1: Option<Param<Tensor<B, 1>>>,
+    pub norm2: LayerNorm<B>,
+    pub mlp: Mlp<B>,
+    pub ls2: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Block<B> {
+    /// `layer_scale`: initial LayerScale value (timm `init_values`), `None` for no LayerScale.
+    pub fn new(dim: usize, heads: usize, mlp_hidden: usize, layer_scale: Option<f64>, eps: f64, device: &B::Device) -> Self {
+        let ls = || layer_scale.map(|v| Param::from_tensor(Tensor::full([dim], v, device)));
+        Self {
+            norm1: LayerNorm::affine(dim, eps, device),
+            attn: Attention::new(dim, heads, device),
+            ls1: ls(),
+            norm2: LayerNorm::affine(dim, eps, device),
+            mlp: Mlp::new(dim, mlp_hidden, device),
+            ls2: ls(),
+        }
+    }
+
+    /// `x`: `[B, N, D]` → `[B, N, D]`.
+    pub fn forward(&self, x: Tensor<B, 3>, rope: Option<RopeSpan<'_, B>>) -> Tensor<B, 3> {
+        let scale = |y: Tensor<B, 3>, ls: &Option<Param<Tensor<B, 1>>>| match ls {
+            Some(g) => y * g.val().unsqueeze::<3>(),
+            None => y,
+        };
+        let x = x.clone() + scale(self.attn.forward(self.norm1.forward(x), rope), &self.ls1);
+        x.clone() + scale(self.mlp.forward(self.norm2.forward(x)), &self.ls2)
+    }
+}
+
+impl<B: Backend> VisitParams<B> for Block<B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
+        self.norm1.visit_params(&join(prefix, "norm1"), v);
+        self.attn.visit_params(&join(prefix, "attn"), v);
+        if let Some(g) = self.ls1.as_mut() {
+            v.param(&join(prefix, "ls1.gamma"), g);
+        }
+        self.norm2.visit_params(&join(prefix, "norm2"), v);
+        self.mlp.visit_params(&join(prefix, "mlp"), v);
+        if let Some(g) = self.ls2.as_mut() {
+            v.param(&join(prefix, "ls2.gamma"), g);
+        }
+    }
+}

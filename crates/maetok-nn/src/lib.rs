@@ -1,0 +1,25 @@
+//! Backend-generic building blocks shared by MAETok, SiT and DiT.
+//!
+//! Every module here follows the PyTorch reference (timm ViT as modified by MAETok) exactly where
+//! it defines the numerics of the published weights; see `shared/spec/tokenizer.md` §2.
+//! Modules expose their parameters to checkpoint import/export through [`io::VisitParams`].
+
+pub mod attention;
+pub mod block;
+pub mod io;
+pub mod layer_norm;
+pub mod mlp;
+pub mod movq;
+pub mod ops;
+pub mod patch;
+pub mod rope;
+pub mod testing;
+
+pub use attention::Attention;
+pub use block::Block;
+pub use io::{CheckpointError, Exporter, LoadReport, Loader, ParamVisitor, VisitParams};
+pub use layer_norm::LayerNorm;
+pub use mlp::Mlp;
+pub use movq::{MovqBlock, MovqNorm};
+pub use patch::{unpatchify, PatchEmbed};
+pub use rope::{Rope, RopeTable};

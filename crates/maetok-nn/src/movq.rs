@@ -1,0 +1,103 @@
+//! MoVQ-modulated ViT block (`MoVQBlockv2`) and final norm (`MoVQNorm`) of MAETok's decoders.
+//!
+//! Only the last `T` tokens (the latent tokens) are modulated, per token, by
+//! `LN(x)·scale + shift` (no `1+`), with `(shift, scale)` from `Linear(SiLU(z))` where `z` is
+//! the raw latent `[B, T, C]`. LayerNorms have no affine parameters (eps 1e-6); no LayerScale.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{activation::silu, backend::Backend, Tensor};
+
+use crate::attention::{Attention, RopeSpan};
+use crate::io::{join, ParamVisitor, VisitParams};
+use crate::layer_norm::normalize;
+use crate::mlp::Mlp;
+use crate::ops::linear3;
+
+/// `LN(x)` with the last `T` rows replaced by `LN(x)·scale + shift`.
+/// `x`: `[B, N, D]`; `shift`, `scale`: `[B, T, D]`.
+fn modulate_latents<B: Backend>(x: Tensor<B, 3>, shift: Tensor<B, 3>, scale: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
+    let [b, n, d] = x.dims();
+    let t = shift.dims()[1];
+    let h = normalize(x, eps);
+    let lat = h.clone().slice([0..b, n - t..n, 0..d]) * scale + shift;
+    h.slice_assign([0..b, n - t..n, 0..d], lat)
+}
+
+/// Splits `[B, T, k·D]` into `k` chunks `[B, T, D]` along the last dimension.
+fn chunks<B: Backend>(m: Tensor<B, 3>, k: usize) -> Vec<Tensor<B, 3>> {
+    let [b, t, kd] = m.dims();
+    let d = kd / k;
+    (0..k).map(|i| m.clone().slice([0..b, 0..t, i * d..(i + 1) * d])).collect()
+}
+
+#[derive(Module, Debug)]
+pub struct MovqBlock<B: Backend> {
+    pub attn: Attention<B>,
+    pub mlp: Mlp<B>,
+    /// `adaLN_modulation.1`: Linear(C → 4D) giving `[shift_msa | scale_msa | shift_mlp | scale_mlp]`.
+    pub ada_ln: Linear<B>,
+    pub eps: f64,
+}
+
+impl<B: Backend> MovqBlock<B> {
+    pub fn new(dim: usize, heads: usize, mlp_hidden: usize, z_dim: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            attn: Attention::new(dim, heads, device),
+            mlp: Mlp::new(dim, mlp_hidden, device),
+            ada_ln: LinearConfig::new(z_dim, 4 * dim).init(device),
+            eps,
+        }
+    }
+
+    /// `x`: `[B, N, D]` (latent tokens last), `z`: raw latents `[B, T, C]` → `[B, N, D]`.
+    pub fn forward(&self, x: Tensor<B, 3>, z: Tensor<B, 3>, rope: Option<RopeSpan<'_, B>>) -> Tensor<B, 3> {
+        let m = chunks(linear3(&self.ada_ln, silu(z)), 4);
+        let h = modulate_latents(x.clone(), m[0].clone(), m[1].clone(), self.eps);
+        let x = x + self.attn.forward(h, rope);
+        let h = modulate_latents(x.clone(), m[2].clone(), m[3].clone(), self.eps);
+        x + self.mlp.forward(h)
+    }
+}
+
+impl<B: Backend> VisitParams<B> for MovqBlock<B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
+        self.attn.visit_params(&join(prefix, "attn"), v);
+        self.mlp.visit_params(&join(prefix, "mlp"), v);
+        v.linear(&join(prefix, "adaLN_modulation.1"), &mut self.ada_ln);
+    }
+}
+
+/// Final norm of MoVQ decoders: non-affine LN, latent rows modulated by `[shift | scale]`.
+#[derive(Module, Debug)]
+pub struct MovqNorm<B: Backend> {
+    /// `adaLN_modulation.1`: Linear(C → 2D).
+    pub ada_ln: Linear<B>,
+    pub eps: f64,
+}
+
+impl<B: Backend> MovqNorm<B> {
+    pub fn new(dim: usize, z_dim: usize, eps: f64, device: &B::Device) -> Self {
+        Self { ada_ln: LinearConfig::new(z_dim, 2 * dim).init(device), eps }
+    }
+
+    /// `x`: `[B, N, D]`, `z`: `[B, T, C]` → `[B, N, D]`.
+    pub fn forward(&self, x: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        let m = chunks(linear3(&self.ada_ln, silu(z)), 2);
+        modulate_latents(x, m[0].clone(), m[1].clone(), self.eps)
+    }
+
+    /// The image-token rows of [`forward`](Self::forward): the latent modulation does not reach
+    /// them, so they are a plain non-affine LayerNorm of the first `n` tokens.
+    /// `x`: `[B, N, D]` → `[B, n, D]`.
+    pub fn forward_prefix(&self, x: Tensor<B, 3>, start: usize, n: usize) -> Tensor<B, 3> {
+        let [b, _, d] = x.dims();
+        normalize(x.slice([0..b, start..start + n, 0..d]), self.eps)
+    }
+}
+
+impl<B: Backend> VisitParams<B> for MovqNorm<B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
+        v.linear(&join(prefix, "adaLN_modulation.1"), &mut self.ada_ln);
+    }
+}

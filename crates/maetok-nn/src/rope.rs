@@ -1,0 +1,133 @@
+//! 2-D rotary position embedding of MAETok's ViTs (`rope_utils` of the reference).
+//!
+//! Two variants:
+//! * **mixed** (the published models): learnable frequencies `freqs` `[2, depth, heads*hd/2]`,
+//!   one set per layer and head; angle `θ[h, n, j] = t_x[n]·fx[l, h·hd/2+j] + t_y[n]·fy[l, h·hd/2+j]`.
+//! * **axial**: fixed frequencies `1/θ^(4k/hd)`, the first `hd/4` pairs rotate with the column
+//!   and the next `hd/4` with the row, shared by all heads and layers.
+//!
+//! Positions are raw integers: `t_x = n mod grid_w` (column), `t_y = n div grid_w` (row).
+//! q/k pairs are adjacent: `(x[2j], x[2j+1])` is rotated as the complex number `x[2j] + i·x[2j+1]`.
+
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use rand::Rng;
+
+use crate::io::{join, ParamVisitor, VisitParams};
+
+/// cos/sin of the rotation angles of one layer: `[heads or 1, N, head_dim/2]` each.
+#[derive(Clone, Debug)]
+pub struct RopeTable<B: Backend> {
+    pub cos: Tensor<B, 3>,
+    pub sin: Tensor<B, 3>,
+}
+
+/// RoPE frequencies of a whole ViT (all layers).
+#[derive(Module, Debug)]
+pub struct Rope<B: Backend> {
+    /// Mixed RoPE: `[2, depth, heads*head_dim/2]` (x then y frequencies). `None` for axial RoPE.
+    pub freqs: Option<Param<Tensor<B, 3>>>,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Axial RoPE base θ.
+    pub theta: f64,
+    /// Side of the token grid the persistent `freqs_t_x/freqs_t_y` buffers describe.
+    pub base_grid: usize,
+}
+
+/// Column and row index of each of the `grid_h*grid_w` tokens (row-major).
+pub fn grid_positions(grid_w: usize, grid_h: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = grid_w * grid_h;
+    let tx = (0..n).map(|t| (t % grid_w) as f32).collect();
+    let ty = (0..n).map(|t| (t / grid_w) as f32).collect();
+    (tx, ty)
+}
+
+impl<B: Backend> Rope<B> {
+    /// Mixed learnable RoPE with the reference initialisation (`init_random_2d_freqs`): per layer
+    /// and head a random angle α; the first `hd/4` frequency pairs point along α, the next along
+    /// α+π/2, magnitudes `1/θ^(4k/hd)`.
+    pub fn mixed(depth: usize, heads: usize, head_dim: usize, theta: f64, base_grid: usize, rng: &mut impl Rng, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let quarter = head_dim / 4;
+        let mags: Vec<f64> = (0..quarter).map(|k| 1.0 / theta.powf((4 * k) as f64 / head_dim as f64)).collect();
+        let mut fx = vec![0f32; depth * heads * half];
+        let mut fy = vec![0f32; depth * heads * half];
+        for l in 0..depth {
+            for h in 0..heads {
+                let alpha: f64 = rng.random::<f64>() * 2.0 * std::f64::consts::PI;
+                for (part, a) in [alpha, alpha + std::f64::consts::FRAC_PI_2].into_iter().enumerate() {
+                    for k in 0..quarter {
+                        let i = (l * heads + h) * half + part * quarter + k;
+                        fx[i] = (mags[k] * a.cos()) as f32;
+                        fy[i] = (mags[k] * a.sin()) as f32;
+                    }
+                }
+            }
+        }
+        let mut data = fx;
+        data.extend(fy);
+        let freqs = Tensor::from_data(TensorData::new(data, [2, depth, heads * half]), device);
+        Self { freqs: Some(Param::from_tensor(freqs)), heads, head_dim, theta, base_grid }
+    }
+
+    /// Axial (fixed) RoPE.
+    pub fn axial(heads: usize, head_dim: usize, theta: f64, base_grid: usize) -> Self {
+        Self { freqs: None, heads, head_dim, theta, base_grid }
+    }
+
+    /// cos/sin tables of layer `layer` for a `grid_w × grid_h` token grid.
+    pub fn table(&self, layer: usize, grid_w: usize, grid_h: usize, device: &B::Device) -> RopeTable<B> {
+        let n = grid_w * grid_h;
+        let half = self.head_dim / 2;
+        let (tx, ty) = grid_positions(grid_w, grid_h);
+        let tx = Tensor::<B, 1>::from_data(TensorData::new(tx, [n]), device);
+        let ty = Tensor::<B, 1>::from_data(TensorData::new(ty, [n]), device);
+        let angle = match &self.freqs {
+            Some(freqs) => {
+                let f = freqs.val();
+                let fx = f.clone().slice([0..1, layer..layer + 1]).reshape([self.heads, 1, half]);
+                let fy = f.slice([1..2, layer..layer + 1]).reshape([self.heads, 1, half]);
+                tx.reshape([1, n, 1]) * fx + ty.reshape([1, n, 1]) * fy
+            }
+            None => {
+                let quarter = self.head_dim / 4;
+                let f: Vec<f32> = (0..quarter)
+                    .map(|k| (1.0 / self.theta.powf((4 * k) as f64 / self.head_dim as f64)) as f32)
+                    .collect();
+                let f = Tensor::<B, 1>::from_data(TensorData::new(f, [quarter]), device).reshape([1, quarter]);
+                let ax = tx.reshape([n, 1]) * f.clone();
+                let ay = ty.reshape([n, 1]) * f;
+                Tensor::cat(vec![ax, ay], 1).reshape([1, n, half])
+            }
+        };
+        RopeTable { cos: angle.clone().cos(), sin: angle.sin() }
+    }
+}
+
+/// Rotates adjacent pairs of the last dimension of `x` `[B, H, n, hd]` by the table
+/// (`[H or 1, n, hd/2]`): `x'[2j] = x[2j]cos − x[2j+1]sin`, `x'[2j+1] = x[2j]sin + x[2j+1]cos`.
+pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, table: &RopeTable<B>) -> Tensor<B, 4> {
+    let [b, h, n, hd] = x.dims();
+    let half = hd / 2;
+    let pairs = x.reshape([b, h, n, half, 2]);
+    let x0 = pairs.clone().slice([0..b, 0..h, 0..n, 0..half, 0..1]).reshape([b, h, n, half]);
+    let x1 = pairs.slice([0..b, 0..h, 0..n, 0..half, 1..2]).reshape([b, h, n, half]);
+    let cos = table.cos.clone().unsqueeze::<4>();
+    let sin = table.sin.clone().unsqueeze::<4>();
+    let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+    let y1 = x0 * sin + x1 * cos;
+    Tensor::cat(vec![y0.reshape([b, h, n, half, 1]), y1.reshape([b, h, n, half, 1])], 4).reshape([b, h, n, hd])
+}
+
+impl<B: Backend> VisitParams<B> for Rope<B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
+        if let Some(freqs) = self.freqs.as_mut() {
+            v.param(&join(prefix, "freqs"), freqs);
+            let (tx, ty) = grid_positions(self.base_grid, self.base_grid);
+            let n = tx.len();
+            v.buffer(&join(prefix, "freqs_t_x"), &[n], &tx);
+            v.buffer(&join(prefix, "freqs_t_y"), &[n], &ty);
+        }
+    }
+}

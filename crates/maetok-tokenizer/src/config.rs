@@ -1,0 +1,275 @@
+//! The Hugging Face `config.json` of a MAETok checkpoint (a flat dump of the reference
+//! `ModelArgs`) and its resolution into concrete model dimensions.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors in a tokenizer configuration. Messages name the file, key and value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path} is not a valid MAETok config.json: {source}")]
+    Parse { path: String, source: serde_json::Error },
+    #[error("config {path}: {msg}")]
+    Invalid { path: String, msg: String },
+}
+
+/// The reference `ModelArgs` fields that define the AEModel architecture (other keys of the
+/// file, such as the training-loss settings, are accepted and kept verbatim in `extra`).
+/// Defaults are those of the reference dataclass / MAETok-B-128.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ModelArgs {
+    pub image_size: usize,
+    pub base_image_size: usize,
+    pub enc_type: String,
+    pub dec_type: String,
+    pub encoder_model: String,
+    pub decoder_model: String,
+    pub enc_patch_size: usize,
+    pub dec_patch_size: usize,
+    pub num_latent_tokens: usize,
+    pub codebook_embed_dim: usize,
+    pub use_rope: bool,
+    pub rope_mixed: bool,
+    pub use_ape: bool,
+    pub rope_theta: f64,
+    pub dec_cls_token: bool,
+    pub enc_token_drop: f64,
+    pub enc_token_drop_max: f64,
+    pub to_pixel: String,
+    pub vq_mean: f64,
+    pub vq_std: f64,
+    /// Our extension for custom and tiny models: override the preset's width/depth/heads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enc_embed_dim: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enc_depth: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enc_num_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dec_embed_dim: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dec_depth: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dec_num_heads: Option<usize>,
+    /// Every other key of the file, written back unchanged on export.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for ModelArgs {
+    fn default() -> Self {
+        Self {
+            image_size: 256,
+            base_image_size: 256,
+            enc_type: "vit".into(),
+            dec_type: "vit".into(),
+            encoder_model: "vit_base_patch14_dinov2.lvd142m".into(),
+            decoder_model: "vit_base_patch14_dinov2_movqv2".into(),
+            enc_patch_size: 16,
+            dec_patch_size: 16,
+            num_latent_tokens: 128,
+            codebook_embed_dim: 32,
+            use_rope: true,
+            rope_mixed: true,
+            use_ape: false,
+            rope_theta: 10.0,
+            dec_cls_token: false,
+            enc_token_drop: 0.0,
+            enc_token_drop_max: 0.6,
+            to_pixel: "linear".into(),
+            vq_mean: 0.0,
+            vq_std: 1.0,
+            enc_embed_dim: None,
+            enc_depth: None,
+            enc_num_heads: None,
+            dec_embed_dim: None,
+            dec_depth: None,
+            dec_num_heads: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+/// Width, depth and heads of a ViT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VitDims {
+    pub width: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp_hidden: usize,
+}
+
+/// Named timm presets (the `vit_<size>_patch14_dinov2*` family used by MAETok), keyed by size.
+pub const PRESETS: &[(&str, usize, usize, usize)] = &[
+    ("vit_tinytiny", 192, 3, 3),
+    ("vit_tiny", 192, 12, 3),
+    ("vit_small", 384, 12, 6),
+    ("vit_base", 768, 12, 12),
+    ("vit_large", 1024, 24, 16),
+];
+
+fn preset(name: &str) -> Option<VitDims> {
+    let arch = name.split('.').next().unwrap_or(name);
+    PRESETS.iter().find(|(p, ..)| arch.starts_with(&format!("{p}_"))).map(|&(_, width, depth, heads)| VitDims {
+        width,
+        depth,
+        heads,
+        mlp_hidden: 4 * width,
+    })
+}
+
+fn known_names() -> String {
+    PRESETS.iter().map(|(p, ..)| format!("{p}_patch14_dinov2*")).collect::<Vec<_>>().join(", ")
+}
+
+/// RoPE flavour of the encoder and decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RopeKind {
+    /// Learnable per-layer, per-head frequencies (the published models).
+    Mixed,
+    /// Fixed axial frequencies.
+    Axial,
+}
+
+/// Concrete architecture of a MAETok autoencoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerConfig {
+    pub image_size: usize,
+    pub base_image_size: usize,
+    pub enc_patch: usize,
+    pub dec_patch: usize,
+    /// Number of 1-D latent tokens `T` (128 for MAETok-B-128).
+    pub latent_tokens: usize,
+    /// Channels per latent token `C` (32 for MAETok-B-128).
+    pub latent_dim: usize,
+    pub encoder: VitDims,
+    /// LayerScale in encoder blocks (DINOv2 presets).
+    pub encoder_layer_scale: bool,
+    pub decoder: VitDims,
+    pub rope: RopeKind,
+    pub rope_theta: f64,
+    pub dec_cls_token: bool,
+    /// The encoder carries a `mask_token` (trained with token masking, `enc_token_drop > 0`).
+    pub enc_mask_token: bool,
+    pub ln_eps: f64,
+    pub vq_mean: f64,
+    pub vq_std: f64,
+}
+
+impl TokenizerConfig {
+    /// Encoder token grid side (`image_size / enc_patch`).
+    pub fn enc_grid(&self) -> usize {
+        self.image_size / self.enc_patch
+    }
+    /// Decoder token grid side (`image_size / dec_patch`).
+    pub fn dec_grid(&self) -> usize {
+        self.image_size / self.dec_patch
+    }
+}
+
+impl ModelArgs {
+    /// Reads a `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let p = path.as_ref().display().to_string();
+        let text = std::fs::read_to_string(path.as_ref()).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        Self::from_json(&text, &p)
+    }
+
+    /// Parses config JSON text; `origin` names the source in messages.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(text).map_err(|source| ConfigError::Parse { path: origin.to_string(), source })
+    }
+
+    /// The JSON object as `save_pretrained` writes it (sorted keys, 2-space indent).
+    pub fn to_json(&self) -> String {
+        let value = serde_json::to_value(self).expect("ModelArgs serialises");
+        let sorted: std::collections::BTreeMap<String, serde_json::Value> =
+            value.as_object().expect("object").clone().into_iter().collect();
+        serde_json::to_string_pretty(&sorted).expect("serialises")
+    }
+
+    /// Resolves presets and overrides into a [`TokenizerConfig`], validating every value.
+    /// `origin` names the config file in messages.
+    pub fn resolve(&self, origin: &str) -> Result<TokenizerConfig, ConfigError> {
+        let bad = |msg: String| ConfigError::Invalid { path: origin.to_string(), msg };
+        if self.enc_type != "vit" {
+            return Err(bad(format!("enc_type '{}' is not supported (only 'vit')", self.enc_type)));
+        }
+        if self.dec_type != "vit" {
+            return Err(bad(format!("dec_type '{}' is not supported (only 'vit')", self.dec_type)));
+        }
+        if self.to_pixel != "linear" {
+            return Err(bad(format!("to_pixel '{}' is not supported (only 'linear')", self.to_pixel)));
+        }
+        if !self.use_rope {
+            return Err(bad("use_rope=false (APE-only MAETok) is not supported; the published models use RoPE".into()));
+        }
+        let mut enc = preset(&self.encoder_model).ok_or_else(|| {
+            bad(format!("unknown encoder_model '{}'; known presets: {}", self.encoder_model, known_names()))
+        })?;
+        let mut dec = preset(&self.decoder_model).ok_or_else(|| {
+            bad(format!("unknown decoder_model '{}'; known presets: {}", self.decoder_model, known_names()))
+        })?;
+        let arch = self.decoder_model.split('.').next().unwrap_or_default();
+        if !(arch.ends_with("_movqv2") || arch.ends_with("_movq2")) {
+            return Err(bad(format!(
+                "decoder_model '{}' is not a MoVQBlockv2 decoder (expected a '*_movqv2' or '*_movq2' name)",
+                self.decoder_model
+            )));
+        }
+        if let Some(w) = self.enc_embed_dim { enc.width = w; enc.mlp_hidden = 4 * w; }
+        if let Some(d) = self.enc_depth { enc.depth = d; }
+        if let Some(h) = self.enc_num_heads { enc.heads = h; }
+        if let Some(w) = self.dec_embed_dim { dec.width = w; dec.mlp_hidden = 4 * w; }
+        if let Some(d) = self.dec_depth { dec.depth = d; }
+        if let Some(h) = self.dec_num_heads { dec.heads = h; }
+        for (name, v, key) in [("encoder", enc, "enc_num_heads"), ("decoder", dec, "dec_num_heads")] {
+            if v.heads == 0 || v.width % v.heads != 0 {
+                return Err(bad(format!("{name} width {} is not divisible by {key} = {}", v.width, v.heads)));
+            }
+            if (v.width / v.heads) % 4 != 0 {
+                return Err(bad(format!("{name} head dim {} must be a multiple of 4 for 2-D RoPE", v.width / v.heads)));
+            }
+            if v.depth == 0 {
+                return Err(bad(format!("{name} depth must be positive")));
+            }
+        }
+        for (key, p) in [("enc_patch_size", self.enc_patch_size), ("dec_patch_size", self.dec_patch_size)] {
+            if p == 0 || self.image_size % p != 0 {
+                return Err(bad(format!("image_size {} is not a multiple of {key} = {p}", self.image_size)));
+            }
+            if self.base_image_size % p != 0 {
+                return Err(bad(format!("base_image_size {} is not a multiple of {key} = {p}", self.base_image_size)));
+            }
+        }
+        if self.num_latent_tokens == 0 || self.codebook_embed_dim == 0 {
+            return Err(bad("num_latent_tokens and codebook_embed_dim must be positive".into()));
+        }
+        if !(self.vq_std > 0.0) {
+            return Err(bad(format!("vq_std must be positive, got {}", self.vq_std)));
+        }
+        let arch = self.encoder_model.split('.').next().unwrap_or_default();
+        Ok(TokenizerConfig {
+            image_size: self.image_size,
+            base_image_size: self.base_image_size,
+            enc_patch: self.enc_patch_size,
+            dec_patch: self.dec_patch_size,
+            latent_tokens: self.num_latent_tokens,
+            latent_dim: self.codebook_embed_dim,
+            encoder: enc,
+            encoder_layer_scale: arch.contains("dinov2"),
+            decoder: dec,
+            rope: if self.rope_mixed { RopeKind::Mixed } else { RopeKind::Axial },
+            rope_theta: self.rope_theta,
+            dec_cls_token: self.dec_cls_token,
+            enc_mask_token: self.enc_token_drop > 0.0,
+            ln_eps: 1e-6,
+            vq_mean: self.vq_mean,
+            vq_std: self.vq_std,
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! MAETok tokenizer: ViT encoder with 1-D learnable latent tokens and mixed 2-D RoPE, MoVQ pixel
+//! decoder; Hugging Face checkpoint loading and export (see `shared/spec/tokenizer.md`).
+
+pub mod config;
+pub mod decoder;
+pub mod encoder;
+pub mod model;
+pub mod pretrained;
+pub mod trace;
+
+pub use config::{ConfigError, ModelArgs, TokenizerConfig};
+pub use model::{InputError, MaeTok};
+pub use pretrained::{load_pretrained, load_with_args, save_pretrained, PretrainedError};
+pub use trace::Trace;

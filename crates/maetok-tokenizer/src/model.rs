@@ -1,0 +1,122 @@
+//! The MAETok autoencoder (`AEModel`): `encode` images to latents `[B, T, C]`, `decode` back.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{backend::Backend, Tensor};
+use maetok_nn::io::{ParamVisitor, ShapeLister, VisitParams};
+use maetok_nn::ops::linear3;
+use rand::Rng;
+
+use crate::config::TokenizerConfig;
+use crate::decoder::Decoder;
+use crate::encoder::Encoder;
+use crate::trace::Trace;
+
+/// Wrong input to [`MaeTok::encode`] / [`MaeTok::decode`].
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("image batch has shape {got:?}; this model takes [B, 3, {size}, {size}] images in [-1, 1]")]
+    ImageShape { got: Vec<usize>, size: usize },
+    #[error("latent batch has shape {got:?}; this model takes [B, {tokens}, {channels}] latents")]
+    LatentShape { got: Vec<usize>, tokens: usize, channels: usize },
+}
+
+#[derive(Module, Debug)]
+pub struct MaeTok<B: Backend> {
+    pub encoder: Encoder<B>,
+    /// Linear(D_enc → C)
+    pub quant_conv: Linear<B>,
+    /// Linear(C → D_dec)
+    pub post_quant_conv: Linear<B>,
+    pub decoder: Decoder<B>,
+    pub config: TokenizerConfig,
+}
+
+impl<B: Backend> MaeTok<B> {
+    /// A randomly initialised model (for training from scratch, or to be loaded into).
+    /// Parameters are lazily initialised: loading a checkpoint never materialises the random values.
+    pub fn new(config: &TokenizerConfig, rng: &mut impl Rng, device: &B::Device) -> Self {
+        Self {
+            encoder: Encoder::new(config, rng, device),
+            quant_conv: LinearConfig::new(config.encoder.width, config.latent_dim).init(device),
+            post_quant_conv: LinearConfig::new(config.latent_dim, config.decoder.width).init(device),
+            decoder: Decoder::new(config, rng, device),
+            config: config.clone(),
+        }
+    }
+
+    /// Images `[B, 3, S, S]` in [-1, 1] (S = `image_size`) → latents `[B, T, C]`.
+    pub fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 3>, InputError> {
+        self.encode_traced(images, &mut Trace::off())
+    }
+
+    /// [`encode`](Self::encode), recording intermediates into `trace`.
+    pub fn encode_traced(&self, images: Tensor<B, 4>, trace: &mut Trace<B>) -> Result<Tensor<B, 3>, InputError> {
+        let s = self.config.image_size;
+        let dims = images.dims();
+        if dims[1] != 3 || dims[2] != s || dims[3] != s {
+            return Err(InputError::ImageShape { got: dims.to_vec(), size: s });
+        }
+        Ok(linear3(&self.quant_conv, self.encoder.forward(images, trace)))
+    }
+
+    /// Latents `[B, T, C]` → images `[B, 3, S, S]` (not clamped).
+    pub fn decode(&self, latents: Tensor<B, 3>) -> Result<Tensor<B, 4>, InputError> {
+        self.decode_traced(latents, &mut Trace::off())
+    }
+
+    /// [`decode`](Self::decode), recording intermediates into `trace`.
+    pub fn decode_traced(&self, latents: Tensor<B, 3>, trace: &mut Trace<B>) -> Result<Tensor<B, 4>, InputError> {
+        let dims = latents.dims();
+        let (t, c) = (self.config.latent_tokens, self.config.latent_dim);
+        if dims[1] != t || dims[2] != c {
+            return Err(InputError::LatentShape { got: dims.to_vec(), tokens: t, channels: c });
+        }
+        let zq = linear3(&self.post_quant_conv, latents.clone());
+        trace.record("dec_post_quant", || zq.clone());
+        Ok(self.decoder.forward(zq, latents, trace))
+    }
+
+    /// Encode then decode (the reference `AEModel.forward(x)[0]`).
+    pub fn reconstruct(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, InputError> {
+        let z = self.encode(images)?;
+        self.decode(z)
+    }
+
+    /// Normalises latents for diffusion training: `(z − vq_mean) / vq_std`.
+    pub fn normalize_latents(&self, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        (z - self.config.vq_mean) / self.config.vq_std
+    }
+
+    /// Inverse of [`normalize_latents`](Self::normalize_latents).
+    pub fn denormalize_latents(&self, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        z * self.config.vq_std + self.config.vq_mean
+    }
+
+    /// Every state-dict key with its PyTorch shape, in visiting order (no parameter is materialised).
+    pub fn state_dict_shapes(&mut self) -> Vec<(String, Vec<usize>)> {
+        let mut lister = ShapeLister::default();
+        self.visit_params("", &mut lister);
+        lister.entries
+    }
+
+    /// Number of parameters (buffers excluded).
+    pub fn num_params_lazy(&mut self) -> usize {
+        let bufs = ["freqs_t_x", "freqs_t_y"];
+        self.state_dict_shapes()
+            .iter()
+            .filter(|(k, _)| !bufs.iter().any(|b| k.ends_with(b)))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+}
+
+impl<B: Backend> VisitParams<B> for MaeTok<B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
+        let p = |n: &str| maetok_nn::io::join(prefix, n);
+        self.encoder.visit_params(&p("encoder"), v);
+        v.linear(&p("quant_conv"), &mut self.quant_conv);
+        self.decoder.visit_params(&p("decoder"), v);
+        v.linear(&p("post_quant_conv"), &mut self.post_quant_conv);
+    }
+}

@@ -1,0 +1,1 @@
+pub use maetok_nn as nn; pub use maetok_tokenizer as tokenizer;
