@@ -260,6 +260,17 @@ impl Exporter {
         Self { tensors: BTreeMap::new() }
     }
 
+    /// Adds a tensor directly (for tools that build state dicts by hand).
+    pub fn insert(&mut self, key: &str, shape: Vec<usize>, values: Vec<f32>) {
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "{key}: shape and value count differ");
+        self.tensors.insert(key.to_string(), (shape, values));
+    }
+
+    /// Removes a tensor, returning it.
+    pub fn remove(&mut self, key: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        self.tensors.remove(key)
+    }
+
     /// The collected keys with their shapes, sorted by key.
     pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
         self.tensors.iter().map(|(k, (s, _))| (k.clone(), s.clone())).collect()

@@ -181,7 +181,19 @@ impl ModelArgs {
 
     /// Parses config JSON text; `origin` names the source in messages.
     pub fn from_json(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(text).map_err(|source| ConfigError::Parse { path: origin.to_string(), source })
+        serde_json::from_str(text).map_err(|source| {
+            // serde's flatten hides which key failed: find it by parsing each key alone.
+            if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) {
+                for (key, value) in map {
+                    let mut one = serde_json::Map::new();
+                    one.insert(key.clone(), value.clone());
+                    if let Err(e) = serde_json::from_value::<ModelArgs>(serde_json::Value::Object(one)) {
+                        return ConfigError::Invalid { path: origin.to_string(), msg: format!("key '{key}' has invalid value {value}: {e}") };
+                    }
+                }
+            }
+            ConfigError::Parse { path: origin.to_string(), source }
+        })
     }
 
     /// The JSON object as `save_pretrained` writes it (sorted keys, 2-space indent).

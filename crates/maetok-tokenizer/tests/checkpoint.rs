@@ -1,0 +1,180 @@
+//! Checkpoint compatibility: the MAETok-B-128 key set, export round trip, strict loading errors.
+
+use std::collections::BTreeMap;
+
+use burn::backend::NdArray;
+use maetok_nn::io::Exporter;
+use maetok_nn::testing::{fixtures_dir, read_tensors};
+use maetok_tokenizer::{load_pretrained, load_with_args, save_pretrained, MaeTok, ModelArgs, PretrainedError};
+use rand::SeedableRng;
+
+type B = NdArray<f32>;
+
+fn tiny_args() -> ModelArgs {
+    let dir = fixtures_dir().join("tokenizer-ae-tiny");
+    let mut args = ModelArgs::from_file(dir.join("config.json")).unwrap();
+    args.enc_embed_dim = Some(64);
+    args.enc_depth = Some(2);
+    args.enc_num_heads = Some(4);
+    args.dec_embed_dim = Some(64);
+    args.dec_depth = Some(2);
+    args.dec_num_heads = Some(4);
+    args
+}
+
+/// The published MAETok-B-128 settings (spec §1.1).
+fn b128_args() -> ModelArgs {
+    ModelArgs::default()
+}
+
+#[test]
+fn maetok_b128_state_dict_matches_published_key_list() {
+    let text = std::fs::read_to_string(fixtures_dir().join("maetok-b-128.keys.txt")).unwrap();
+    let expected: BTreeMap<String, Vec<usize>> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            let key = it.next().unwrap().to_string();
+            let shape = it.next().unwrap().trim_matches(|c| c == '(' || c == ')');
+            let shape = shape.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+            (key, shape)
+        })
+        .collect();
+    let cfg = b128_args().resolve("default").unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut model = MaeTok::<B>::new(&cfg, &mut rng, &Default::default());
+    let ours: BTreeMap<String, Vec<usize>> = model.state_dict_shapes().into_iter().collect();
+    let missing: Vec<_> = expected.keys().filter(|k| !ours.contains_key(*k)).collect();
+    let extra: Vec<_> = ours.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    for (k, s) in &expected {
+        assert_eq!(&ours[k], s, "shape of {k}");
+    }
+    assert_eq!(expected.len(), 315);
+    assert_eq!(model.num_params_lazy(), 173_890_592);
+}
+
+/// Writes the tiny fixture checkpoint, modified by `edit`, into a temp folder with its config.
+fn edited_checkpoint(edit: impl FnOnce(&mut Exporter)) -> tempfile::TempDir {
+    let src = fixtures_dir().join("tokenizer-ae-tiny/model.safetensors");
+    let mut ex = Exporter::new();
+    for (k, (s, v)) in read_tensors(src) {
+        ex.insert(&k, s, v);
+    }
+    edit(&mut ex);
+    let dir = tempfile::tempdir().unwrap();
+    ex.write(dir.path().join("model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("config.json"), tiny_args().to_json()).unwrap();
+    dir
+}
+
+fn load_err(dir: &std::path::Path) -> String {
+    match load_pretrained::<B>(dir, &Default::default()) {
+        Ok(_) => panic!("load of {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn missing_extra_and_misshaped_tensors_are_named_in_one_error() {
+    let dir = edited_checkpoint(|ex| {
+        ex.remove("encoder.model.blocks.1.attn.qkv.bias").unwrap();
+        ex.insert("decoder.model.blocks.7.mlp.fc1.weight", vec![2, 2], vec![0.0; 4]);
+        let (_, v) = ex.remove("quant_conv.weight").unwrap();
+        ex.insert("quant_conv.weight", vec![64, 8], v);
+    });
+    let msg = load_err(dir.path());
+    assert!(msg.contains("model.safetensors"), "{msg}");
+    assert!(msg.contains("missing keys") && msg.contains("encoder.model.blocks.1.attn.qkv.bias"), "{msg}");
+    assert!(msg.contains("unexpected keys") && msg.contains("decoder.model.blocks.7.mlp.fc1.weight"), "{msg}");
+    assert!(msg.contains("mis-shaped") && msg.contains("quant_conv.weight: file has [64, 8], model expects [8, 64]"), "{msg}");
+}
+
+#[test]
+fn unused_reference_keys_are_accepted_and_listed() {
+    let dir = edited_checkpoint(|ex| ex.insert("projection.0.weight", vec![4, 8], vec![0.5; 32]));
+    let (_, report) = load_pretrained::<B>(dir.path(), &Default::default()).unwrap();
+    assert_eq!(report.ignored, vec!["projection.0.weight".to_string()]);
+}
+
+#[test]
+fn wrong_rope_buffer_values_are_reported() {
+    let dir = edited_checkpoint(|ex| ex.insert("encoder.freqs_t_x", vec![64], vec![3.0; 64]));
+    let msg = load_err(dir.path());
+    assert!(msg.contains("encoder.freqs_t_x"), "{msg}");
+}
+
+#[test]
+fn unknown_encoder_name_is_a_config_error() {
+    let dir = edited_checkpoint(|_| {});
+    let mut args = tiny_args();
+    args.encoder_model = "vit_gigantic_patch3_foo".into();
+    std::fs::write(dir.path().join("config.json"), args.to_json()).unwrap();
+    let msg = load_err(dir.path());
+    assert!(msg.contains("config.json") && msg.contains("unknown encoder_model 'vit_gigantic_patch3_foo'"), "{msg}");
+}
+
+#[test]
+fn malformed_config_and_missing_folder_are_clear_errors() {
+    let dir = edited_checkpoint(|_| {});
+    std::fs::write(dir.path().join("config.json"), "{ \"image_size\": \"big\" }").unwrap();
+    let msg = load_err(dir.path());
+    assert!(msg.contains("config.json") && msg.contains("image_size"), "{msg}");
+    let gone = dir.path().join("nope");
+    assert!(matches!(load_pretrained::<B>(&gone, &Default::default()), Err(PretrainedError::NotAFolder(_))));
+    std::fs::write(dir.path().join("model.safetensors"), b"not a safetensors file").unwrap();
+    std::fs::write(dir.path().join("config.json"), tiny_args().to_json()).unwrap();
+    let msg = load_err(dir.path());
+    assert!(msg.contains("model.safetensors") && msg.contains("not a valid safetensors"), "{msg}");
+}
+
+#[test]
+fn export_round_trip_keeps_every_tensor_and_key() {
+    let device = Default::default();
+    let src = fixtures_dir().join("tokenizer-ae-tiny");
+    let args = tiny_args();
+    let (mut model, _) = load_with_args::<B>(&args, "tiny", src.join("model.safetensors"), &device).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    save_pretrained(&mut model, &args, out.path()).unwrap();
+    let original = read_tensors(src.join("model.safetensors"));
+    let saved = read_tensors(out.path().join("model.safetensors"));
+    let mut a: Vec<_> = original.keys().collect();
+    let mut b: Vec<_> = saved.keys().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "key sets differ");
+    for (k, v) in &original {
+        assert_eq!(&saved[k], v, "tensor {k} changed in the round trip");
+    }
+    // And the saved folder loads again, with the same config.
+    let (_, report) = load_pretrained::<B>(out.path(), &device).unwrap();
+    assert_eq!(report.applied, original.len() - 4, "all parameters (not the 4 buffers) applied");
+    assert_eq!(ModelArgs::from_file(out.path().join("config.json")).unwrap(), args);
+}
+
+#[test]
+fn maskae_training_checkpoint_loads_for_inference() {
+    let dir = fixtures_dir().join("tokenizer-maskae-tiny");
+    let mut args = ModelArgs::from_file(dir.join("config.json")).unwrap();
+    args.enc_embed_dim = Some(32);
+    args.enc_depth = Some(2);
+    args.enc_num_heads = Some(2);
+    args.dec_embed_dim = Some(32);
+    args.dec_depth = Some(2);
+    args.dec_num_heads = Some(2);
+    let (_, report) = load_with_args::<B>(&args, "maskae", dir.join("model.safetensors"), &Default::default()).unwrap();
+    assert!(report.ignored.iter().any(|k| k.starts_with("decoder_hog.")));
+    assert!(report.ignored.iter().any(|k| k.starts_with("repa_model.")));
+}
+
+#[test]
+fn wrong_image_and_latent_shapes_are_errors() {
+    let device = Default::default();
+    let src = fixtures_dir().join("tokenizer-ae-tiny");
+    let (model, _) = load_with_args::<B>(&tiny_args(), "tiny", src.join("model.safetensors"), &device).unwrap();
+    let err = model.encode(burn::tensor::Tensor::zeros([1, 3, 32, 64], &device)).unwrap_err();
+    assert!(err.to_string().contains("[1, 3, 32, 64]") && err.to_string().contains("[B, 3, 64, 64]"), "{err}");
+    let err = model.decode(burn::tensor::Tensor::zeros([1, 16, 9], &device)).unwrap_err();
+    assert!(err.to_string().contains("[B, 16, 8]"), "{err}");
+}
