@@ -1,0 +1,48 @@
+//! PSNR/SSIM parity with skimage as `inference/reconstruct_vq.py` calls it
+//! (`shared/fixtures/metrics`, `psnr_ssim/*`).
+
+use std::path::PathBuf;
+
+use maetok_eval::{psnr, ssim, SsimOptions};
+
+fn fixtures() -> PathBuf {
+    std::env::var("MAETOK_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+}
+
+/// The int64-stored u8 HWC crops, as f32 in [0, 1].
+fn image(name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(fixtures().join("metrics/fixture.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor(&format!("psnr_ssim/{name}_u8")).unwrap();
+    assert_eq!(v.shape(), &[64, 64, 3]);
+    v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32 / 255.0).collect()
+}
+
+#[test]
+fn psnr_and_ssim_match_skimage() {
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("metrics/meta.json")).unwrap()).unwrap();
+    let scalar = |k: &str| meta["scalars"][k]["value"].as_f64().unwrap();
+    for (a, b) in [("astronaut", "coffee"), ("astronaut", "astronaut_degraded"), ("coffee", "coffee_degraded")] {
+        let pair = format!("{a}_vs_{}", if b.ends_with("degraded") { "degraded" } else { b });
+        let (x, y) = (image(a), image(b));
+        let p = psnr(&x, &y, 1.0).unwrap();
+        let want = scalar(&format!("psnr_ssim/{pair}/psnr"));
+        println!("{pair}: psnr {p} (skimage {want})");
+        assert!((p - want).abs() <= 1e-4 + 1e-6 * want.abs());
+        let s = ssim(&x, &y, 64, 64, 3, SsimOptions::reference()).unwrap();
+        let want = scalar(&format!("psnr_ssim/{pair}/ssim"));
+        println!("{pair}: ssim {s} (skimage {want})");
+        assert!((s - want).abs() <= 1e-5);
+        let s1 = ssim(&x, &y, 64, 64, 3, SsimOptions::standard()).unwrap();
+        let want = scalar(&format!("psnr_ssim/{pair}/ssim_data_range_1"));
+        assert!((s1 - want).abs() <= 1e-5, "{s1} vs {want}");
+    }
+}
+
+#[test]
+fn identical_images_and_size_mismatch() {
+    let x = image("coffee");
+    assert_eq!(psnr(&x, &x, 1.0).unwrap(), f64::INFINITY);
+    assert!((ssim(&x, &x, 64, 64, 3, SsimOptions::standard()).unwrap() - 1.0).abs() < 1e-12);
+    assert!(psnr(&x, &x[..10], 1.0).is_err());
+}
