@@ -1,1 +1,14 @@
-pub use maetok_nn as nn; pub use maetok_tokenizer as tokenizer;
+//! # maetok
+//!
+//! MAETok ("Masked Autoencoders Are Effective Tokenizers for Diffusion Models", ICML 2025) in
+//! Rust on Burn. This facade re-exports the workspace crates and holds the library side of the
+//! example programs (`examples/`), so that they stay thin command-line wrappers.
+
+pub use maetok_eval as eval;
+pub use maetok_nn as nn;
+pub use maetok_tokenizer as tokenizer;
+pub use maetok_train as train;
+
+pub mod backend;
+pub mod quickstart;
+pub mod reconstruct;

@@ -1,0 +1,45 @@
+//! Reconstruct images with a MAETok checkpoint (a Hugging Face folder):
+//! `cargo run --release --example reconstruct -- --model DIR --out OUTDIR [--latents-out F.safetensors] INPUT...`
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use maetok::reconstruct::{describe, run, ReconstructArgs};
+
+/// Encode and decode images; write reconstructions, a grid and PSNR/SSIM.
+#[derive(Parser)]
+struct Cli {
+    /// Hugging Face model folder (config.json + model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the latents [N, tokens, channels] (f32, tensor `latents`).
+    #[arg(long)]
+    latents_out: Option<PathBuf>,
+    /// ndarray | wgpu | cuda
+    #[arg(long, default_value = "ndarray")]
+    backend: String,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// Image files or folders (PNG/JPEG, searched recursively).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let cli = Cli::parse();
+    let args = ReconstructArgs {
+        model: cli.model,
+        out: cli.out.clone(),
+        latents_out: cli.latents_out,
+        batch_size: cli.batch_size,
+        inputs: cli.inputs,
+        progress: true,
+    };
+    let s = run(args, &cli.backend)?;
+    println!("{}", describe(&s, &cli.out));
+    Ok(())
+}

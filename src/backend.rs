@@ -1,0 +1,110 @@
+//! Backend selection for the example programs (`--backend ndarray|wgpu|cuda`).
+//!
+//! Model code is generic over `B: Backend`; a task implements [`Task`] (inference) or
+//! [`TrainTask`] (needs autodiff) and [`run`] / [`run_train`] instantiate it on the chosen backend.
+
+use anyhow::{bail, Result};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+/// Backends this binary was built with.
+pub fn available() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "ndarray") {
+        v.push("ndarray");
+    }
+    if cfg!(feature = "wgpu") {
+        v.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
+    v
+}
+
+/// Work that runs on any backend.
+pub trait Task {
+    type Output;
+    fn run<B: Backend>(self, device: B::Device, backend_name: &str) -> Result<Self::Output>;
+}
+
+/// Work that needs gradients.
+pub trait TrainTask {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device, backend_name: &str) -> Result<Self::Output>;
+}
+
+fn not_built(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "backend '{name}' is not compiled into this binary (available: {}); rebuild with `--features {name}`",
+        available().join(", ")
+    )
+}
+
+#[cfg(feature = "cuda")]
+fn check_cuda() -> Result<()> {
+    // cubecl-cuda loads the driver at run time and panics without it: check first.
+    for lib in ["libcuda.so.1", "libcuda.so", "nvcuda.dll"] {
+        // SAFETY: loading the CUDA driver library runs only its initialisers.
+        if unsafe { libloading::Library::new(lib) }.is_ok() {
+            return Ok(());
+        }
+    }
+    bail!("backend 'cuda' selected but no CUDA driver (libcuda.so.1) was found on this machine")
+}
+
+/// Runs `task` on the backend called `name`.
+pub fn run<T: Task>(name: &str, task: T) -> Result<T::Output> {
+    match name {
+        "ndarray" => {
+            #[cfg(feature = "ndarray")]
+            return task.run::<burn::backend::NdArray<f32>>(Default::default(), name);
+            #[cfg(not(feature = "ndarray"))]
+            return Err(not_built(name));
+        }
+        "wgpu" => {
+            #[cfg(feature = "wgpu")]
+            return task.run::<burn::backend::Wgpu>(Default::default(), name);
+            #[cfg(not(feature = "wgpu"))]
+            return Err(not_built(name));
+        }
+        "cuda" => {
+            #[cfg(feature = "cuda")]
+            {
+                check_cuda()?;
+                return task.run::<burn::backend::Cuda>(Default::default(), name);
+            }
+            #[cfg(not(feature = "cuda"))]
+            return Err(not_built(name));
+        }
+        other => bail!("unknown backend '{other}'; choose one of: ndarray, wgpu, cuda"),
+    }
+}
+
+/// Runs `task` on the autodiff version of the backend called `name`.
+pub fn run_train<T: TrainTask>(name: &str, task: T) -> Result<T::Output> {
+    use burn::backend::Autodiff;
+    match name {
+        "ndarray" => {
+            #[cfg(feature = "ndarray")]
+            return task.run::<Autodiff<burn::backend::NdArray<f32>>>(Default::default(), name);
+            #[cfg(not(feature = "ndarray"))]
+            return Err(not_built(name));
+        }
+        "wgpu" => {
+            #[cfg(feature = "wgpu")]
+            return task.run::<Autodiff<burn::backend::Wgpu>>(Default::default(), name);
+            #[cfg(not(feature = "wgpu"))]
+            return Err(not_built(name));
+        }
+        "cuda" => {
+            #[cfg(feature = "cuda")]
+            {
+                check_cuda()?;
+                return task.run::<Autodiff<burn::backend::Cuda>>(Default::default(), name);
+            }
+            #[cfg(not(feature = "cuda"))]
+            return Err(not_built(name));
+        }
+        other => bail!("unknown backend '{other}'; choose one of: ndarray, wgpu, cuda"),
+    }
+}

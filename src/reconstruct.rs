@@ -1,0 +1,178 @@
+//! Reconstruct images with a MAETok checkpoint: PNGs, a side-by-side grid, PSNR/SSIM JSON and,
+//! optionally, the latents as safetensors. The `reconstruct` example is a CLI over [`run`].
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend;
+use indicatif::{ProgressBar, ProgressStyle};
+use maetok_eval::{psnr, ssim, SsimOptions};
+use maetok_nn::io::Exporter;
+use maetok_tokenizer::load_pretrained;
+use maetok_train::data::image::to_unit_hwc;
+use maetok_train::data::{collect_inputs, images_to_tensor, load_rgb, preprocess_center_crop, tensor_to_images};
+use maetok_train::viz::grid;
+use serde::Serialize;
+
+/// What to reconstruct and where to write it.
+#[derive(Debug, Clone)]
+pub struct ReconstructArgs {
+    /// Hugging Face model folder (`config.json` + `model.safetensors`).
+    pub model: PathBuf,
+    pub out: PathBuf,
+    pub latents_out: Option<PathBuf>,
+    pub batch_size: usize,
+    /// Image files or folders (searched recursively for PNG/JPEG).
+    pub inputs: Vec<PathBuf>,
+    pub progress: bool,
+}
+
+/// Per-image metrics (reconstruction quantised to 8 bits as the reference does).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageMetrics {
+    pub input: String,
+    pub output: String,
+    /// PSNR in dB, data range 1.
+    pub psnr: f64,
+    /// SSIM with the standard data range 1.
+    pub ssim: f64,
+    /// SSIM as `reconstruct_vq.py` computes it (data_range = 2, inflated; for comparison with the paper's code).
+    pub ssim_reference: f64,
+}
+
+/// Results of a run, also written as `metrics.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconstructSummary {
+    pub backend: String,
+    pub model: String,
+    pub image_size: usize,
+    pub images: Vec<ImageMetrics>,
+    pub mean_psnr: f64,
+    pub mean_ssim: f64,
+    pub mean_ssim_reference: f64,
+    pub seconds: f64,
+}
+
+struct ReconstructTask(ReconstructArgs);
+
+impl crate::backend::Task for ReconstructTask {
+    type Output = ReconstructSummary;
+    fn run<B: Backend>(self, device: B::Device, backend_name: &str) -> Result<ReconstructSummary> {
+        run_on::<B>(&self.0, &device, backend_name)
+    }
+}
+
+/// Runs a reconstruction on the backend called `backend`.
+pub fn run(args: ReconstructArgs, backend: &str) -> Result<ReconstructSummary> {
+    crate::backend::run(backend, ReconstructTask(args))
+}
+
+fn unique_names(paths: &[PathBuf]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let stem = p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| format!("image{i}"));
+            let mut name = format!("{stem}.png");
+            if !seen.insert(name.clone()) {
+                name = format!("{stem}_{i}.png");
+                seen.insert(name.clone());
+            }
+            name
+        })
+        .collect()
+}
+
+/// [`run`] on a given backend type.
+pub fn run_on<B: Backend>(args: &ReconstructArgs, device: &B::Device, backend_name: &str) -> Result<ReconstructSummary> {
+    let start = std::time::Instant::now();
+    let files = collect_inputs(&args.inputs)?;
+    let (model, report) = load_pretrained::<B>(&args.model, device)?;
+    if !report.ignored.is_empty() {
+        tracing::info!("ignored {} checkpoint keys the reference never uses (e.g. {})", report.ignored.len(), report.ignored[0]);
+    }
+    let size = model.config.image_size;
+    // Decode everything first so that a bad file fails the run before any compute.
+    let mut inputs = Vec::with_capacity(files.len());
+    for f in &files {
+        inputs.push(preprocess_center_crop(&load_rgb(f)?, size));
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    let names = unique_names(&files);
+    let bar = if args.progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images {per_sec} eta {eta}").unwrap());
+    bar.set_message("reconstructing");
+    let (t, c) = (model.config.latent_tokens, model.config.latent_dim);
+    let mut latents: Vec<f32> = Vec::new();
+    let mut metrics = Vec::new();
+    let mut pairs = Vec::new();
+    let bs = args.batch_size.max(1);
+    for (chunk_idx, chunk) in inputs.chunks(bs).enumerate() {
+        let x = images_to_tensor::<B>(chunk, device);
+        let z = model.encode(x)?;
+        if args.latents_out.is_some() {
+            latents.extend(z.clone().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
+        }
+        let recon = tensor_to_images(model.decode(z)?);
+        for (j, (inp, rec)) in chunk.iter().zip(recon).enumerate() {
+            let i = chunk_idx * bs + j;
+            let out_path = args.out.join(&names[i]);
+            rec.save(&out_path).with_context(|| format!("cannot write {}", out_path.display()))?;
+            let (a, b) = (to_unit_hwc(&rec), to_unit_hwc(inp));
+            metrics.push(ImageMetrics {
+                input: files[i].display().to_string(),
+                output: out_path.display().to_string(),
+                psnr: psnr(&a, &b, 1.0)?,
+                ssim: ssim(&a, &b, size, size, 3, SsimOptions::standard())?,
+                ssim_reference: ssim(&a, &b, size, size, 3, SsimOptions::reference())?,
+            });
+            pairs.push(inp.clone());
+            pairs.push(rec);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let grid_path = args.out.join("grid.png");
+    grid(&pairs, 8).save(&grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
+    if let Some(path) = &args.latents_out {
+        let mut ex = Exporter::new();
+        ex.insert("latents", vec![files.len(), t, c], latents);
+        ex.write(path)?;
+    }
+    let n = metrics.len() as f64;
+    let mean = |f: fn(&ImageMetrics) -> f64| metrics.iter().map(f).sum::<f64>() / n;
+    let summary = ReconstructSummary {
+        backend: backend_name.to_string(),
+        model: args.model.display().to_string(),
+        image_size: size,
+        mean_psnr: mean(|m| m.psnr),
+        mean_ssim: mean(|m| m.ssim),
+        mean_ssim_reference: mean(|m| m.ssim_reference),
+        images: metrics,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    let json_path = args.out.join("metrics.json");
+    maetok_nn::io::write_atomic(&json_path, serde_json::to_string_pretty(&summary)?.as_bytes())
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    Ok(summary)
+}
+
+/// Short, human-readable report of a summary.
+pub fn describe(s: &ReconstructSummary, out: &Path) -> String {
+    let mut text = String::new();
+    for m in &s.images {
+        text.push_str(&format!("{}: PSNR {:.2} dB, SSIM {:.4} (reference SSIM {:.4})\n", m.input, m.psnr, m.ssim, m.ssim_reference));
+    }
+    text.push_str(&format!(
+        "{} images on {} in {:.1} s: mean PSNR {:.2} dB, SSIM {:.4}; wrote {}",
+        s.images.len(),
+        s.backend,
+        s.seconds,
+        s.mean_psnr,
+        s.mean_ssim,
+        out.display()
+    ));
+    text
+}
