@@ -1,1 +1,114 @@
-fn main(){}
+//! MAETok-B-128 (random weights) encode/decode throughput at 256x256, and the cost of its
+//! building blocks at B-128 shapes (to show where the time goes).
+//!
+//! `cargo bench --bench tokenizer` (NdArray + OpenBLAS); add `--features wgpu` or
+//! `--features cuda` to also measure those backends. Filter with e.g. `-- encode`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
+
+use burn::tensor::{activation, backend::Backend, Distribution, Tensor};
+use maetok_tokenizer::{MaeTok, ModelArgs};
+use rand::SeedableRng;
+
+fn b128<B: Backend>(device: &B::Device) -> MaeTok<B> {
+    let cfg = ModelArgs::default().resolve("MAETok-B-128").expect("published config");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    MaeTok::new(&cfg, &mut rng, device)
+}
+
+fn sync<B: Backend>(device: &B::Device) {
+    let _ = B::sync(device);
+}
+
+fn bench_model<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
+    B::seed(&device, 0);
+    let model = b128::<B>(&device);
+    let mut group = c.benchmark_group(format!("maetok_b128_{backend}"));
+    group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(3));
+    for batch in [1usize, 4] {
+        let x = Tensor::<B, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &device);
+        let z = model.encode(x.clone()).unwrap();
+        sync::<B>(&device);
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::new("encode", batch), &x, |b, x| {
+            b.iter(|| {
+                let z = model.encode(x.clone()).unwrap();
+                sync::<B>(&device);
+                z
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("decode", batch), &z, |b, z| {
+            b.iter(|| {
+                let y = model.decode(z.clone()).unwrap();
+                sync::<B>(&device);
+                y
+            })
+        });
+    }
+    group.finish();
+}
+
+/// One encoder layer's worth of each op at batch 4 (N = 385 tokens, D = 768, 12 heads).
+fn bench_ops<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
+    let (b, n, d, h) = (4usize, 385usize, 768usize, 12usize);
+    let hd = d / h;
+    let mut group = c.benchmark_group(format!("b128_ops_batch4_{backend}"));
+    group.sample_size(20).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    let x = Tensor::<B, 2>::random([b * n, d], Distribution::Default, &device);
+    let x3 = x.clone().reshape([b, n, d]);
+    for (name, out) in [("linear_qkv", 3 * d), ("linear_proj", d), ("linear_fc1", 4 * d)] {
+        let w = Tensor::<B, 2>::random([d, out], Distribution::Default, &device);
+        group.bench_function(name, |bch| bch.iter(|| { let y = x.clone().matmul(w.clone()); sync::<B>(&device); y }));
+    }
+    let hidden = Tensor::<B, 2>::random([b * n, 4 * d], Distribution::Default, &device);
+    let w2 = Tensor::<B, 2>::random([4 * d, d], Distribution::Default, &device);
+    group.bench_function("linear_fc2", |bch| bch.iter(|| { let y = hidden.clone().matmul(w2.clone()); sync::<B>(&device); y }));
+    let q = Tensor::<B, 4>::random([b, h, n, hd], Distribution::Default, &device);
+    let k = Tensor::<B, 4>::random([b, h, n, hd], Distribution::Default, &device);
+    group.bench_function("attn_scores_qk", |bch| bch.iter(|| { let y = q.clone().matmul(k.clone().swap_dims(2, 3)); sync::<B>(&device); y }));
+    let s = q.clone().matmul(k.clone().swap_dims(2, 3));
+    group.bench_function("attn_softmax", |bch| bch.iter(|| { let y = activation::softmax(s.clone(), 3); sync::<B>(&device); y }));
+    group.bench_function("attn_weights_v", |bch| bch.iter(|| { let y = s.clone().matmul(k.clone()); sync::<B>(&device); y }));
+    let opts = burn::tensor::ops::AttentionModuleOptions { scale: Some(0.125), softcap: None, is_causal: false };
+    group.bench_function("attention_fused_op", |bch| bch.iter(|| {
+        let y = burn::tensor::module::attention(q.clone(), k.clone(), k.clone(), None, None, opts);
+        sync::<B>(&device);
+        y
+    }));
+    group.bench_function("layer_norm", |bch| bch.iter(|| { let y = maetok_nn::layer_norm::normalize(x3.clone(), 1e-6); sync::<B>(&device); y }));
+    group.bench_function("gelu_fc1_out", |bch| bch.iter(|| { let y = activation::gelu(hidden.clone()); sync::<B>(&device); y }));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let rope = maetok_nn::Rope::<B>::mixed(12, h, hd, 10.0, 16, &mut rng, &device);
+    let table = rope.table(0, 16, 16, &device);
+    let qi = Tensor::<B, 4>::random([b, h, 256, hd], Distribution::Default, &device);
+    group.bench_function("rope_q_image_tokens", |bch| bch.iter(|| { let y = maetok_nn::rope::apply_rope(qi.clone(), &table); sync::<B>(&device); y }));
+    group.bench_function("qkv_split_heads_copy", |bch| bch.iter(|| {
+        let y = x3.clone().reshape([b, n, h, hd]).swap_dims(1, 2).reshape([b * h, n, hd]);
+        sync::<B>(&device);
+        y
+    }));
+    group.bench_function("residual_add", |bch| bch.iter(|| { let y = x3.clone() + x3.clone(); sync::<B>(&device); y }));
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    #[cfg(feature = "ndarray")]
+    {
+        bench_model::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
+        bench_ops::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
+    }
+    #[cfg(feature = "wgpu")]
+    {
+        bench_model::<burn::backend::Wgpu>(c, "wgpu", Default::default());
+        bench_ops::<burn::backend::Wgpu>(c, "wgpu", Default::default());
+    }
+    #[cfg(feature = "cuda")]
+    {
+        bench_model::<burn::backend::Cuda>(c, "cuda", Default::default());
+        bench_ops::<burn::backend::Cuda>(c, "cuda", Default::default());
+    }
+}
+
+criterion_group!(tokenizer, benches);
+criterion_main!(tokenizer);

@@ -22,6 +22,9 @@ struct Cli {
     image_size: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Peak learning rate (AdamW, warmup then cosine).
+    #[arg(long, default_value_t = 1e-2)]
+    lr: f64,
     /// ndarray | wgpu | cuda
     #[arg(long, default_value = "ndarray")]
     backend: String,
@@ -30,7 +33,7 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let cli = Cli::parse();
-    let args = QuickstartArgs { out: cli.out.clone(), steps: cli.steps, batch_size: cli.batch_size, image_size: cli.image_size, seed: cli.seed, progress: true };
+    let args = QuickstartArgs { out: cli.out.clone(), steps: cli.steps, batch_size: cli.batch_size, image_size: cli.image_size, seed: cli.seed, lr: cli.lr, progress: true };
     let r = run(args, &cli.backend)?;
     println!("backend {}: {} steps in {:.1} s, loss {:.4} -> {:.4}", r.backend, r.steps, r.train_seconds, r.first_loss, r.final_loss);
     println!("PSNR at init {:.2} dB, after training {:.2} dB, mean-colour baseline {:.2} dB", r.at_init.psnr, r.after_training.psnr, r.mean_colour_baseline.psnr);

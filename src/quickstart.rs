@@ -27,12 +27,14 @@ pub struct QuickstartArgs {
     pub batch_size: usize,
     pub image_size: usize,
     pub seed: u64,
+    /// Peak learning rate.
+    pub lr: f64,
     pub progress: bool,
 }
 
 impl Default for QuickstartArgs {
     fn default() -> Self {
-        Self { out: PathBuf::from("out/quickstart"), steps: 600, batch_size: 16, image_size: 32, seed: 0, progress: true }
+        Self { out: PathBuf::from("out/quickstart"), steps: 600, batch_size: 16, image_size: 32, seed: 0, lr: 1e-2, progress: true }
     }
 }
 
@@ -142,7 +144,7 @@ pub fn run_on<B: AutodiffBackend>(args: &QuickstartArgs, device: &B::Device, bac
     let mean_colour_baseline = quality(&baseline, &eval_imgs)?;
     tracing::info!("at init: PSNR {:.2} dB; mean-colour baseline {:.2} dB", at_init.psnr, mean_colour_baseline.psnr);
 
-    let tc = AeTrainConfig { steps: args.steps, batch_size: args.batch_size, ..AeTrainConfig::default() };
+    let tc = AeTrainConfig { steps: args.steps, batch_size: args.batch_size, lr: args.lr, ..AeTrainConfig::default() };
     let bar = if args.progress { ProgressBar::new(args.steps as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("training [{bar:40}] {pos}/{len} steps {msg} eta {eta}").unwrap());
     let start = std::time::Instant::now();

@@ -1,0 +1,73 @@
+//! End-to-end `reconstruct` on the tiny fixture checkpoint, and its input errors.
+
+use std::path::{Path, PathBuf};
+
+use maetok::reconstruct::{run, ReconstructArgs};
+use maetok_nn::testing::{fixtures_dir, read_tensors};
+use maetok_tokenizer::ModelArgs;
+
+/// The tiny fixture as a model folder whose config carries its dimensions.
+fn tiny_model_dir(root: &Path) -> PathBuf {
+    let src = fixtures_dir().join("tokenizer-ae-tiny");
+    let dir = root.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let mut args = ModelArgs::from_file(src.join("config.json")).unwrap();
+    args.enc_embed_dim = Some(64);
+    args.enc_depth = Some(2);
+    args.enc_num_heads = Some(4);
+    args.dec_embed_dim = Some(64);
+    args.dec_depth = Some(2);
+    args.dec_num_heads = Some(4);
+    std::fs::write(dir.join("config.json"), args.to_json()).unwrap();
+    dir
+}
+
+fn write_png(path: &Path, w: u32, h: u32, seed: u8) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8 ^ seed, (y * 5) as u8, seed.wrapping_mul(7)]));
+    img.save(path).unwrap();
+}
+
+fn args(model: PathBuf, out: PathBuf, inputs: Vec<PathBuf>) -> ReconstructArgs {
+    ReconstructArgs { model, out, latents_out: None, batch_size: 2, inputs, progress: false }
+}
+
+#[test]
+fn reconstructs_files_and_folders_and_writes_latents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir(tmp.path());
+    let imgs = tmp.path().join("imgs");
+    std::fs::create_dir_all(imgs.join("sub")).unwrap();
+    write_png(&imgs.join("a.png"), 64, 64, 1);
+    write_png(&imgs.join("sub/b.png"), 96, 80, 2); // resized + centre-cropped to 64
+    let single = tmp.path().join("c.png");
+    write_png(&single, 64, 64, 3);
+    let out = tmp.path().join("out");
+    let mut a = args(model, out.clone(), vec![imgs, single]);
+    a.latents_out = Some(tmp.path().join("latents.safetensors"));
+    let s = run(a, "ndarray").unwrap();
+    assert_eq!(s.images.len(), 3);
+    for name in ["a.png", "b.png", "c.png", "grid.png", "metrics.json"] {
+        assert!(out.join(name).is_file(), "{name} missing");
+    }
+    assert!(s.images.iter().all(|m| m.psnr.is_finite() && m.ssim <= 1.0));
+    let lat = read_tensors(tmp.path().join("latents.safetensors"));
+    assert_eq!(lat["latents"].0, vec![3, 16, 8]);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(json["images"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn non_image_file_and_missing_path_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir(tmp.path());
+    let bogus = tmp.path().join("notes.png");
+    std::fs::write(&bogus, b"this is not a PNG").unwrap();
+    let err = run(args(model.clone(), tmp.path().join("o1"), vec![bogus.clone()]), "ndarray").unwrap_err().to_string();
+    assert!(err.contains("notes.png") && err.contains("not a readable image"), "{err}");
+    let missing = tmp.path().join("does/not/exist.jpg");
+    let err = run(args(model.clone(), tmp.path().join("o2"), vec![missing]), "ndarray").unwrap_err().to_string();
+    assert!(err.contains("does/not/exist.jpg") && err.contains("cannot read"), "{err}");
+    let err = run(args(model, tmp.path().join("o3"), vec![bogus]), "tpu").unwrap_err().to_string();
+    assert!(err.contains("unknown backend 'tpu'"), "{err}");
+}
