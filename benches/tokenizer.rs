@@ -81,8 +81,9 @@ fn bench_ops<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let rope = maetok_nn::Rope::<B>::mixed(12, h, hd, 10.0, 16, &mut rng, &device);
     let table = rope.table(0, 16, 16, &device);
-    let qi = Tensor::<B, 4>::random([b, h, 256, hd], Distribution::Default, &device);
-    group.bench_function("rope_q_image_tokens", |bch| bch.iter(|| { let y = maetok_nn::rope::apply_rope(qi.clone(), &table); sync::<B>(&device); y }));
+    let full = maetok_nn::RopeFull::new(&table, n, 1, 0.125);
+    let qf = Tensor::<B, 4>::random([b, h, n, hd], Distribution::Default, &device);
+    group.bench_function("rope_q_full_sequence", |bch| bch.iter(|| { let y = full.apply_q(qf.clone()); sync::<B>(&device); y }));
     group.bench_function("qkv_split_heads_copy", |bch| bch.iter(|| {
         let y = x3.clone().reshape([b, n, h, hd]).swap_dims(1, 2).reshape([b * h, n, hd]);
         sync::<B>(&device);

@@ -4,7 +4,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::attention::{Attention, RopeSpan};
+use crate::attention::Attention;
+use crate::rope::RopeFull;
 use crate::io::{join, ParamVisitor, VisitParams};
 use crate::layer_norm::LayerNorm;
 use crate::mlp::Mlp;
@@ -35,7 +36,7 @@ impl<B: Backend> Block<B> {
     }
 
     /// `x`: `[B, N, D]` → `[B, N, D]`.
-    pub fn forward(&self, x: Tensor<B, 3>, rope: Option<RopeSpan<'_, B>>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&RopeFull<B>>) -> Tensor<B, 3> {
         let scale = |y: Tensor<B, 3>, ls: &Option<Param<Tensor<B, 1>>>| match ls {
             Some(g) => y * g.val().unsqueeze::<3>(),
             None => y,

@@ -22,4 +22,4 @@ pub use layer_norm::LayerNorm;
 pub use mlp::Mlp;
 pub use movq::{MovqBlock, MovqNorm};
 pub use patch::{unpatchify, PatchEmbed};
-pub use rope::{Rope, RopeTable};
+pub use rope::{Rope, RopeFull, RopeTable};

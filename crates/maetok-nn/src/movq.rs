@@ -8,7 +8,8 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
-use crate::attention::{Attention, RopeSpan};
+use crate::attention::Attention;
+use crate::rope::RopeFull;
 use crate::io::{join, ParamVisitor, VisitParams};
 use crate::layer_norm::normalize;
 use crate::mlp::Mlp;
@@ -51,7 +52,7 @@ impl<B: Backend> MovqBlock<B> {
     }
 
     /// `x`: `[B, N, D]` (latent tokens last), `z`: raw latents `[B, T, C]` → `[B, N, D]`.
-    pub fn forward(&self, x: Tensor<B, 3>, z: Tensor<B, 3>, rope: Option<RopeSpan<'_, B>>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, z: Tensor<B, 3>, rope: Option<&RopeFull<B>>) -> Tensor<B, 3> {
         let m = chunks(linear3(&self.ada_ln, silu(z)), 4);
         let h = modulate_latents(x.clone(), m[0].clone(), m[1].clone(), self.eps);
         let x = x + self.attn.forward(h, rope);

@@ -105,6 +105,70 @@ impl<B: Backend> Rope<B> {
     }
 }
 
+/// RoPE tables expanded for direct application to a whole attention sequence:
+/// `x' = x·cos + swap_pairs(x)·sin`, with `cos`/`sin` `[H or 1, N_total, hd]` holding
+/// `cos θ_j` at `2j` and `2j+1`, `(−sin θ_j, +sin θ_j)` at `(2j, 2j+1)`, and the identity
+/// (cos 1, sin 0) on tokens outside the rotated span. Separate q tables carry the attention
+/// scale, so q is rotated and scaled in one pass (the reference scales q right after RoPE).
+#[derive(Clone, Debug)]
+pub struct RopeFull<B: Backend> {
+    pub cos_q: Tensor<B, 3>,
+    pub sin_q: Tensor<B, 3>,
+    pub cos_k: Tensor<B, 3>,
+    pub sin_k: Tensor<B, 3>,
+    /// `[hd, hd]` permutation: `(x·P)[2j] = x[2j+1]`, `(x·P)[2j+1] = x[2j]`.
+    pub swap: Tensor<B, 2>,
+}
+
+impl<B: Backend> RopeFull<B> {
+    /// Expands `table` (`[Hr, n, hd/2]`) to a sequence of `seq_len` tokens whose rotated span
+    /// starts at `start`; `q_scale` is folded into the q tables.
+    pub fn new(table: &RopeTable<B>, seq_len: usize, start: usize, q_scale: f64) -> Self {
+        let [hr, n, half] = table.cos.dims();
+        let hd = 2 * half;
+        let device = table.cos.device();
+        let cos = table.cos.clone().reshape([hr, n, half, 1]).repeat_dim(3, 2).reshape([hr, n, hd]);
+        let sin = table.sin.clone().reshape([hr, n, half, 1]);
+        let sin = Tensor::cat(vec![sin.clone().neg(), sin], 3).reshape([hr, n, hd]);
+        let rest = seq_len - start - n;
+        let pad = |t: Tensor<B, 3>, fill: f32| {
+            let mut parts = Vec::new();
+            if start > 0 {
+                parts.push(Tensor::full([hr, start, hd], fill, &device));
+            }
+            parts.push(t);
+            if rest > 0 {
+                parts.push(Tensor::full([hr, rest, hd], fill, &device));
+            }
+            Tensor::cat(parts, 1)
+        };
+        let (cos_k, sin_k) = (pad(cos, 1.0), pad(sin, 0.0));
+        let mut p = vec![0f32; hd * hd];
+        for j in 0..half {
+            p[(2 * j + 1) * hd + 2 * j] = 1.0;
+            p[(2 * j) * hd + 2 * j + 1] = 1.0;
+        }
+        let swap = Tensor::from_data(TensorData::new(p, [hd, hd]), &device);
+        Self { cos_q: cos_k.clone() * q_scale, sin_q: sin_k.clone() * q_scale, cos_k, sin_k, swap }
+    }
+
+    fn apply(x: Tensor<B, 4>, cos: &Tensor<B, 3>, sin: &Tensor<B, 3>, swap: &Tensor<B, 2>) -> Tensor<B, 4> {
+        let [b, h, n, hd] = x.dims();
+        let swapped = x.clone().reshape([b * h * n, hd]).matmul(swap.clone()).reshape([b, h, n, hd]);
+        x * cos.clone().unsqueeze::<4>() + swapped * sin.clone().unsqueeze::<4>()
+    }
+
+    /// Rotates (and scales) q `[B, H, N, hd]`.
+    pub fn apply_q(&self, q: Tensor<B, 4>) -> Tensor<B, 4> {
+        Self::apply(q, &self.cos_q, &self.sin_q, &self.swap)
+    }
+
+    /// Rotates k `[B, H, N, hd]`.
+    pub fn apply_k(&self, k: Tensor<B, 4>) -> Tensor<B, 4> {
+        Self::apply(k, &self.cos_k, &self.sin_k, &self.swap)
+    }
+}
+
 /// Rotates adjacent pairs of the last dimension of `x` `[B, H, n, hd]` by the table
 /// (`[H or 1, n, hd/2]`): `x'[2j] = x[2j]cos − x[2j+1]sin`, `x'[2j+1] = x[2j]sin + x[2j+1]cos`.
 pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, table: &RopeTable<B>) -> Tensor<B, 4> {

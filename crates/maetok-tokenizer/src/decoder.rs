@@ -7,9 +7,8 @@
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Distribution, Tensor};
-use maetok_nn::attention::RopeSpan;
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
-use maetok_nn::{unpatchify, MovqBlock, MovqNorm, PatchEmbed, Rope};
+use maetok_nn::{unpatchify, MovqBlock, MovqNorm, PatchEmbed, Rope, RopeFull};
 use rand::Rng;
 
 use crate::config::{RopeKind, TokenizerConfig};
@@ -89,7 +88,8 @@ impl<B: Backend> Decoder<B> {
                 trace.record("dec_rope_sin_block0", || table.sin.clone());
                 trace.record("dec_block0_adaln", || maetok_nn::ops::linear3(&blk.ada_ln, burn::tensor::activation::silu(z.clone())));
             }
-            x = blk.forward(x, z.clone(), Some(RopeSpan { table: &table, start: prefix }));
+            let full = RopeFull::new(&table, x.dims()[1], prefix, blk.attn.scale(d));
+            x = blk.forward(x, z.clone(), Some(&full));
             if i == 0 {
                 trace.record("dec_block0_out", || x.clone());
             }

@@ -6,9 +6,8 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Distribution, Tensor};
-use maetok_nn::attention::RopeSpan;
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
-use maetok_nn::{Block, LayerNorm, PatchEmbed, Rope};
+use maetok_nn::{Block, LayerNorm, PatchEmbed, Rope, RopeFull};
 use rand::Rng;
 
 use crate::config::{RopeKind, TokenizerConfig};
@@ -85,7 +84,8 @@ impl<B: Backend> Encoder<B> {
                 trace.record("enc_rope_cos_block0", || table.cos.clone());
                 trace.record("enc_rope_sin_block0", || table.sin.clone());
             }
-            x = blk.forward(x, Some(RopeSpan { table: &table, start: 1 }));
+            let full = RopeFull::new(&table, x.dims()[1], 1, blk.attn.scale(d));
+            x = blk.forward(x, Some(&full));
             if i == 0 {
                 trace.record("enc_block0_out", || x.clone());
             }

@@ -45,6 +45,17 @@ impl<B: Backend> MaeTok<B> {
         }
     }
 
+    /// Selects the backend's fused attention op (flash attention on CUDA/wgpu) or the explicit
+    /// matmul–softmax–matmul (default; fastest on NdArray and the reference's op order).
+    pub fn set_fused_attention(&mut self, fused: bool) {
+        for b in self.encoder.blocks.iter_mut() {
+            b.attn.fused = fused;
+        }
+        for b in self.decoder.blocks.iter_mut() {
+            b.attn.fused = fused;
+        }
+    }
+
     /// Images `[B, 3, S, S]` in [-1, 1] (S = `image_size`) → latents `[B, T, C]`.
     pub fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 3>, InputError> {
         self.encode_traced(images, &mut Trace::off())

@@ -51,3 +51,16 @@ fn ae_tiny_matches_reference() {
     let recon = model.decode(latent).unwrap();
     assert_close("output (end to end)", recon, &io["output"], 1e-4, 1e-4);
 }
+
+#[test]
+fn ae_tiny_fused_attention_path_matches_reference() {
+    let device = Default::default();
+    let dir = fixtures_dir().join("tokenizer-ae-tiny");
+    let (mut model, _) = load_with_args::<B>(&tiny_args(), "tokenizer-ae-tiny/config.json", dir.join("model.safetensors"), &device).unwrap();
+    model.set_fused_attention(true);
+    let io = read_tensors(dir.join("io.safetensors"));
+    let latent = model.encode(tensor::<B, 4>(&io["input"], &device)).unwrap();
+    assert_close("latent (fused attention)", latent, &io["latent"], 1e-4, 1e-4);
+    let output = model.decode(tensor::<B, 3>(&io["latent"], &device)).unwrap();
+    assert_close("output (fused attention)", output, &io["output"], 1e-4, 1e-4);
+}
