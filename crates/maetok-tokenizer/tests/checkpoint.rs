@@ -178,3 +178,15 @@ fn wrong_image_and_latent_shapes_are_errors() {
     let err = model.decode(burn::tensor::Tensor::zeros([1, 16, 9], &device)).unwrap_err();
     assert!(err.to_string().contains("[B, 16, 8]"), "{err}");
 }
+
+#[test]
+fn shipped_configs_resolve() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    for (name, size, tokens) in [("maetok-b-128-256.json", 256, 128), ("maetok-b-128-512.json", 512, 128), ("tiny-32.json", 32, 16)] {
+        let cfg = ModelArgs::from_file(dir.join(name)).unwrap().resolve(name).unwrap();
+        assert_eq!((cfg.image_size, cfg.latent_tokens), (size, tokens), "{name}");
+    }
+    let b = ModelArgs::from_file(dir.join("maetok-b-128-256.json")).unwrap().resolve("b").unwrap();
+    assert_eq!((b.encoder.width, b.encoder.depth, b.encoder.heads, b.latent_dim), (768, 12, 12, 32));
+    assert!(b.enc_mask_token && b.encoder_layer_scale && !b.dec_cls_token);
+}

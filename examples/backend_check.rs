@@ -1,0 +1,121 @@
+//! Checks every backend compiled into this binary against the golden tiny-AE fixture and times
+//! MAETok-B-128 encode/decode. Used on GPU machines, where only prebuilt binaries run:
+//! `backend_check --fixtures shared/fixtures [--backends cuda,wgpu] [--batches 1,4,16]`.
+//! Writes one JSON report to stdout; exits non-zero if any parity check fails.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::tensor::{backend::Backend, Distribution, Tensor};
+use clap::Parser;
+use maetok::backend::{run, Task};
+use maetok_nn::testing::{errors, read_tensors, tensor};
+use maetok_tokenizer::{load_with_args, MaeTok, ModelArgs};
+use rand::SeedableRng;
+use serde_json::json;
+
+#[derive(Parser, Clone)]
+struct Cli {
+    /// The `shared/fixtures` folder (needs tokenizer-ae-tiny/).
+    #[arg(long)]
+    fixtures: PathBuf,
+    /// Backends to check (default: all compiled in).
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<String>,
+    /// Batch sizes for the B-128 timing (empty: skip timing).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    batches: Vec<usize>,
+    /// Timed repetitions per measurement (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+struct Check(Cli);
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32")
+}
+
+impl Task for Check {
+    type Output = serde_json::Value;
+    fn run<B: Backend>(self, device: B::Device, name: &str) -> Result<serde_json::Value> {
+        let cli = self.0;
+        let dir = cli.fixtures.join("tokenizer-ae-tiny");
+        let mut args = ModelArgs::from_file(dir.join("config.json"))?;
+        (args.enc_embed_dim, args.enc_depth, args.enc_num_heads) = (Some(64), Some(2), Some(4));
+        (args.dec_embed_dim, args.dec_depth, args.dec_num_heads) = (Some(64), Some(2), Some(4));
+        let (mut model, _) = load_with_args::<B>(&args, "tiny", dir.join("model.safetensors"), &device)?;
+        let io = read_tensors(dir.join("io.safetensors"));
+        let mut parity = Vec::new();
+        let mut ok = true;
+        for fused in [false, true] {
+            model.set_fused_attention(fused);
+            let z = model.encode(tensor::<B, 4>(&io["input"], &device))?;
+            let y = model.decode(tensor::<B, 3>(&io["latent"], &device))?;
+            let (za, zr) = errors(&to_vec(z), &io["latent"].1);
+            let (ya, yr) = errors(&to_vec(y), &io["output"].1);
+            let pass = (za <= 1e-4 || zr <= 1e-4) && (ya <= 1e-4 || yr <= 1e-4);
+            ok &= pass;
+            parity.push(json!({"fused_attention": fused, "latent_max_abs": za, "latent_rel": zr, "output_max_abs": ya, "output_rel": yr, "pass": pass}));
+        }
+        let mut timing = Vec::new();
+        if !cli.batches.is_empty() {
+            B::seed(&device, 0);
+            let cfg = ModelArgs::default().resolve("MAETok-B-128")?;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            let mut big = MaeTok::<B>::new(&cfg, &mut rng, &device);
+            for fused in [false, true] {
+                big.set_fused_attention(fused);
+                for &bs in &cli.batches {
+                    let x = Tensor::<B, 4>::random([bs, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &device);
+                    let z = big.encode(x.clone())?;
+                    let _ = big.decode(z.clone())?;
+                    let _ = B::sync(&device);
+                    let t0 = Instant::now();
+                    for _ in 0..cli.reps {
+                        let _ = big.encode(x.clone())?;
+                    }
+                    let _ = B::sync(&device);
+                    let enc = t0.elapsed().as_secs_f64() / cli.reps as f64;
+                    let t0 = Instant::now();
+                    for _ in 0..cli.reps {
+                        let _ = big.decode(z.clone())?;
+                    }
+                    let _ = B::sync(&device);
+                    let dec = t0.elapsed().as_secs_f64() / cli.reps as f64;
+                    let f = bs as f64;
+                    timing.push(json!({"fused_attention": fused, "batch": bs, "encode_s": enc, "decode_s": dec,
+                        "encode_img_per_s": f / enc, "decode_img_per_s": f / dec,
+                        "encode_gflops": 71.2 * f / enc, "decode_gflops": 71.3 * f / dec}));
+                    eprintln!("{name} fused={fused} batch {bs}: encode {enc:.4} s, decode {dec:.4} s");
+                }
+            }
+        }
+        Ok(json!({"backend": name, "parity_pass": ok, "parity": parity, "b128_timing": timing}))
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let backends = if cli.backends.is_empty() { maetok::backend::available().iter().map(|s| s.to_string()).collect() } else { cli.backends.clone() };
+    let mut reports = Vec::new();
+    let mut all_ok = true;
+    for b in backends {
+        match run(&b, Check(cli.clone())) {
+            Ok(r) => {
+                all_ok &= r["parity_pass"].as_bool().unwrap_or(false);
+                reports.push(r);
+            }
+            Err(e) => {
+                all_ok = false;
+                reports.push(json!({"backend": b, "error": e.to_string()}));
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&reports)?);
+    if !all_ok {
+        anyhow::bail!("a backend failed its parity check");
+    }
+    Ok(())
+}
