@@ -42,9 +42,7 @@ impl Task for Check {
     fn run<B: Backend>(self, device: B::Device, name: &str) -> Result<serde_json::Value> {
         let cli = self.0;
         let dir = cli.fixtures.join("tokenizer-ae-tiny");
-        let mut args = ModelArgs::from_file(dir.join("config.json"))?;
-        (args.enc_embed_dim, args.enc_depth, args.enc_num_heads) = (Some(64), Some(2), Some(4));
-        (args.dec_embed_dim, args.dec_depth, args.dec_num_heads) = (Some(64), Some(2), Some(4));
+        let args = ModelArgs::from_file(dir.join("config.json"))?.with_dims((64, 2, 4), (64, 2, 4));
         let (mut model, _) = load_with_args::<B>(&args, "tiny", dir.join("model.safetensors"), &device)?;
         let io = read_tensors(dir.join("io.safetensors"));
         let mut parity = Vec::new();

@@ -48,14 +48,9 @@ pub fn tiny_model_args(image_size: usize) -> ModelArgs {
         dec_patch_size: 4,
         num_latent_tokens: 16,
         codebook_embed_dim: 8,
-        enc_embed_dim: Some(64),
-        enc_depth: Some(2),
-        enc_num_heads: Some(4),
-        dec_embed_dim: Some(64),
-        dec_depth: Some(2),
-        dec_num_heads: Some(4),
         ..ModelArgs::default()
     }
+    .with_dims((64, 2, 4), (64, 2, 4))
 }
 
 /// Mean PSNR/SSIM of a set of reconstructions.

@@ -12,13 +12,7 @@ fn tiny_model_dir(root: &Path) -> PathBuf {
     let dir = root.join("model");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
-    let mut args = ModelArgs::from_file(src.join("config.json")).unwrap();
-    args.enc_embed_dim = Some(64);
-    args.enc_depth = Some(2);
-    args.enc_num_heads = Some(4);
-    args.dec_embed_dim = Some(64);
-    args.dec_depth = Some(2);
-    args.dec_num_heads = Some(4);
+    let args = ModelArgs::from_file(src.join("config.json")).unwrap().with_dims((64, 2, 4), (64, 2, 4));
     std::fs::write(dir.join("config.json"), args.to_json()).unwrap();
     dir
 }

@@ -172,6 +172,14 @@ impl TokenizerConfig {
 }
 
 impl ModelArgs {
+    /// Sets the width/depth/heads overrides (`enc_embed_dim` …) of encoder and decoder, each
+    /// given as `(width, depth, heads)`.
+    pub fn with_dims(mut self, enc: (usize, usize, usize), dec: (usize, usize, usize)) -> Self {
+        (self.enc_embed_dim, self.enc_depth, self.enc_num_heads) = (Some(enc.0), Some(enc.1), Some(enc.2));
+        (self.dec_embed_dim, self.dec_depth, self.dec_num_heads) = (Some(dec.0), Some(dec.1), Some(dec.2));
+        self
+    }
+
     /// Reads a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let p = path.as_ref().display().to_string();

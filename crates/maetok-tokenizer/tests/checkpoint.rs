@@ -12,14 +12,7 @@ type B = NdArray<f32>;
 
 fn tiny_args() -> ModelArgs {
     let dir = fixtures_dir().join("tokenizer-ae-tiny");
-    let mut args = ModelArgs::from_file(dir.join("config.json")).unwrap();
-    args.enc_embed_dim = Some(64);
-    args.enc_depth = Some(2);
-    args.enc_num_heads = Some(4);
-    args.dec_embed_dim = Some(64);
-    args.dec_depth = Some(2);
-    args.dec_num_heads = Some(4);
-    args
+    ModelArgs::from_file(dir.join("config.json")).unwrap().with_dims((64, 2, 4), (64, 2, 4))
 }
 
 /// The published MAETok-B-128 settings (spec §1.1).
@@ -156,13 +149,7 @@ fn export_round_trip_keeps_every_tensor_and_key() {
 #[test]
 fn maskae_training_checkpoint_loads_for_inference() {
     let dir = fixtures_dir().join("tokenizer-maskae-tiny");
-    let mut args = ModelArgs::from_file(dir.join("config.json")).unwrap();
-    args.enc_embed_dim = Some(32);
-    args.enc_depth = Some(2);
-    args.enc_num_heads = Some(2);
-    args.dec_embed_dim = Some(32);
-    args.dec_depth = Some(2);
-    args.dec_num_heads = Some(2);
+    let args = ModelArgs::from_file(dir.join("config.json")).unwrap().with_dims((32, 2, 2), (32, 2, 2));
     let (_, report) = load_with_args::<B>(&args, "maskae", dir.join("model.safetensors"), &Default::default()).unwrap();
     assert!(report.ignored.iter().any(|k| k.starts_with("decoder_hog.")));
     assert!(report.ignored.iter().any(|k| k.starts_with("repa_model.")));
@@ -203,14 +190,9 @@ fn larger_image_than_base_grid_runs_and_round_trips() {
         dec_patch_size: 4,
         num_latent_tokens: 4,
         codebook_embed_dim: 4,
-        enc_embed_dim: Some(16),
-        enc_depth: Some(1),
-        enc_num_heads: Some(2),
-        dec_embed_dim: Some(16),
-        dec_depth: Some(1),
-        dec_num_heads: Some(2),
         ..ModelArgs::default()
-    };
+    }
+    .with_dims((16, 1, 2), (16, 1, 2));
     let cfg = args.resolve("t").unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut model = MaeTok::<B>::new(&cfg, &mut rng, &device);

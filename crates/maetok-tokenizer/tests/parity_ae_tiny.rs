@@ -10,14 +10,7 @@ type B = NdArray<f32>;
 /// The fixture's config.json with the tiny dimensions of its meta.json (width 64, depth 2, 4 heads).
 fn tiny_args() -> ModelArgs {
     let dir = fixtures_dir().join("tokenizer-ae-tiny");
-    let mut args = ModelArgs::from_file(dir.join("config.json")).unwrap();
-    args.enc_embed_dim = Some(64);
-    args.enc_depth = Some(2);
-    args.enc_num_heads = Some(4);
-    args.dec_embed_dim = Some(64);
-    args.dec_depth = Some(2);
-    args.dec_num_heads = Some(4);
-    args
+    ModelArgs::from_file(dir.join("config.json")).unwrap().with_dims((64, 2, 4), (64, 2, 4))
 }
 
 #[test]

@@ -19,14 +19,9 @@ fn short_training_run_lowers_the_loss() {
         dec_patch_size: 4,
         num_latent_tokens: 8,
         codebook_embed_dim: 8,
-        enc_embed_dim: Some(32),
-        enc_depth: Some(1),
-        enc_num_heads: Some(2),
-        dec_embed_dim: Some(32),
-        dec_depth: Some(1),
-        dec_num_heads: Some(2),
         ..ModelArgs::default()
-    };
+    }
+    .with_dims((32, 1, 2), (32, 1, 2));
     let cfg = args.resolve("test").unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let model = MaeTok::<B>::new(&cfg, &mut rng, &device);
