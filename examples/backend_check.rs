@@ -43,11 +43,13 @@ impl Task for Check {
         let cli = self.0;
         let dir = cli.fixtures.join("tokenizer-ae-tiny");
         let args = ModelArgs::from_file(dir.join("config.json"))?.with_dims((64, 2, 4), (64, 2, 4));
+        eprintln!("{name}: loading the tiny fixture model");
         let (mut model, _) = load_with_args::<B>(&args, "tiny", dir.join("model.safetensors"), &device)?;
         let io = read_tensors(dir.join("io.safetensors"));
         let mut parity = Vec::new();
         let mut ok = true;
         for fused in [false, true] {
+            eprintln!("{name}: parity, fused attention = {fused} (first use compiles kernels)");
             model.set_fused_attention(fused);
             let z = model.encode(tensor::<B, 4>(&io["input"], &device))?;
             let y = model.decode(tensor::<B, 3>(&io["latent"], &device))?;
@@ -56,6 +58,7 @@ impl Task for Check {
             let pass = (za <= 1e-4 || zr <= 1e-4) && (ya <= 1e-4 || yr <= 1e-4);
             ok &= pass;
             parity.push(json!({"fused_attention": fused, "latent_max_abs": za, "latent_rel": zr, "output_max_abs": ya, "output_rel": yr, "pass": pass}));
+            eprintln!("{name}: {}", parity.last().expect("pushed"));
         }
         let mut timing = Vec::new();
         if !cli.batches.is_empty() {
@@ -66,6 +69,7 @@ impl Task for Check {
             for fused in [false, true] {
                 big.set_fused_attention(fused);
                 for &bs in &cli.batches {
+                    eprintln!("{name}: B-128 fused={fused} batch {bs}: warm-up (compiles and autotunes kernels)");
                     let x = Tensor::<B, 4>::random([bs, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &device);
                     let z = big.encode(x.clone())?;
                     let _ = big.decode(z.clone())?;

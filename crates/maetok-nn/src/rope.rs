@@ -57,10 +57,10 @@ impl<B: Backend> Rope<B> {
             for h in 0..heads {
                 let alpha: f64 = rng.random::<f64>() * 2.0 * std::f64::consts::PI;
                 for (part, a) in [alpha, alpha + std::f64::consts::FRAC_PI_2].into_iter().enumerate() {
-                    for k in 0..quarter {
+                    for (k, mag) in mags.iter().enumerate() {
                         let i = (l * heads + h) * half + part * quarter + k;
-                        fx[i] = (mags[k] * a.cos()) as f32;
-                        fy[i] = (mags[k] * a.sin()) as f32;
+                        fx[i] = (mag * a.cos()) as f32;
+                        fy[i] = (mag * a.sin()) as f32;
                     }
                 }
             }

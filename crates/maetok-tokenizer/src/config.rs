@@ -259,17 +259,17 @@ impl ModelArgs {
             }
         }
         for (key, p) in [("enc_patch_size", self.enc_patch_size), ("dec_patch_size", self.dec_patch_size)] {
-            if p == 0 || self.image_size % p != 0 {
+            if p == 0 || !self.image_size.is_multiple_of(p) {
                 return Err(bad(format!("image_size {} is not a multiple of {key} = {p}", self.image_size)));
             }
-            if self.base_image_size % p != 0 {
+            if !self.base_image_size.is_multiple_of(p) {
                 return Err(bad(format!("base_image_size {} is not a multiple of {key} = {p}", self.base_image_size)));
             }
         }
         if self.num_latent_tokens == 0 || self.codebook_embed_dim == 0 {
             return Err(bad("num_latent_tokens and codebook_embed_dim must be positive".into()));
         }
-        if !(self.vq_std > 0.0) {
+        if self.vq_std.is_nan() || self.vq_std <= 0.0 {
             return Err(bad(format!("vq_std must be positive, got {}", self.vq_std)));
         }
         let arch = self.encoder_model.split('.').next().unwrap_or_default();
