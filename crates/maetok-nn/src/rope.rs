@@ -195,3 +195,65 @@ impl<B: Backend> VisitParams<B> for Rope<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use rand::SeedableRng;
+
+    type B = NdArray<f32>;
+
+    fn values(t: Tensor<B, 3>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn axial_angles_follow_columns_then_rows() {
+        let rope = Rope::<B>::axial(2, 8, 100.0, 3);
+        let t = rope.table(0, 3, 2, &Default::default());
+        assert_eq!(t.cos.dims(), [1, 6, 4]);
+        // Token 5 is column 2, row 1; frequencies 1/100^(4k/8) for k = 0, 1.
+        let freqs = [1.0f32, 0.1];
+        let expect = [2.0 * freqs[0], 2.0 * freqs[1], freqs[0], freqs[1]];
+        let cos = values(t.cos);
+        for (j, a) in expect.iter().enumerate() {
+            assert!((cos[5 * 4 + j] - a.cos()).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn mixed_init_has_reference_magnitudes_and_orthogonal_halves() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let rope = Rope::<B>::mixed(2, 3, 16, 10.0, 4, &mut rng, &Default::default());
+        let f = rope.freqs.unwrap().val().into_data().to_vec::<f32>().unwrap();
+        let n = 2 * 3 * 8; // depth * heads * hd/2
+        for i in 0..n {
+            let k = i % 4; // quarter = 4
+            let mag = (f[i] * f[i] + f[n + i] * f[n + i]).sqrt();
+            let want = 1.0 / 10f32.powf(4.0 * k as f32 / 16.0);
+            assert!((mag - want).abs() < 1e-5, "magnitude of pair {i}");
+        }
+        // Pair k of the second half points along α + π/2: orthogonal to pair k of the first.
+        let dot = f[0] * f[4] + f[n] * f[n + 4];
+        assert!(dot.abs() < 1e-6);
+    }
+
+    #[test]
+    fn full_sequence_tables_rotate_only_the_span_and_scale_q() {
+        let device = Default::default();
+        let rope = Rope::<B>::axial(1, 4, 10.0, 2);
+        let table = rope.table(0, 2, 1, &device);
+        let full = RopeFull::new(&table, 5, 1, 0.5);
+        let x = Tensor::<B, 4>::random([1, 1, 5, 4], burn::tensor::Distribution::Default, &device);
+        let q = full.apply_q(x.clone());
+        let k = full.apply_k(x.clone());
+        let direct = apply_rope(x.clone().slice([0..1, 0..1, 1..3, 0..4]), &table);
+        let diff = (k.clone().slice([0..1, 0..1, 1..3, 0..4]) - direct).abs().max().into_scalar();
+        assert!(diff < 1e-6);
+        let untouched = (k.slice([0..1, 0..1, 3..5, 0..4]) - x.clone().slice([0..1, 0..1, 3..5, 0..4])).abs().max().into_scalar();
+        assert_eq!(untouched, 0.0);
+        let scaled = (q.slice([0..1, 0..1, 0..1, 0..4]) - x.slice([0..1, 0..1, 0..1, 0..4]) * 0.5).abs().max().into_scalar();
+        assert_eq!(scaled, 0.0);
+    }
+}
