@@ -1,8 +1,16 @@
-//! Evaluation metrics. Images are `f32` HWC slices in [0, 1] unless stated otherwise.
+//! Evaluation metrics. Images are `f32` HWC slices in [0, 1] unless stated otherwise; feature
+//! sets are row-major `[N, d]` slices.
 
+pub mod fid;
+pub mod inception_score;
+pub mod npz;
+pub mod precision_recall;
 pub mod psnr;
 pub mod ssim;
 
+pub use fid::{frechet_distance, FeatureStats};
+pub use inception_score::inception_score;
+pub use precision_recall::{precision_recall, ManifoldRadii};
 pub use psnr::psnr;
 pub use ssim::{ssim, SsimOptions};
 
