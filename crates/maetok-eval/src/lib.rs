@@ -2,6 +2,7 @@
 //! sets are row-major `[N, d]` slices.
 
 pub mod fid;
+pub mod gmm;
 pub mod inception_score;
 pub mod npz;
 pub mod precision_recall;
