@@ -100,6 +100,12 @@ impl Task for Check {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let tiny = cli.fixtures.join("tokenizer-ae-tiny");
+    for f in ["config.json", "model.safetensors", "io.safetensors"] {
+        if !tiny.join(f).is_file() {
+            anyhow::bail!("{} is missing: --fixtures must point at shared/fixtures", tiny.join(f).display());
+        }
+    }
     let backends = if cli.backends.is_empty() { maetok::backend::available().iter().map(|s| s.to_string()).collect() } else { cli.backends.clone() };
     let mut reports = Vec::new();
     let mut all_ok = true;

@@ -1,40 +1,12 @@
 //! FID, Inception Score and precision/recall against the ADM-evaluator values in
 //! `shared/fixtures/metrics` (tolerances from its meta.json), and the ADM `.npz` round trip.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 
+mod common;
+use common::tensors as read;
 use maetok_eval::npz::{read_samples, write_samples};
 use maetok_eval::precision_recall::manifold_membership;
 use maetok_eval::{frechet_distance, inception_score, precision_recall, FeatureStats};
-
-fn fixtures() -> PathBuf {
-    std::env::var("MAETOK_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
-
-/// Every tensor of a fixture file as `(shape, f64 values)` (F32, F64 and U8 are read).
-fn tensors(file: &str) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(fixtures().join("metrics").join(file)).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let vals: Vec<f64> = match v.dtype() {
-                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::F64 => v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-                safetensors::Dtype::U8 => v.data().iter().map(|&b| b as f64).collect(),
-                safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                other => panic!("{k}: unexpected dtype {other:?}"),
-            };
-            (k, (v.shape().to_vec(), vals))
-        })
-        .collect()
-}
-
-fn scalar(key: &str) -> f64 {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("metrics/meta.json")).unwrap()).unwrap();
-    meta["scalars"][key]["value"].as_f64().unwrap_or_else(|| panic!("scalar {key}"))
-}
 
 fn f32s(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
@@ -42,8 +14,8 @@ fn f32s(v: &[f64]) -> Vec<f32> {
 
 #[test]
 fn frechet_distance_matches_adm_evaluator() {
-    let t = tensors("fixture.safetensors");
-    let t64 = tensors("metrics_f64.safetensors");
+    let t = read("metrics/fixture.safetensors");
+    let t64 = read("metrics/metrics_f64.safetensors");
     for (case, atol) in [("fid", 1e-4), ("fid_near_singular", 5e-3)] {
         let f1 = f32s(&t[&format!("{case}/features1")].1);
         let f2 = f32s(&t[&format!("{case}/features2")].1);
@@ -56,10 +28,10 @@ fn frechet_distance_matches_adm_evaluator() {
         let mu_err = s2.mu.iter().zip(&t[&format!("{case}/mu2")].1).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(mu_err < 1e-6, "{case} mu2 differs by {mu_err}");
         let fid = frechet_distance(&s1, &s2);
-        let want = scalar(&format!("{case}/fid_adm"));
+        let want = common::scalar("metrics", &format!("{case}/fid_adm"));
         println!("{case}: ours {fid}, ADM {want}, diff {:.2e}", (fid - want).abs());
         assert!((fid - want).abs() <= atol + 1e-6 * want.abs());
-        let sym = scalar(&format!("{case}/fid_symmetric_eigh"));
+        let sym = common::scalar("metrics", &format!("{case}/fid_symmetric_eigh"));
         assert!((fid - sym).abs() <= 1e-6 * sym.abs() + 1e-7, "{case}: eigh variant {sym}");
         // Identical statistics give 0.
         let self_fid = frechet_distance(&s1, &s1);
@@ -69,20 +41,20 @@ fn frechet_distance_matches_adm_evaluator() {
 
 #[test]
 fn inception_score_matches_adm_evaluator() {
-    let t = tensors("fixture.safetensors");
+    let t = read("metrics/fixture.safetensors");
     let logits = f32s(&t["inception_score/logits"].1);
     let (one_split, _) = inception_score(&logits, 100, 1008, 5000);
-    let want = scalar("inception_score/is_adm_split5000");
+    let want = common::scalar("metrics", "inception_score/is_adm_split5000");
     assert!((one_split - want).abs() <= 1e-5 * want, "{one_split} vs {want}");
     let (mean, std) = inception_score(&logits, 100, 1008, 10);
-    let (wm, ws) = (scalar("inception_score/is_split10_mean"), scalar("inception_score/is_split10_std"));
+    let (wm, ws) = (common::scalar("metrics", "inception_score/is_split10_mean"), common::scalar("metrics", "inception_score/is_split10_std"));
     assert!((mean - wm).abs() <= 1e-5 * wm, "{mean} vs {wm}");
     assert!((std - ws).abs() <= 1e-4 * ws, "{std} vs {ws}");
 }
 
 #[test]
 fn precision_recall_matches_adm_manifold_estimator() {
-    let t = tensors("fixture.safetensors");
+    let t = read("metrics/fixture.safetensors");
     for (case, d) in [("prec_recall", 32), ("prec_recall_int", 16)] {
         let refs = f32s(&t[&format!("{case}/ref_features")].1);
         let samples = f32s(&t[&format!("{case}/sample_features")].1);
@@ -92,8 +64,8 @@ fn precision_recall_matches_adm_manifold_estimator() {
             assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{case} radius {a} vs {b}");
         }
         let (p, r) = precision_recall(&refs, &samples, d, 3);
-        assert_eq!(p, scalar(&format!("{case}/precision")), "{case} precision");
-        assert_eq!(r, scalar(&format!("{case}/recall")), "{case} recall");
+        assert_eq!(p, common::scalar("metrics", &format!("{case}/precision")), "{case} precision");
+        assert_eq!(r, common::scalar("metrics", &format!("{case}/recall")), "{case} recall");
         let (s_in, r_in) = manifold_membership(&refs, &samples, d, 3);
         let want_s: Vec<bool> = t[&format!("{case}/sample_in_ref_manifold")].1.iter().map(|&v| v != 0.0).collect();
         let want_r: Vec<bool> = t[&format!("{case}/ref_in_sample_manifold")].1.iter().map(|&v| v != 0.0).collect();

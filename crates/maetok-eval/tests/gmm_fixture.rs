@@ -1,36 +1,11 @@
 //! GMM fits: the reference's gradient-trained mixture against `shared/fixtures/gmm`, and EM.
 #![allow(clippy::needless_range_loop)]
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 
+mod common;
+use common::tensors as read;
 use maetok_eval::gmm::{fit_em, fit_gradient, standardise, Covariance, EmOptions, GradientFitOptions, RawDiagGmm};
 use rand::{Rng, SeedableRng};
-
-fn fixtures() -> PathBuf {
-    std::env::var("MAETOK_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
-
-fn tensors() -> HashMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(fixtures().join("gmm/fixture.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let vals: Vec<f64> = match v.dtype() {
-                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                other => panic!("{k}: unexpected dtype {other:?}"),
-            };
-            (k, (v.shape().to_vec(), vals))
-        })
-        .collect()
-}
-
-fn scalar(key: &str) -> f64 {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("gmm/meta.json")).unwrap()).unwrap();
-    meta["scalars"][key]["value"].as_f64().unwrap_or_else(|| panic!("scalar {key}"))
-}
 
 fn close(name: &str, a: &[f64], b: &[f64], atol: f64, rtol: f64) {
     assert_eq!(a.len(), b.len(), "{name}: length");
@@ -44,14 +19,14 @@ fn rows(data: &[f64], d: usize, idx: &[f64]) -> Vec<f64> {
 
 #[test]
 fn standardisation_matches_reference() {
-    let t = tensors();
+    let t = read("gmm/fixture.safetensors");
     let (z, _, _) = standardise(&t["data/latents"].1, 150, 128);
     close("standardized", &z, &t["data/standardized"].1, 1e-6, 1e-5);
 }
 
 #[test]
 fn gradient_fit_matches_reference_for_k_1_2_5() {
-    let t = tensors();
+    let t = read("gmm/fixture.safetensors");
     let d = 128;
     let data = &t["data/standardized"].1;
     let train = rows(data, d, &t["data/train_idx"].1);
@@ -59,12 +34,12 @@ fn gradient_fit_matches_reference_for_k_1_2_5() {
     for k in [1usize, 2, 5] {
         let init = RawDiagGmm::new(k, d, t[&format!("K{k}/init/means")].1.clone());
         let init_ll = init.mean_log_likelihood(&train);
-        let want = scalar(&format!("K{k}/init_train_mean_ll"));
+        let want = common::scalar("gmm", &format!("K{k}/init_train_mean_ll"));
         assert!((init_ll - want).abs() <= 1e-4 + 1e-6 * want.abs(), "K{k} init ll {init_ll} vs {want}");
         let perms = &t[&format!("K{k}/epoch_perms")].1;
         let first_batch: Vec<f64> = perms[..64].to_vec();
         let fb = -init.mean_log_likelihood(&rows(&train, d, &first_batch));
-        let want = scalar(&format!("K{k}/first_batch_loss"));
+        let want = common::scalar("gmm", &format!("K{k}/first_batch_loss"));
         assert!((fb - want).abs() <= 1e-4 + 1e-6 * want.abs(), "K{k} first batch loss {fb} vs {want}");
 
         let opts = GradientFitOptions { epochs: 200, batch_size: 64, lr: 1e-3 };
@@ -79,7 +54,7 @@ fn gradient_fit_matches_reference_for_k_1_2_5() {
         close(&format!("K{k} final means"), &fit.model.means, &p("final/means"), 1e-3, 1e-3);
         close(&format!("K{k} final log_cov"), &fit.model.log_cov, &p("final/log_covariances"), 1e-3, 1e-3);
         let bic = fit.model.bic(&train);
-        let want = scalar(&format!("K{k}/bic"));
+        let want = common::scalar("gmm", &format!("K{k}/bic"));
         assert!((bic - want).abs() <= 1.0 + 1e-4 * want.abs(), "K{k} bic {bic} vs {want}");
 
         // A correct EM fit is never worse than the gradient variant (judged as a normalised density).

@@ -1,27 +1,21 @@
 //! PSNR/SSIM parity with skimage as `inference/reconstruct_vq.py` calls it
 //! (`shared/fixtures/metrics`, `psnr_ssim/*`).
 
-use std::path::PathBuf;
-
+mod common;
+use common::{scalar as meta_scalar, tensors};
 use maetok_eval::{psnr, ssim, SsimOptions};
-
-fn fixtures() -> PathBuf {
-    std::env::var("MAETOK_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
 
 /// The int64-stored u8 HWC crops, as f32 in [0, 1].
 fn image(name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(fixtures().join("metrics/fixture.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let v = st.tensor(&format!("psnr_ssim/{name}_u8")).unwrap();
-    assert_eq!(v.shape(), &[64, 64, 3]);
-    v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32 / 255.0).collect()
+    let t = tensors("metrics/fixture.safetensors");
+    let (shape, v) = &t[&format!("psnr_ssim/{name}_u8")];
+    assert_eq!(shape, &[64, 64, 3]);
+    v.iter().map(|&x| x as f32 / 255.0).collect()
 }
 
 #[test]
 fn psnr_and_ssim_match_skimage() {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("metrics/meta.json")).unwrap()).unwrap();
-    let scalar = |k: &str| meta["scalars"][k]["value"].as_f64().unwrap();
+    let scalar = |k: &str| meta_scalar("metrics", k);
     for (a, b) in [("astronaut", "coffee"), ("astronaut", "astronaut_degraded"), ("coffee", "coffee_degraded")] {
         let pair = format!("{a}_vs_{}", if b.ends_with("degraded") { "degraded" } else { b });
         let (x, y) = (image(a), image(b));

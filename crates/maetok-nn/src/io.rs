@@ -139,28 +139,15 @@ impl<B: Backend> Loader<B> {
         })
     }
 
-    /// All keys of the file, sorted.
-    pub fn keys(&self) -> Vec<String> {
-        let mut k: Vec<String> = self.tensors.keys().cloned().collect();
-        k.sort();
-        k
-    }
-
     /// Whether the file holds `key`.
     pub fn contains(&self, key: &str) -> bool {
         self.tensors.contains_key(key)
     }
 
-    /// Takes a raw tensor out of the file by key (for callers that handle special layouts).
-    /// Returns `(shape, values)` and marks the key as used.
-    pub fn take_raw(&mut self, key: &str) -> Option<(Vec<usize>, Vec<f32>)> {
-        let t = self.tensors.get(key)?;
-        self.used.insert(key.to_string());
-        Some((t.shape.clone(), t.values.clone()))
-    }
-
+    /// Moves the values of `key` out of the file (each tensor is applied once, so a 700 MB
+    /// checkpoint is not held twice); records missing and mis-shaped keys.
     fn fetch(&mut self, key: &str, expected: &[usize]) -> Option<Vec<f32>> {
-        match self.tensors.get(key) {
+        match self.tensors.get_mut(key) {
             None => {
                 self.missing.push(format!("{key} (expected shape {expected:?})"));
                 None
@@ -171,7 +158,7 @@ impl<B: Backend> Loader<B> {
                     self.mis_shaped.push(format!("{key}: file has {:?}, model expects {expected:?}", t.shape));
                     None
                 } else {
-                    Some(t.values.clone())
+                    Some(std::mem::take(&mut t.values))
                 }
             }
         }

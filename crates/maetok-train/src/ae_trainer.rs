@@ -5,6 +5,7 @@
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ElementConversion;
 use maetok_tokenizer::MaeTok;
 
 use crate::data::{images_to_tensor, ProceduralShapes};
@@ -79,5 +80,3 @@ where
     }
     AeTrainResult { model, losses }
 }
-
-use burn::tensor::ElementConversion;
