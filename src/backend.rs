@@ -45,7 +45,10 @@ fn check_cuda() -> Result<()> {
     // cubecl-cuda loads the driver at run time and panics without it: check first.
     for lib in ["libcuda.so.1", "libcuda.so", "nvcuda.dll"] {
         // SAFETY: loading the CUDA driver library runs only its initialisers.
-        if unsafe { libloading::Library::new(lib) }.is_ok() {
+        if let Ok(l) = unsafe { libloading::Library::new(lib) } {
+            // Keep it loaded: unloading libcuda (dlclose) after its initialisers started driver
+            // threads is not something the driver supports, and cubecl loads it again anyway.
+            std::mem::forget(l);
             return Ok(());
         }
     }

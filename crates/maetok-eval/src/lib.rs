@@ -3,6 +3,7 @@
 
 pub mod fid;
 pub mod gmm;
+pub mod inception;
 pub mod inception_score;
 pub mod npz;
 pub mod precision_recall;

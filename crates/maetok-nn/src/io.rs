@@ -3,7 +3,7 @@
 //! Every module implements [`VisitParams`]: it walks its parameters in a fixed order and hands
 //! each one, with its PyTorch state-dict key, to a [`ParamVisitor`]. Two visitors exist:
 //!
-//! * [`Loader`] reads a safetensors state dict (PyTorch names and layouts), replaces each
+//! * [`Loader`] reads a safetensors or PyTorch-pickle state dict (PyTorch names and layouts), replaces each
 //!   parameter with the stored tensor, and records missing, mis-shaped and unexpected keys.
 //!   [`Loader::finish`] turns them into one [`CheckpointError`] that names every offending key.
 //! * [`Exporter`] collects every parameter (and constant buffer) back into PyTorch layout and
@@ -125,9 +125,55 @@ impl<B: Backend> Loader<B> {
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             let values = to_f32(&path, &name, view.dtype(), view.data())?;
-            tensors.insert(name, StoredTensor { shape: view.shape().to_vec(), values });
+            tensors.insert(name, (view.shape().to_vec(), values));
         }
-        Ok(Self {
+        Ok(Self::from_map(tensors, path, device))
+    }
+
+    /// Reads a PyTorch pickle checkpoint (`torch.save` of a state dict, `.pth`/`.pt`/`.bin`)
+    /// with burn-store's reader, no Python needed. Non-float entries (e.g. BatchNorm's
+    /// `num_batches_tracked`) are converted too; drop them with [`Loader::rename_keys`].
+    pub fn from_pytorch(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, CheckpointError> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            return Err(CheckpointError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let reader = burn_store::pytorch::PytorchReader::new(&path)
+            .map_err(|e| CheckpointError::Format { path: path.clone(), msg: format!("not a readable PyTorch checkpoint: {e}") })?;
+        let mut map = HashMap::new();
+        for (name, snap) in reader.into_tensors() {
+            let data = snap
+                .to_data()
+                .map_err(|e| CheckpointError::Format { path: path.clone(), msg: format!("tensor '{name}': {e:?}") })?;
+            let shape = data.shape.to_vec();
+            let values = data
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| CheckpointError::Format { path: path.clone(), msg: format!("tensor '{name}': {e:?}") })?;
+            map.insert(name, (shape, values));
+        }
+        Ok(Self::from_map(map, path, device))
+    }
+
+    /// Reads a checkpoint by extension: `.safetensors` with the safetensors reader, anything
+    /// else (`.pth`, `.pt`, `.bin`, `.ckpt`) as a PyTorch pickle.
+    pub fn from_any(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, CheckpointError> {
+        let path = path.as_ref();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            Self::from_file(path, device)
+        } else {
+            Self::from_pytorch(path, device)
+        }
+    }
+
+    /// Builds a loader over tensors already in memory (`key → (shape, values)`); `path` names
+    /// their origin in messages.
+    pub fn from_map(map: HashMap<String, (Vec<usize>, Vec<f32>)>, path: PathBuf, device: &B::Device) -> Self {
+        let tensors = map.into_iter().map(|(k, (shape, values))| (k, StoredTensor { shape, values })).collect();
+        Self {
             path,
             tensors,
             used: BTreeSet::new(),
@@ -136,7 +182,34 @@ impl<B: Backend> Loader<B> {
             bad_values: Vec::new(),
             applied: 0,
             device: device.clone(),
-        })
+        }
+    }
+
+    /// Renames the stored keys before loading (to accept another naming of the same network):
+    /// `f` returns the new name, or `None` to drop the entry. Fails, naming both, if two keys
+    /// map to the same name.
+    pub fn rename_keys(&mut self, f: impl Fn(&str) -> Option<String>) -> Result<(), CheckpointError> {
+        let old = std::mem::take(&mut self.tensors);
+        let mut origin: HashMap<String, String> = HashMap::new();
+        for (k, t) in old {
+            if let Some(new) = f(&k) {
+                if let Some(prev) = origin.insert(new.clone(), k.clone()) {
+                    return Err(CheckpointError::Mismatch {
+                        path: self.path.clone(),
+                        details: format!("  keys '{prev}' and '{k}' both map to '{new}'\n"),
+                    });
+                }
+                self.tensors.insert(new, t);
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored keys, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.tensors.keys().cloned().collect();
+        k.sort();
+        k
     }
 
     /// Whether the file holds `key`.
