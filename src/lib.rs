@@ -10,5 +10,6 @@ pub use maetok_tokenizer as tokenizer;
 pub use maetok_train as train;
 
 pub mod backend;
+pub mod evaluate;
 pub mod quickstart;
 pub mod reconstruct;

@@ -34,12 +34,27 @@ impl FeatureStats {
     }
 }
 
-/// Symmetric square root of a symmetric positive semi-definite matrix (negative eigenvalues
-/// from rounding are clamped to 0).
-fn sqrt_psd(m: &DMatrix<f64>) -> DMatrix<f64> {
+/// Eigenvalues of a symmetric matrix with those below the rounding-noise floor
+/// (`|λ| ≤ n·ε·λ_max`) set to zero: a rank-deficient covariance (fewer images than feature
+/// dimensions) otherwise contributes thousands of `√noise` terms to a trace of square roots.
+fn clean_eigen(m: &DMatrix<f64>) -> SymmetricEigen<f64, nalgebra::Dyn> {
     let sym = (m + m.transpose()) * 0.5;
-    let eig = SymmetricEigen::new(sym);
-    let roots = eig.eigenvalues.map(|l| l.max(0.0).sqrt());
+    let mut eig = SymmetricEigen::new(sym);
+    let max = eig.eigenvalues.iter().fold(0f64, |a, &l| a.max(l.abs()));
+    let floor = max * m.nrows() as f64 * f64::EPSILON;
+    eig.eigenvalues.apply(|l| {
+        if *l <= floor {
+            *l = 0.0
+        }
+    });
+    eig
+}
+
+/// Symmetric square root of a symmetric positive semi-definite matrix (eigenvalues at the
+/// rounding-noise level or negative are taken as 0).
+fn sqrt_psd(m: &DMatrix<f64>) -> DMatrix<f64> {
+    let eig = clean_eigen(m);
+    let roots = eig.eigenvalues.map(f64::sqrt);
     &eig.eigenvectors * DMatrix::from_diagonal(&roots) * eig.eigenvectors.transpose()
 }
 
@@ -54,7 +69,6 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> f64 {
     let diff = (&a.mu - &b.mu).norm_squared();
     let s1_half = sqrt_psd(&a.sigma);
     let m = &s1_half * &b.sigma * &s1_half;
-    let sym = (&m + m.transpose()) * 0.5;
-    let tr_covmean: f64 = SymmetricEigen::new(sym).eigenvalues.iter().map(|l| l.max(0.0).sqrt()).sum();
+    let tr_covmean: f64 = clean_eigen(&m).eigenvalues.iter().map(|l| l.sqrt()).sum();
     diff + a.sigma.trace() + b.sigma.trace() - 2.0 * tr_covmean
 }

@@ -30,3 +30,7 @@ pub struct SizeMismatch {
     pub a: usize,
     pub b: usize,
 }
+
+/// The array crates of this crate's public API (so callers need not pin their versions).
+pub use nalgebra;
+pub use ndarray;

@@ -40,3 +40,175 @@ pub fn write_samples(path: impl AsRef<Path>, samples: &Array4<u8>) -> Result<(),
     npz.finish().map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
     std::fs::rename(&tmp, path).map_err(io)
 }
+
+/// A parsed `.npy` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyHeader {
+    /// `descr`, e.g. `|u1`, `<f4`, `<f8`.
+    pub descr: String,
+    pub fortran_order: bool,
+    pub shape: Vec<usize>,
+    /// Bytes before the data (magic, version, length field, header text).
+    pub data_offset: usize,
+}
+
+/// Parses the header at the start of an `.npy` stream (format versions 1, 2 and 3).
+pub fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader, String> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("not an .npy array (bad magic)".into());
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => return Err(format!("unsupported .npy format version {v}")),
+    };
+    let text = bytes.get(start..start + len).ok_or("truncated .npy header")?;
+    let text = std::str::from_utf8(text).map_err(|_| "non-UTF-8 .npy header")?;
+    let field = |name: &str| -> Result<&str, String> {
+        let at = text.find(&format!("'{name}'")).ok_or(format!("header has no '{name}': {text}"))?;
+        Ok(text[at + name.len() + 2..].trim_start().trim_start_matches(':').trim_start())
+    };
+    let descr = field("descr")?;
+    let descr = descr.trim_start_matches('\'').split('\'').next().unwrap_or_default().to_string();
+    let fortran_order = field("fortran_order")?.starts_with("True");
+    let shape_text = field("shape")?;
+    let inner = shape_text.trim_start_matches('(').split(')').next().unwrap_or_default();
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape entry '{s}' in {text}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NpyHeader { descr, fortran_order, shape, data_offset: start + len })
+}
+
+/// Streams images out of an ADM sample batch (`arr_0`, uint8 `[N, H, W, 3]`) without loading
+/// all of it: 50,000 images at 256² are 9.8 GB. Stored (uncompressed, `np.savez`) archives are
+/// read in place by offset; compressed ones (`np.savez_compressed`) are decompressed once into
+/// memory.
+pub struct SampleStream {
+    path: String,
+    file: File,
+    /// Absolute offset of the first image byte in the file, for stored archives.
+    offset: Option<u64>,
+    in_memory: Option<Vec<u8>>,
+    shape: [usize; 4],
+}
+
+impl SampleStream {
+    /// Opens `path` and checks `arr_0`'s header: uint8, C order, 4-D, 3 channels.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, NpzError> {
+        use std::io::Read;
+        let p = path.as_ref().display().to_string();
+        let fmt = |msg: String| NpzError::Format { path: p.clone(), msg };
+        let file = File::open(path.as_ref()).map_err(|source| NpzError::Io { path: p.clone(), source })?;
+        let mut zip = zip::ZipArchive::new(file.try_clone().map_err(|source| NpzError::Io { path: p.clone(), source })?)
+            .map_err(|e| fmt(format!("not a .npz (zip) archive: {e}")))?;
+        let name = ["arr_0.npy", "arr_0"].into_iter().find(|n| zip.index_for_name(n).is_some());
+        let name = name.ok_or_else(|| fmt("has no 'arr_0' array (expected an ADM sample batch)".into()))?;
+        let mut member = zip.by_name(name).map_err(|e| fmt(format!("cannot open arr_0: {e}")))?;
+        let stored = member.compression() == zip::CompressionMethod::Stored;
+        let data_start = member.data_start();
+        let mut head = vec![0u8; 4096.min(member.size() as usize)];
+        member.read_exact(&mut head).map_err(|e| fmt(format!("cannot read arr_0: {e}")))?;
+        let h = parse_npy_header(&head).map_err(|m| fmt(format!("arr_0: {m}")))?;
+        if h.descr != "|u1" && h.descr != "u1" && h.descr != "<u1" {
+            return Err(fmt(format!("arr_0 has dtype {} (expected uint8 images)", h.descr)));
+        }
+        if h.fortran_order || h.shape.len() != 4 || h.shape[3] != 3 {
+            return Err(fmt(format!("arr_0 has shape {:?}{} (expected [N, H, W, 3] in C order)", h.shape, if h.fortran_order { " in Fortran order" } else { "" })));
+        }
+        let shape = [h.shape[0], h.shape[1], h.shape[2], h.shape[3]];
+        let expected = h.data_offset as u64 + shape.iter().product::<usize>() as u64;
+        if member.size() < expected {
+            return Err(fmt(format!("arr_0 is truncated: {} bytes for shape {:?}", member.size(), shape)));
+        }
+        let (offset, in_memory) = match (stored, data_start) {
+            (true, Some(start)) => (Some(start + h.data_offset as u64), None),
+            _ => {
+                let mut rest = Vec::with_capacity(member.size() as usize);
+                rest.extend_from_slice(&head[h.data_offset.min(head.len())..]);
+                member.read_to_end(&mut rest).map_err(|e| fmt(format!("cannot decompress arr_0: {e}")))?;
+                (None, Some(rest))
+            }
+        };
+        drop(member);
+        Ok(Self { path: p, file, offset, in_memory, shape })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.shape[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shape[0] == 0
+    }
+
+    /// `[H, W, 3]`.
+    pub fn image_shape(&self) -> [usize; 3] {
+        [self.shape[1], self.shape[2], self.shape[3]]
+    }
+
+    /// Images `start .. start + n` (clamped to the end) as `[n, H, W, 3]`.
+    pub fn read(&mut self, start: usize, n: usize) -> Result<Array4<u8>, NpzError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let n = n.min(self.len().saturating_sub(start));
+        let img = self.shape[1] * self.shape[2] * self.shape[3];
+        let mut buf = vec![0u8; n * img];
+        if let Some(mem) = &self.in_memory {
+            buf.copy_from_slice(&mem[start * img..(start + n) * img]);
+        } else {
+            let off = self.offset.expect("stored archive") + (start * img) as u64;
+            let io = |source| NpzError::Io { path: self.path.clone(), source };
+            self.file.seek(SeekFrom::Start(off)).map_err(io)?;
+            self.file.read_exact(&mut buf).map_err(|source| NpzError::Io { path: self.path.clone(), source })?;
+        }
+        Ok(Array4::from_shape_vec((n, self.shape[1], self.shape[2], self.shape[3]), buf).expect("sizes agree"))
+    }
+}
+
+/// Reads the float array `name` (`<f8` or `<f4`) of an `.npz`, or `None` if it is absent
+/// (e.g. the `mu`/`sigma`/`mu_s`/`sigma_s` statistics of an ADM reference batch).
+pub fn read_f64_array(path: impl AsRef<Path>, name: &str) -> Result<Option<ndarray::ArrayD<f64>>, NpzError> {
+    use std::io::Read;
+    let p = path.as_ref().display().to_string();
+    let fmt = |msg: String| NpzError::Format { path: p.clone(), msg };
+    let file = File::open(path.as_ref()).map_err(|source| NpzError::Io { path: p.clone(), source })?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| fmt(format!("not a .npz (zip) archive: {e}")))?;
+    let member_name = [format!("{name}.npy"), name.to_string()].into_iter().find(|n| zip.index_for_name(n).is_some());
+    let Some(member_name) = member_name else { return Ok(None) };
+    let mut bytes = Vec::new();
+    zip.by_name(&member_name)
+        .and_then(|mut m| m.read_to_end(&mut bytes).map_err(Into::into))
+        .map_err(|e| fmt(format!("cannot read '{name}': {e}")))?;
+    let h = parse_npy_header(&bytes).map_err(|m| fmt(format!("'{name}': {m}")))?;
+    if h.fortran_order {
+        return Err(fmt(format!("'{name}' is stored in Fortran order (expected C order)")));
+    }
+    let data = &bytes[h.data_offset..];
+    let count: usize = h.shape.iter().product();
+    let values: Vec<f64> = match h.descr.as_str() {
+        "<f8" => data.chunks_exact(8).take(count).map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect(),
+        "<f4" => data.chunks_exact(4).take(count).map(|c| f32::from_le_bytes(c.try_into().expect("4")) as f64).collect(),
+        other => return Err(fmt(format!("'{name}' has dtype {other} (expected <f8 or <f4)"))),
+    };
+    if values.len() != count {
+        return Err(fmt(format!("'{name}' is truncated ({} of {count} values)", values.len())));
+    }
+    Ok(Some(ndarray::ArrayD::from_shape_vec(h.shape, values).expect("count checked")))
+}
+
+/// Writes float64 arrays (e.g. `mu`, `sigma`, `mu_s`, `sigma_s`) to an `.npz` atomically.
+pub fn write_f64_arrays(path: impl AsRef<Path>, arrays: &[(&str, ndarray::ArrayD<f64>)]) -> Result<(), NpzError> {
+    let path = path.as_ref();
+    let p = path.display().to_string();
+    let io = |source| NpzError::Io { path: p.clone(), source };
+    let tmp = path.with_extension("npz.tmp");
+    let mut npz = NpzWriter::new(File::create(&tmp).map_err(io)?);
+    for (name, a) in arrays {
+        npz.add_array(*name, a).map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
+    }
+    npz.finish().map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
+    std::fs::rename(&tmp, path).map_err(io)
+}

@@ -5,15 +5,30 @@
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManifoldRadii(pub Vec<f64>);
 
-/// Squared distances between row `i` of `a` and every row of `b` (`max(|u|² − 2u·v + |v|², 0)`).
-fn sq_dists(a: &[f32], i: usize, b: &[f32], d: usize, out: &mut Vec<f64>) {
-    out.clear();
-    let u = &a[i * d..(i + 1) * d];
-    let uu: f64 = u.iter().map(|&x| (x as f64).powi(2)).sum();
-    for v in b.chunks_exact(d) {
-        let vv: f64 = v.iter().map(|&x| (x as f64).powi(2)).sum();
-        let uv: f64 = u.iter().zip(v).map(|(&x, &y)| x as f64 * y as f64).sum();
-        out.push((uu - 2.0 * uv + vv).max(0.0));
+use nalgebra::DMatrix;
+
+/// Rows per distance block: a block holds `BLOCK × m` f64 distances.
+const BLOCK: usize = 256;
+
+/// Calls `f(i, row)` for every row `i` of `a` with the squared distances
+/// `max(|u|² − 2u·v + |v|², 0)` to every row of `b`, computed block-wise with one f64 GEMM per
+/// block (10k × 50k × 2048 features take minutes, not hours).
+fn for_each_distance_row(a: &[f32], b: &[f32], d: usize, mut f: impl FnMut(usize, &[f64])) {
+    let (n, m) = (a.len() / d, b.len() / d);
+    let bm = DMatrix::from_row_slice(m, d, b).map(|v| v as f64);
+    let b_norms: Vec<f64> = bm.row_iter().map(|r| r.norm_squared()).collect();
+    let mut row = vec![0f64; m];
+    for start in (0..n).step_by(BLOCK) {
+        let rows = BLOCK.min(n - start);
+        let am = DMatrix::from_row_slice(rows, d, &a[start * d..(start + rows) * d]).map(|v| v as f64);
+        let dots = &am * bm.transpose();
+        for i in 0..rows {
+            let uu = am.row(i).norm_squared();
+            for (j, r) in row.iter_mut().enumerate() {
+                *r = (uu - 2.0 * dots[(i, j)] + b_norms[j]).max(0.0);
+            }
+            f(start + i, &row);
+        }
     }
 }
 
@@ -23,14 +38,14 @@ impl ManifoldRadii {
     pub fn new(features: &[f32], d: usize, k: usize) -> Self {
         let n = features.len() / d;
         assert!(k < n, "need more than k = {k} points, got {n}");
+        let mut radii = vec![0f64; n];
         let mut buf = Vec::with_capacity(n);
-        let radii = (0..n)
-            .map(|i| {
-                sq_dists(features, i, features, d, &mut buf);
-                let (_, kth, _) = buf.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
-                *kth
-            })
-            .collect();
+        for_each_distance_row(features, features, d, |i, row| {
+            buf.clear();
+            buf.extend_from_slice(row);
+            let (_, kth, _) = buf.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+            radii[i] = *kth;
+        });
         Self(radii)
     }
 }
@@ -38,13 +53,10 @@ impl ManifoldRadii {
 /// Fraction of `points` inside the manifold of `centres` (any centre `c` with `D(c, p) <= r_c`).
 fn coverage(centres: &[f32], radii: &ManifoldRadii, points: &[f32], d: usize) -> (f64, Vec<bool>) {
     let n = points.len() / d;
-    let mut buf = Vec::new();
-    let inside: Vec<bool> = (0..n)
-        .map(|j| {
-            sq_dists(points, j, centres, d, &mut buf);
-            buf.iter().zip(&radii.0).any(|(dist, r)| dist <= r)
-        })
-        .collect();
+    let mut inside = vec![false; n];
+    for_each_distance_row(points, centres, d, |j, row| {
+        inside[j] = row.iter().zip(&radii.0).any(|(dist, r)| dist <= r);
+    });
     (inside.iter().filter(|&&b| b).count() as f64 / n as f64, inside)
 }
 

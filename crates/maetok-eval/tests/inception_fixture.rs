@@ -154,3 +154,22 @@ fn bad_checkpoints_are_named() {
     let missing = load_inception::<B>("/nonexistent/pt_inception.pth", &device).unwrap_err().to_string();
     assert!(missing.contains("/nonexistent/pt_inception.pth"), "{missing}");
 }
+
+#[test]
+fn uint8_batches_give_per_image_features_and_fid_of_a_set_with_itself_is_zero() {
+    use maetok_eval::ndarray::Array4;
+    use maetok_eval::{frechet_distance, FeatureStats};
+    let device = Default::default();
+    let loader = Loader::<B>::from_map(fixture_state_dict(), PathBuf::from("fixture"), &device);
+    let (mut model, _) = load_inception_from(loader, &device).unwrap();
+    model.preprocess = Preprocess::Tf1;
+    let imgs = Array4::from_shape_fn((3, 24, 20, 3), |(n, h, w, c)| ((n * 71 + h * 13 + w * 5 + c * 40) % 256) as u8);
+    let all = model.features_u8(imgs.view(), &device);
+    assert_eq!((all.n, all.pool.len(), all.spatial.len()), (3, 3 * 2048, 3 * 2023));
+    let one = model.features_u8(imgs.slice(maetok_eval::ndarray::s![1..2, .., .., ..]), &device);
+    let (a, _) = maetok_nn::testing::errors(&one.pool, &all.pool[2048..4096]);
+    assert!(a < 1e-4, "batching changes features by {a}");
+    let stats = FeatureStats::from_features(&all.spatial, 3, 2023);
+    let fid = frechet_distance(&stats, &stats);
+    assert!(fid.abs() < 1e-6 * stats.sigma.trace().max(1.0), "FID(A, A) = {fid}");
+}

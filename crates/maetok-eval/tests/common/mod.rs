@@ -28,6 +28,7 @@ pub fn tensors(rel: &str) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
 }
 
 /// A scalar of `fixtures/<dir>/meta.json`.
+#[allow(dead_code)] // not every test file reads scalars
 pub fn scalar(dir: &str, key: &str) -> f64 {
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join(dir).join("meta.json")).unwrap()).unwrap();
     meta["scalars"][key]["value"].as_f64().unwrap_or_else(|| panic!("scalar {key}"))
