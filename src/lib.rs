@@ -10,6 +10,7 @@ pub use maetok_tokenizer as tokenizer;
 pub use maetok_train as train;
 
 pub mod backend;
+pub mod cache_latents;
 pub mod evaluate;
 pub mod quickstart;
 pub mod reconstruct;

@@ -14,6 +14,8 @@ pub enum ImageError {
     Decode { path: PathBuf, msg: String },
     #[error("no PNG or JPEG images found in {0}")]
     Empty(PathBuf),
+    #[error("no class folders in {0} (expected <root>/<class>/<images>)")]
+    NoClasses(PathBuf),
 }
 
 const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];

@@ -1,0 +1,90 @@
+//! Latent caching round trip with the tiny fixture tokenizer: the cached latents equal what the
+//! tokenizer gives for the same crops (and their mirror images), labels and paths follow the
+//! ImageFolder rules, a corrupt image is reported and skipped, a rerun resumes, and the
+//! reference `.npz` export reads back.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::tensor::Tensor;
+use maetok::cache_latents::{cache_with_model, CacheArgs, Dataset};
+use maetok::eval::npz::read_f64_array;
+use maetok::tokenizer::{load_with_args, MaeTok, ModelArgs};
+use maetok::train::data::{images_to_tensor, load_rgb, preprocess_center_crop, LatentCache, Layout, ProceduralShapes};
+
+type B = NdArray<f32>;
+
+fn fixtures() -> PathBuf {
+    std::env::var("MAETOK_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+}
+
+fn tiny_tokenizer() -> MaeTok<B> {
+    let dir = fixtures().join("tokenizer-ae-tiny");
+    let args = ModelArgs::from_file(dir.join("config.json")).unwrap().with_dims((64, 2, 4), (64, 2, 4));
+    load_with_args::<B>(&args, "tiny", dir.join("model.safetensors"), &Default::default()).unwrap().0
+}
+
+fn encode(model: &MaeTok<B>, path: &Path, flip: bool) -> Vec<f32> {
+    let img = preprocess_center_crop(&load_rgb(path).unwrap(), 64);
+    let mut x = images_to_tensor::<B>(&[img], &Default::default());
+    if flip {
+        x = x.flip([3]);
+    }
+    let z: Tensor<B, 3> = model.encode(x).unwrap();
+    z.into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn cache_round_trip_with_a_corrupt_image_resume_and_npz_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    let shapes = ProceduralShapes::new(80, 3);
+    // Class folders in reverse creation order; "zebra" has a nested folder (tiny-imagenet style).
+    for (rel, k) in [("zebra/b.png", 0u64), ("zebra/images/a.png", 1), ("apple/2.png", 2), ("apple/1.png", 3), ("apple/notes.txt", 99), ("zebra/c.png", 4)] {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        if k == 99 {
+            std::fs::write(&p, "not an image").unwrap();
+        } else {
+            shapes.get(k).0.save(&p).unwrap();
+        }
+    }
+    std::fs::write(root.join("apple/3.png"), b"\x89PNG broken").unwrap();
+    let model = tiny_tokenizer();
+    let data = Dataset::folder(&root, Layout::ImageFolder).unwrap();
+    assert_eq!(data.classes(), vec!["apple", "zebra"]);
+    let out = tmp.path().join("cache");
+    let args = CacheArgs { out: out.clone(), batch_size: 2, shard_size: 2, export_npz: Some(tmp.path().join("npz")), progress: false };
+    let s = cache_with_model(&model, "tiny", &data, &args, &Default::default()).unwrap();
+    assert_eq!((s.cached_now, s.total_cached, s.complete), (5, 5, true));
+    assert_eq!(s.failed.len(), 1);
+    assert_eq!(s.failed[0].path, "apple/3.png");
+    assert_eq!(s.exported_npz, Some(5));
+
+    let cache = LatentCache::open(&out).unwrap();
+    assert_eq!(cache.len(), 5);
+    assert_eq!(cache.latent_shape(), [16, 8]);
+    // ImageFolder order: apple/{1,2,3}.png then zebra/{b,c}.png then zebra/images/a.png.
+    let expected = [("apple/1.png", 0, "apple/1.png"), ("apple/2.png", 0, "apple/2.png"), ("zebra/b.png", 1, "zebra/b.png"), ("zebra/c.png", 1, "zebra/c.png"), ("zebra/images/a.png", 1, "zebra/a.png")];
+    for (i, (file, label, rel)) in expected.iter().enumerate() {
+        let r = cache.get(i);
+        assert_eq!((r.label, r.path.as_str()), (*label, *rel), "record {i}");
+        let (zq, zf) = (encode(&model, &root.join(file), false), encode(&model, &root.join(file), true));
+        let err = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(err(&r.zq, &zq) < 1e-5 && err(&r.zq_flip, &zf) < 1e-5, "record {i} latents differ");
+        assert!(err(&r.zq, &r.zq_flip) > 1e-3, "the mirror image must give another latent");
+        assert_eq!(cache.latent(i, true), r.zq_flip);
+    }
+    // The reference layout: <class>/<file>.npz with zq and zq_flip.
+    let npz = tmp.path().join("npz/zebra/a.png.npz");
+    let zq = read_f64_array(&npz, "zq").unwrap().unwrap();
+    assert_eq!(zq.shape(), &[16, 8]);
+    assert_eq!(zq.iter().map(|&v| v as f32).collect::<Vec<_>>(), cache.get(4).zq);
+
+    // A rerun finds everything cached.
+    let again = cache_with_model(&model, "tiny", &data, &args, &Default::default()).unwrap();
+    assert_eq!((again.cached_now, again.already_cached), (0, 5));
+    // Another tokenizer name is refused, naming the field.
+    let err = cache_with_model(&model, "other", &data, &args, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("tokenizer") && err.contains("manifest.json"), "{err}");
+}
