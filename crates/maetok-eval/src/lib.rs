@@ -6,6 +6,7 @@ pub mod gmm;
 pub mod inception;
 pub mod inception_score;
 pub mod npz;
+pub mod pca;
 pub mod precision_recall;
 pub mod psnr;
 pub mod ssim;
