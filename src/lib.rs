@@ -12,5 +12,6 @@ pub use maetok_train as train;
 pub mod backend;
 pub mod cache_latents;
 pub mod evaluate;
+pub mod gmm_fit;
 pub mod quickstart;
 pub mod reconstruct;
