@@ -1,0 +1,74 @@
+//! Evaluation throughput: FID Inception-v3 features (images/s at 256x256 inputs, resized to 299
+//! inside), the Fréchet distance at the 2048-d pool width, and GMM fits of latent spaces (K = 50
+//! on 10,000 latents reduced to 100 dimensions, as in the paper's analysis).
+//!
+//! `cargo bench --bench eval` (NdArray + OpenBLAS); add `--features wgpu` or `--features cuda`
+//! for those backends. Filter with e.g. `-- inception`.
+
+use std::time::Duration;
+
+use burn::tensor::{backend::Backend, Distribution, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use maetok_eval::gmm::{fit_em, Covariance, EmOptions};
+use maetok_eval::inception::{InceptionV3, Preprocess};
+use maetok_eval::{frechet_distance, FeatureStats};
+use rand::{Rng, SeedableRng};
+
+fn bench_inception<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
+    B::seed(&device, 0);
+    let mut model = InceptionV3::<B>::new(true, &device);
+    model.preprocess = Preprocess::Tf1;
+    let mut group = c.benchmark_group(format!("inception_features_{backend}"));
+    group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(3));
+    for batch in [1usize, 8, 32] {
+        let x = Tensor::<B, 4>::random([batch, 3, 256, 256], Distribution::Uniform(0.0, 255.0), &device);
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::new("pool_spatial_logits", batch), &x, |b, x| {
+            b.iter(|| {
+                let f = model.features(x.clone());
+                let _ = B::sync(&device);
+                f
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_backends(c: &mut Criterion) {
+    #[cfg(feature = "ndarray")]
+    bench_inception::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
+    #[cfg(feature = "wgpu")]
+    bench_inception::<burn::backend::Wgpu>(c, "wgpu", Default::default());
+    #[cfg(feature = "cuda")]
+    bench_inception::<burn::backend::Cuda>(c, "cuda", Default::default());
+}
+
+fn bench_frechet(c: &mut Criterion) {
+    let (n, d) = (4096usize, 2048usize);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let a: Vec<f32> = (0..n * d).map(|_| rng.random::<f32>()).collect();
+    let b: Vec<f32> = (0..n * d).map(|_| rng.random::<f32>() * 1.1).collect();
+    let (sa, sb) = (FeatureStats::from_features(&a, n, d), FeatureStats::from_features(&b, n, d));
+    let mut group = c.benchmark_group("frechet_distance");
+    group.sample_size(10).measurement_time(Duration::from_secs(30));
+    group.bench_function("d2048", |bch| bch.iter(|| frechet_distance(&sa, &sb)));
+    group.bench_function("stats_4096x2048", |bch| bch.iter(|| FeatureStats::from_features(&a, n, d)));
+    group.finish();
+}
+
+fn bench_gmm(c: &mut Criterion) {
+    let (n, d, modes) = (10_000usize, 100usize, 20usize);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let centres: Vec<f64> = (0..modes * d).map(|_| rng.random::<f64>() * 6.0 - 3.0).collect();
+    let data: Vec<f64> = (0..n).flat_map(|i| (0..d).map(|j| centres[(i % modes) * d + j] + rng.random::<f64>() - 0.5).collect::<Vec<_>>()).collect();
+    let mut group = c.benchmark_group("gmm_fit_k50_10k_x100");
+    group.sample_size(10).measurement_time(Duration::from_secs(60));
+    for (name, cov) in [("em_diag", Covariance::Diagonal)] {
+        let opts = EmOptions { covariance: cov, max_iter: 100, tol: 1e-3, reg_covar: 1e-6, seed: 0 };
+        group.bench_function(name, |b| b.iter(|| fit_em(&data, d, 50, &opts)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_backends, bench_frechet, bench_gmm);
+criterion_main!(benches);
