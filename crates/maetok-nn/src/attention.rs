@@ -5,6 +5,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::softmax, backend::Backend, module::attention, ops::AttentionModuleOptions, Tensor};
 
 use crate::io::{join, ParamVisitor, VisitParams};
+use crate::layer_norm::LayerNorm;
 use crate::ops::linear3;
 use crate::rope::RopeFull;
 
@@ -17,6 +18,10 @@ pub struct Attention<B: Backend> {
     /// Use the backend's fused attention op (flash attention on CUDA/wgpu) instead of
     /// matmul–softmax–matmul (faster on NdArray, and the reference's op order).
     pub fused: bool,
+    /// Optional per-head LayerNorms on q and k (timm `qk_norm=True`: `q_norm`, `k_norm` over the
+    /// head dimension, applied before RoPE and scaling).
+    pub q_norm: Option<LayerNorm<B>>,
+    pub k_norm: Option<LayerNorm<B>>,
 }
 
 impl<B: Backend> Attention<B> {
@@ -26,7 +31,17 @@ impl<B: Backend> Attention<B> {
             proj: LinearConfig::new(dim, dim).init(device),
             heads,
             fused: false,
+            q_norm: None,
+            k_norm: None,
         }
+    }
+
+    /// Adds affine q/k LayerNorms over the head dimension (timm `qk_norm=True`).
+    pub fn with_qk_norm(mut self, eps: f64, device: &B::Device) -> Self {
+        let hd = self.qkv.weight.dims()[0] / self.heads;
+        self.q_norm = Some(LayerNorm::affine(hd, eps, device));
+        self.k_norm = Some(LayerNorm::affine(hd, eps, device));
+        self
     }
 
     /// Attention scale `hd^-½`.
@@ -45,7 +60,11 @@ impl<B: Backend> Attention<B> {
         let split = |i: usize| {
             qkv.clone().slice([0..b, 0..n, i * d..(i + 1) * d]).reshape([b, n, h, hd]).swap_dims(1, 2)
         };
-        let (q, k, v) = (split(0), split(1), split(2));
+        let (mut q, mut k, v) = (split(0), split(1), split(2));
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
         let (q, k) = match rope {
             Some(r) => (r.apply_q(q), r.apply_k(k)),
             None => (q * self.scale(d), k),
@@ -63,6 +82,12 @@ impl<B: Backend> Attention<B> {
 impl<B: Backend> VisitParams<B> for Attention<B> {
     fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
         v.linear(&join(prefix, "qkv"), &mut self.qkv);
+        if let Some(n) = self.q_norm.as_mut() {
+            n.visit_params(&join(prefix, "q_norm"), v);
+        }
+        if let Some(n) = self.k_norm.as_mut() {
+            n.visit_params(&join(prefix, "k_norm"), v);
+        }
         v.linear(&join(prefix, "proj"), &mut self.proj);
     }
 }

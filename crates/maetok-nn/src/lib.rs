@@ -4,8 +4,10 @@
 //! it defines the numerics of the published weights; see `shared/spec/tokenizer.md` §2.
 //! Modules expose their parameters to checkpoint import/export through [`io::VisitParams`].
 
+pub mod adaln;
 pub mod attention;
 pub mod block;
+pub mod embed;
 pub mod io;
 pub mod layer_norm;
 pub mod mlp;
@@ -15,8 +17,10 @@ pub mod patch;
 pub mod rope;
 pub mod testing;
 
+pub use adaln::{modulate, AdaLnBlock, FinalLayer};
 pub use attention::Attention;
 pub use block::Block;
+pub use embed::{sincos_1d, timestep_features, LabelEmbedder, TimestepEmbedder};
 pub use io::{CheckpointError, Exporter, LoadReport, Loader, ParamVisitor, VisitParams};
 pub use layer_norm::LayerNorm;
 pub use mlp::Mlp;

@@ -1,4 +1,4 @@
-//! timm `Mlp`: `fc1 → GELU (exact erf) → fc2`.
+//! timm `Mlp`: `fc1 → GELU → fc2`, GELU exact (erf; ViTs) or tanh-approximated (SiT/DiT).
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -11,16 +11,33 @@ use crate::ops::linear3;
 pub struct Mlp<B: Backend> {
     pub fc1: Linear<B>,
     pub fc2: Linear<B>,
+    /// `GELU(approximate='tanh')` instead of the exact erf form.
+    pub tanh_gelu: bool,
+}
+
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, PyTorch's `GELU(approximate='tanh')`.
+pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
+    x * (inner.tanh() + 1.0) * 0.5
 }
 
 impl<B: Backend> Mlp<B> {
     pub fn new(dim: usize, hidden: usize, device: &B::Device) -> Self {
-        Self { fc1: LinearConfig::new(dim, hidden).init(device), fc2: LinearConfig::new(hidden, dim).init(device) }
+        Self { fc1: LinearConfig::new(dim, hidden).init(device), fc2: LinearConfig::new(hidden, dim).init(device), tanh_gelu: false }
+    }
+
+    /// The SiT/DiT variant with tanh-approximated GELU.
+    pub fn with_tanh_gelu(mut self) -> Self {
+        self.tanh_gelu = true;
+        self
     }
 
     /// `[B, N, D]` → `[B, N, D]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        linear3(&self.fc2, gelu(linear3(&self.fc1, x)))
+        let h = linear3(&self.fc1, x);
+        let h = if self.tanh_gelu { gelu_tanh(h) } else { gelu(h) };
+        linear3(&self.fc2, h)
     }
 }
 
