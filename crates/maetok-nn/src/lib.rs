@@ -7,6 +7,7 @@
 pub mod adaln;
 pub mod attention;
 pub mod block;
+pub mod ema;
 pub mod embed;
 pub mod io;
 pub mod layer_norm;

@@ -10,5 +10,5 @@ pub mod pretrained;
 
 pub use config::{SitConfig, SitConfigError};
 pub use loss::{interpolant, si_loss, LossDraws, PathType, SiLossOutput, TimeSampling};
-pub use model::{Sit, NULL_CLASS_OFFSET};
+pub use model::{init_for_training, Sit, SitTrace};
 pub use pretrained::{load_sit, save_sit, SitLoadError};

@@ -10,9 +10,6 @@ use maetok_nn::{sincos_1d, AdaLnBlock, FinalLayer, LabelEmbedder, TimestepEmbedd
 
 use crate::config::SitConfig;
 
-/// The null (unconditional) class is `num_classes + NULL_CLASS_OFFSET - 1`, i.e. `num_classes`.
-pub const NULL_CLASS_OFFSET: usize = 1;
-
 #[derive(Module, Debug)]
 pub struct Sit<B: Backend> {
     /// `x_embedder`: `C → D` per token.
@@ -112,4 +109,44 @@ impl<B: Backend> VisitParams<B> for Sit<B> {
         }
         self.final_layer.visit_params(&join(prefix, "final_layer"), v);
     }
+}
+
+/// Sets the reference's training initialisation (spec §2.6): Xavier-uniform Linear weights and
+/// zero biases, `N(0, 0.02²)` label table and timestep-MLP weights, zero adaLN modulations and
+/// final linear (so the untrained network outputs exactly 0). `pos_embed` keeps its sin-cos values.
+pub fn init_for_training<B: Backend>(model: &mut Sit<B>, device: &B::Device) {
+    struct Init<'a, B: Backend> {
+        device: &'a B::Device,
+    }
+    impl<B: Backend> Init<'_, B> {
+        fn value<const D: usize>(&self, key: &str, shape: burn::tensor::Shape) -> Option<Tensor<B, D>> {
+            use burn::tensor::Distribution;
+            let zero = key.ends_with(".bias") || key.contains("adaLN_modulation") || key.starts_with("final_layer.linear");
+            if key == "pos_embed" {
+                None
+            } else if zero {
+                Some(Tensor::zeros(shape, self.device))
+            } else if key.starts_with("y_embedder") || key.starts_with("t_embedder") {
+                Some(Tensor::random(shape, Distribution::Normal(0.0, 0.02), self.device))
+            } else {
+                let dims = shape.dims::<D>();
+                let (a, b) = (dims[0] as f64, dims[D - 1] as f64);
+                let bound = (6.0 / (a + b)).sqrt();
+                Some(Tensor::random(shape, Distribution::Uniform(-bound, bound), self.device))
+            }
+        }
+    }
+    impl<B: Backend> ParamVisitor<B> for Init<'_, B> {
+        fn param<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>) {
+            if let Some(v) = self.value::<D>(key, param.shape()) {
+                let grad = param.is_require_grad();
+                *param = Param::initialized(param.id, v).set_require_grad(grad);
+            }
+        }
+        fn param_transposed(&mut self, key: &str, param: &mut Param<Tensor<B, 2>>) {
+            self.param(key, param);
+        }
+        fn buffer(&mut self, _key: &str, _shape: &[usize], _values: &[f32]) {}
+    }
+    model.visit_params("", &mut Init { device });
 }

@@ -1,7 +1,10 @@
-//! Datasets, image I/O, visualisation and trainers for MAETok.
+//! Datasets, image I/O, visualisation and trainers for MAETok and its latent generators.
 
 pub mod ae_trainer;
 pub mod data;
+pub mod grad_clip;
+pub mod sit_trainer;
 pub mod viz;
 
 pub use ae_trainer::{train_autoencoder, AeTrainConfig, AeTrainResult};
+pub use sit_trainer::{SitTrainConfig, SitTrainError, SitTrainer};
