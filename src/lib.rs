@@ -14,6 +14,7 @@ pub use maetok_train as train;
 pub mod backend;
 pub mod cache_latents;
 pub mod evaluate;
+pub mod generate;
 pub mod gmm_fit;
 pub mod quickstart;
 pub mod reconstruct;
