@@ -18,3 +18,4 @@ pub mod generate;
 pub mod gmm_fit;
 pub mod quickstart;
 pub mod reconstruct;
+pub mod train_sit;
