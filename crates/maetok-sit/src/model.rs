@@ -38,6 +38,11 @@ impl<B: Backend> Sit<B> {
     /// A model with placeholder weights and the reference's sin-cos positions. Initialise for
     /// training with [`Sit::init_weights`] or load weights with [`crate::load_sit`].
     pub fn new(cfg: &SitConfig, device: &B::Device) -> Self {
+        Self::with_out_channels(cfg, cfg.in_channels, device)
+    }
+
+    /// The same trunk with `out_channels` outputs per token (DiT's learned variance doubles them).
+    pub fn with_out_channels(cfg: &SitConfig, out_channels: usize, device: &B::Device) -> Self {
         let d = cfg.hidden_size;
         let pe = TensorData::new(sincos_1d(d, cfg.input_size), [1, cfg.input_size, d]);
         Self {
@@ -46,7 +51,7 @@ impl<B: Backend> Sit<B> {
             t_embedder: TimestepEmbedder::new(d, device),
             y_embedder: LabelEmbedder::new(cfg.num_classes, d, device),
             blocks: (0..cfg.depth).map(|_| AdaLnBlock::new(d, cfg.num_heads, cfg.mlp_ratio, cfg.qk_norm, device)).collect(),
-            final_layer: FinalLayer::new(d, cfg.in_channels, device),
+            final_layer: FinalLayer::new(d, out_channels, device),
         }
     }
 
