@@ -4,6 +4,7 @@
 //! Rust on Burn. This facade re-exports the workspace crates and holds the library side of the
 //! example programs (`examples/`), so that they stay thin command-line wrappers.
 
+pub use maetok_dit as dit;
 pub use maetok_eval as eval;
 pub use maetok_nn as nn;
 pub use maetok_sampler as sampler;

@@ -3,8 +3,8 @@
 pub mod ae_trainer;
 pub mod data;
 pub mod grad_clip;
-pub mod sit_trainer;
+pub mod latent_trainer;
 pub mod viz;
 
 pub use ae_trainer::{train_autoencoder, AeTrainConfig, AeTrainResult};
-pub use sit_trainer::{SitTrainConfig, SitTrainError, SitTrainer};
+pub use latent_trainer::{DitTrainConfig, DitTrainer, LatentTrainer, SitTrainConfig, SitTrainError, SitTrainer, TrainableGenerator};

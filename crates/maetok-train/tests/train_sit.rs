@@ -7,7 +7,8 @@ use maetok_sit::SitConfig;
 use maetok_tokenizer::{load_with_args, ModelArgs};
 use maetok_train::data::latent_cache::CacheManifest;
 use maetok_train::data::{images_to_tensor, LatentCache, LatentCacheWriter, LatentRecord, ProceduralShapes};
-use maetok_train::{SitTrainConfig, SitTrainer};
+use maetok_dit::DitConfig;
+use maetok_train::{DitTrainer, SitTrainConfig, SitTrainer};
 
 type A = Autodiff<NdArray<f32>>;
 
@@ -73,4 +74,24 @@ fn tiny_sit_learns_on_procedural_latents_and_resumes_exactly() {
     assert_eq!(a.losses, b.losses, "a resumed run continues exactly");
     let ema_dir = out.join("checkpoints/step-0000003/ema");
     assert!(ema_dir.join("config.json").is_file() && ema_dir.join("model.safetensors").is_file());
+
+    // DiT with the hybrid loss (no clipping, cosine schedule) learns too, and resumes exactly.
+    let mut dcfg = DitConfig::preset("DiT-S", 16, 8).unwrap();
+    (dcfg.depth, dcfg.hidden_size, dcfg.num_heads, dcfg.num_classes) = (2, 64, 4, 6);
+    let dtrain = SitTrainConfig { grad_clip: None, schedule: maetok_dit::Schedule::Cosine, ..cfg };
+    let mut d = DitTrainer::<A>::new(dcfg.clone(), dtrain.clone(), &device);
+    for _ in 0..60 {
+        d.step(&cache).unwrap();
+    }
+    let first: f32 = d.losses[..10].iter().sum::<f32>() / 10.0;
+    let last: f32 = d.losses[50..].iter().sum::<f32>() / 10.0;
+    println!("DiT loss {first:.3} -> {last:.3}");
+    assert!(last < 0.9 * first, "the DiT loss must fall: {first} -> {last}");
+    let dout = tmp.path().join("dit");
+    d.save_checkpoint(&dout).unwrap();
+    let mut r = DitTrainer::<A>::resume(&dout, &device).unwrap().unwrap();
+    d.step(&cache).unwrap();
+    r.step(&cache).unwrap();
+    assert_eq!(d.losses, r.losses);
+    assert!(maetok_dit::load_dit::<NdArray<f32>>(dout.join("checkpoints/step-0000060/ema"), &device).is_ok());
 }
