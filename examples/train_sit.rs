@@ -13,7 +13,7 @@ use clap::{Parser, ValueEnum};
 use maetok::sit::{PathType, SitConfig, TimeSampling};
 use maetok::train::data::LatentCache;
 use maetok::train::SitTrainConfig;
-use maetok::train_sit::{train_sit, TrainSitArgs};
+use maetok::train_sit::{train_sit, GeneratorSpec, TrainSitArgs};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Weighting {
@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
     let args = TrainSitArgs {
         cache: c.cache,
         out: c.out,
-        model,
+        model: GeneratorSpec::Sit(model),
         train,
         steps: c.steps,
         checkpoint_every: c.checkpoint_every,

@@ -57,6 +57,13 @@ fn generates_images_and_refuses_bad_requests() {
     generate(GenerateArgs { out: tmp.path().join("ode2"), ..ode }, "ndarray").unwrap();
     assert_eq!(std::fs::read(tmp.path().join("ode1/000002.png")).unwrap(), std::fs::read(tmp.path().join("ode2/000002.png")).unwrap());
 
+    // DiT: ancestral DDPM (5 respaced cosine steps, guided) and DDIM.
+    for (i, mode) in [Mode::Ddpm { schedule: maetok::dit::Schedule::Cosine }, Mode::Ddim { schedule: maetok::dit::Schedule::Linear, eta: 0.0 }].into_iter().enumerate() {
+        let out = tmp.path().join(format!("dit{i}"));
+        let s = generate(GenerateArgs { sit: fixtures().join("dit-tiny"), mode, steps: 5, out: out.clone(), ..args.clone() }, "ndarray").unwrap();
+        assert_eq!(s.images, 4);
+        assert!(out.join("grid.png").is_file());
+    }
     let err = generate(GenerateArgs { classes: Classes::List { classes: vec![1000], per_class: 1 }, ..args.clone() }, "ndarray").unwrap_err().to_string();
     assert!(err.contains("class id 1000") && err.contains("1000 classes"), "{err}");
     // A generator for [16, 4] latents does not fit a [16, 8] tokenizer.
