@@ -16,6 +16,7 @@ fn combine(out: &[f64], n: usize, scale: f64) -> Vec<f64> {
 /// Deterministic sampler: `linspace(1, 0, steps + 1)`; with `heun`, a second evaluation at
 /// `t_{i+1}` (except on the last step) averages the two velocities, guided or not as decided at
 /// `t_i`. Returns the sample at t = 0. `x`: initial noise `[B·L·C]`.
+#[allow(clippy::too_many_arguments)]
 pub fn euler_sampler<B: Backend, M: VelocityModel<B>>(model: &M, x: &[f64], shape: [usize; 3], y: &[i64], steps: usize, heun: bool, guidance: Guidance, device: &B::Device) -> Vec<f64> {
     let n = x.len();
     let grid = linspace(1.0, 0.0, steps + 1);

@@ -121,10 +121,10 @@ impl SitConfig {
                 return Err(format!("decoder_hidden_size {d} differs from hidden_size {} (the reference's final layer would fail the same way)", self.hidden_size));
             }
         }
-        if self.num_heads == 0 || self.hidden_size % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(format!("hidden_size {} is not divisible by num_heads {}", self.hidden_size, self.num_heads));
         }
-        if self.hidden_size % 2 != 0 {
+        if !self.hidden_size.is_multiple_of(2) {
             return Err(format!("hidden_size {} must be even for the sin-cos positions", self.hidden_size));
         }
         if self.depth == 0 || self.in_channels == 0 || self.input_size == 0 || self.num_classes == 0 {
