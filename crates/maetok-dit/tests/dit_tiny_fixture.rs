@@ -156,3 +156,17 @@ fn sampling_runs_replay() {
         check(&format!("{run}/final"), out, &fx[&format!("{run}/final")], 1e-4, 1e-3);
     }
 }
+
+#[test]
+fn presets_have_the_published_sizes() {
+    use maetok_dit::{Dit, DitConfig};
+    for (name, params) in [("DiT-XL/1", 675_037_504usize), ("DiT-L/1", 458_020_928), ("DiT-SL/1", 306_903_104), ("DiT-B/2", 130_451_008), ("DiT-S/2", 32_932_672)] {
+        let cfg = DitConfig::preset(name, 128, 32).unwrap();
+        let mut m = Dit::<B>::new(&cfg, &Default::default());
+        let mut lister = maetok_nn::io::ShapeLister::default();
+        maetok_nn::io::VisitParams::<B>::visit_params(&mut m, "", &mut lister);
+        let total: usize = lister.entries.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        assert_eq!(total, params, "{name}");
+    }
+    assert!(DitConfig::preset("DiT-M", 128, 32).unwrap_err().to_string().contains("DiT-M"));
+}

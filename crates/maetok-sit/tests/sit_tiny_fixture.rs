@@ -154,3 +154,18 @@ fn save_load_round_trip_and_bad_folders() {
     let err = load_sit::<B>(tmp.path(), &Default::default()).err().unwrap().to_string();
     assert!(err.contains("vae_1d"), "{err}");
 }
+
+#[test]
+fn presets_have_the_published_sizes_and_unknown_ones_are_named() {
+    use maetok_sit::SitConfig;
+    let xl = SitConfig::preset("SiT-XL/1", 128, 32).unwrap();
+    assert_eq!((xl.depth, xl.hidden_size, xl.num_heads), (28, 1152, 16));
+    // SiT-XL/1 on the (128, 32) latent: 675,000,608 parameters (spec §2.8), counted lazily.
+    let mut m = Sit::<B>::new(&xl, &Default::default());
+    let mut lister = maetok_nn::io::ShapeLister::default();
+    maetok_nn::io::VisitParams::<B>::visit_params(&mut m, "", &mut lister);
+    let total: usize = lister.entries.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    assert_eq!((lister.entries.len(), total), (292, 675_000_608));
+    let err = SitConfig::preset("SiT-Q/2", 128, 32).unwrap_err().to_string();
+    assert!(err.contains("SiT-Q/2") && err.contains("SiT-XL"), "{err}");
+}
