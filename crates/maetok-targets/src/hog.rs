@@ -1,0 +1,115 @@
+//! HOG targets (`utils/hog.py`, from MaskFeat): Sobel gradients of the raw `[-1, 1]` input with
+//! reflect padding, unsigned 9-bin orientation histograms weighted by magnitude and a 16×16
+//! Gaussian window, summed over 8×8 cells, L2-normalised over the bins, and grouped per token.
+//!
+//! At 256×256 this gives `[B, 256, 108]`: token `row·16 + col`, feature `((c·9 + bin)·2 + cy)·2 + cx`
+//! (`cy`, `cx`: the cell inside the 16×16 patch). Every op is a Burn tensor op, so it runs on any
+//! backend.
+
+use burn::tensor::{backend::Backend, module::conv2d, ops::ConvOptions, ops::PadMode, Tensor, TensorData};
+
+/// Orientation bins.
+pub const NBINS: usize = 9;
+/// Cell side in pixels.
+pub const CELL: usize = 8;
+/// Gaussian window side (σ = 8, centred at 7.5).
+pub const WINDOW: usize = 16;
+
+/// Input sizes the reference cannot handle; messages give the size and the rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HogError {
+    #[error("HOG input must be [B, 3, H, W], got {0:?}")]
+    Channels(Vec<usize>),
+    #[error("HOG input {h}x{w}: height and width must be multiples of 16 (the 16x16 Gaussian window is tiled over the image)")]
+    NotMultipleOf16 { h: usize, w: usize },
+    #[error("HOG input width {w} is below 128: the reference groups (W/8)/16 cells per token, which is 0 here")]
+    TooNarrow { w: usize },
+}
+
+/// The HOG target generator.
+#[derive(Debug, Clone, Default)]
+pub struct HogGenerator;
+
+/// The normalised 16×16 window: `g[n] = exp(−½((n − 7.5)/8)²)`, `G = g ⊗ g / ΣG`, row-major.
+pub fn gaussian_window() -> Vec<f32> {
+    let g: Vec<f64> = (0..WINDOW).map(|n| (-0.5 * ((n as f64 - 7.5) / 8.0).powi(2)).exp()).collect();
+    let total: f64 = g.iter().sum::<f64>().powi(2);
+    let mut out = Vec::with_capacity(WINDOW * WINDOW);
+    for a in &g {
+        for b in &g {
+            out.push((a * b / total) as f32);
+        }
+    }
+    out
+}
+
+impl HogGenerator {
+    pub fn new() -> Self {
+        Self
+    }
+
+    fn check(dims: [usize; 4]) -> Result<(), HogError> {
+        let [_, c, h, w] = dims;
+        if c != 3 {
+            return Err(HogError::Channels(dims.to_vec()));
+        }
+        if h % WINDOW != 0 || w % WINDOW != 0 {
+            return Err(HogError::NotMultipleOf16 { h, w });
+        }
+        Ok(())
+    }
+
+    /// Per-cell normalised histograms `[B, 3, 9, H/8, W/8]` of `x` `[B, 3, H, W]` in [-1, 1].
+    pub fn cells<B: Backend>(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 5>, HogError> {
+        let dims = x.dims();
+        Self::check(dims)?;
+        let [b, c, h, w] = dims;
+        let device = x.device();
+        let kx: [f32; 9] = [1.0, 0.0, -1.0, 2.0, 0.0, -2.0, 1.0, 0.0, -1.0];
+        let ky: [f32; 9] = [1.0, 2.0, 1.0, 0.0, 0.0, 0.0, -1.0, -2.0, -1.0];
+        let kernel = |k: [f32; 9]| Tensor::<B, 4>::from_data(TensorData::new(k.repeat(3), [3, 1, 3, 3]), &device);
+        let padded = x.pad([(0, 0), (0, 0), (1, 1), (1, 1)], PadMode::Reflect);
+        let opts = ConvOptions::new([1, 1], [0, 0], [1, 1], 3);
+        let gx = conv2d(padded.clone(), kernel(kx), None, opts.clone());
+        let gy = conv2d(padded, kernel(ky), None, opts);
+        let mag = (gx.clone().powi_scalar(2) + gy.clone().powi_scalar(2)).sqrt();
+        let phase = gx.atan2(gy) / std::f64::consts::PI * NBINS as f64;
+        let bins = phase.floor();
+        let bins = bins.clone() - (bins / NBINS as f64).floor() * NBINS as f64;
+        // The window tiled over the image.
+        let win = gaussian_window();
+        let mut tiled = vec![0f32; h * w];
+        for y in 0..h {
+            for xx in 0..w {
+                tiled[y * w + xx] = win[(y % WINDOW) * WINDOW + xx % WINDOW];
+            }
+        }
+        let g = Tensor::<B, 2>::from_data(TensorData::new(tiled, [h, w]), &device).reshape([1, 1, h, w]);
+        let mag = mag * g;
+        let (hc, wc) = (h / CELL, w / CELL);
+        let per_bin: Vec<Tensor<B, 4>> = (0..NBINS)
+            .map(|k| {
+                let m = mag.clone().mask_fill(bins.clone().not_equal_elem(k as f32), 0.0);
+                m.reshape([b, c, hc, CELL, wc, CELL]).sum_dim(5).sum_dim(3).reshape([b, c, hc, wc])
+            })
+            .collect();
+        let hist = Tensor::stack::<5>(per_bin, 2);
+        let norm = hist.clone().powi_scalar(2).sum_dim(2).sqrt().clamp_min(1e-12);
+        Ok(hist / norm)
+    }
+
+    /// Token features `[B, N, 27·u²]` with `u = (W/8)/16` cells per token side (`[B, 256, 108]`
+    /// at 256×256): `N = ((H/8)/u)·((W/8)/u)`, row-major over tokens.
+    pub fn forward<B: Backend>(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 3>, HogError> {
+        let [_, _, _, w] = x.dims();
+        let u = (w / CELL) / 16;
+        if u == 0 {
+            return Err(HogError::TooNarrow { w });
+        }
+        let cells = self.cells(x)?;
+        let [b, c, nb, hc, wc] = cells.dims();
+        let (th, tw) = (hc / u, wc / u);
+        let f = cells.reshape([b, c * nb, hc, wc]).narrow(2, 0, th * u).narrow(3, 0, tw * u);
+        Ok(f.reshape([b, c * nb, th, u, tw, u]).permute([0, 2, 4, 1, 3, 5]).reshape([b, th * tw, c * nb * u * u]))
+    }
+}
