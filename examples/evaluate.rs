@@ -3,7 +3,7 @@
 //! ```text
 //! evaluate generation --inception pt_inception-2015-12-05-6726825d.pth \
 //!     --samples samples.npz --reference VIRTUAL_imagenet256_labeled.npz [--out metrics.json]
-//! evaluate reconstruction --inputs crops/ --reconstructions recon/ [--inception W.pth]
+//! evaluate reconstruction --inputs crops/ --reconstructions recon/ [--inception W.pth] [--lpips-vgg vgg16.pth --lpips-lin vgg.pth]
 //! ```
 //! Sets are ADM `.npz` batches (uint8 NHWC `arr_0`) or folders of same-size images.
 
@@ -63,6 +63,12 @@ enum Mode {
         /// Inception weights; without them only PSNR and SSIM are computed.
         #[arg(long)]
         inception: Option<PathBuf>,
+        /// LPIPS: torchvision's vgg16-397923af.pth (or safetensors) ...
+        #[arg(long, requires = "lpips_lin")]
+        lpips_vgg: Option<PathBuf>,
+        /// ... and LPIPS's linear layers (vgg.pth or safetensors).
+        #[arg(long, requires = "lpips_vgg")]
+        lpips_lin: Option<PathBuf>,
     },
 }
 
@@ -79,8 +85,9 @@ fn main() -> anyhow::Result<()> {
             let r = evaluate_generation(GenerationArgs { samples, reference, inception: opts(inception), save_sample_stats: save_stats }, &cli.backend)?;
             serde_json::to_string_pretty(&r)?
         }
-        Mode::Reconstruction { inputs, reconstructions, inception } => {
-            let r = evaluate_reconstruction(ReconstructionArgs { inputs, reconstructions, inception: inception.map(opts), progress: true }, &cli.backend)?;
+        Mode::Reconstruction { inputs, reconstructions, inception, lpips_vgg, lpips_lin } => {
+            let lpips = lpips_vgg.zip(lpips_lin);
+            let r = evaluate_reconstruction(ReconstructionArgs { inputs, reconstructions, inception: inception.map(opts), lpips, progress: true }, &cli.backend)?;
             serde_json::to_string_pretty(&r)?
         }
     };

@@ -5,7 +5,8 @@
 //!   against a reference batch or its precomputed `mu/sigma/mu_s/sigma_s`, improved
 //!   precision/recall (k = 3) against the reference images.
 //! * Reconstruction (`inference/reconstruct_vq.py`): PSNR, SSIM (standard and the reference's
-//!   data_range = 2 variant), rFID and sFID of reconstructions against their inputs.
+//!   data_range = 2 variant), rFID and sFID of reconstructions against their inputs, and LPIPS
+//!   (an addition) when its weights are given.
 //!
 //! Image sets are ADM `.npz` batches (`arr_0`, uint8 NHWC; streamed, never loaded whole) or
 //! folders of PNG/JPEG files of one size, taken in sorted path order.
@@ -260,6 +261,8 @@ pub struct ReconstructionArgs {
     pub reconstructions: PathBuf,
     /// Inception options; `None` skips rFID/sFID (PSNR/SSIM only).
     pub inception: Option<InceptionOptions>,
+    /// LPIPS weights `(torchvision VGG16, LPIPS linear layers)`; `None` skips LPIPS.
+    pub lpips: Option<(PathBuf, PathBuf)>,
     pub progress: bool,
 }
 
@@ -277,6 +280,8 @@ pub struct ReconstructionReport {
     pub ssim_reference: f64,
     pub rfid: Option<f64>,
     pub rsfid: Option<f64>,
+    /// Mean LPIPS (VGG16, v0.1; an addition: the reference script does not report it).
+    pub lpips: Option<f64>,
 }
 
 struct ReconstructionTask(ReconstructionArgs);
@@ -302,6 +307,11 @@ impl crate::backend::Task for ReconstructionTask {
             }
             None => None,
         };
+        let lpips = match &a.lpips {
+            Some((vgg, lin)) => Some(maetok_targets::load_lpips::<B>(vgg, lin, &device)?.0),
+            None => None,
+        };
+        let mut sum_lpips = 0.0;
         let batch = a.inception.as_ref().map_or(16, |o| o.batch_size.max(1));
         let pb = bar(inputs.len(), "images", a.progress);
         let (mut sum_psnr, mut sum_ssim, mut sum_ssim_ref) = (0.0, 0.0, 0.0);
@@ -320,6 +330,15 @@ impl crate::backend::Task for ReconstructionTask {
             if let Some(m) = &model {
                 fi.extend(m.features_u8(x.view(), &device));
                 fr.extend(m.features_u8(y.view(), &device));
+            }
+            if let Some(l) = &lpips {
+                let to_pm1 = |a: &Array4<u8>| {
+                    let (n, h, w, c) = a.dim();
+                    let v: Vec<f32> = a.iter().map(|&p| p as f32 / 127.5 - 1.0).collect();
+                    burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(v, [n, h, w, c]), &device).permute([0, 3, 1, 2])
+                };
+                let d: Vec<f32> = l.forward(to_pm1(&x), to_pm1(&y)).total.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                sum_lpips += d.iter().map(|&v| v as f64).sum::<f64>();
             }
             start += x.dim().0;
             pb.inc(x.dim().0 as u64);
@@ -340,6 +359,7 @@ impl crate::backend::Task for ReconstructionTask {
             ssim_reference: sum_ssim_ref / n as f64,
             rfid: fids.map(|f| f.0),
             rsfid: fids.map(|f| f.1),
+            lpips: lpips.is_some().then(|| sum_lpips / n as f64),
         })
     }
 }

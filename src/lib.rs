@@ -9,6 +9,7 @@ pub use maetok_eval as eval;
 pub use maetok_nn as nn;
 pub use maetok_sampler as sampler;
 pub use maetok_sit as sit;
+pub use maetok_targets as targets;
 pub use maetok_tokenizer as tokenizer;
 pub use maetok_train as train;
 

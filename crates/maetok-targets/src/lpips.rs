@@ -1,0 +1,143 @@
+//! LPIPS (v0.1, VGG16) as the reference trains with it (`modelling/lpips/lpips.py`, taming
+//! copy): inputs in [-1, 1] shifted/scaled per channel, torchvision VGG16 features at relu1_2,
+//! relu2_2, relu3_3, relu4_3 and relu5_3, each channel-normalised, squared difference, a learned
+//! non-negative 1×1 projection to one channel, spatial mean, summed over the five layers.
+//! Evaluation mode (the reference's training-mode dropout before the projection is not applied).
+
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::tensor::{activation::relu, backend::Backend, module::conv2d, module::max_pool2d, ops::ConvOptions, Tensor, TensorData};
+use maetok_nn::io::{CheckpointError, LoadReport, Loader, ParamVisitor, VisitParams};
+
+/// `(output channels, convolutions)` of the five VGG16 slices; torchvision `features` indices.
+const SLICES: [&[usize]; 5] = [&[0, 2], &[5, 7], &[10, 12, 14], &[17, 19, 21], &[24, 26, 28]];
+const WIDTHS: [usize; 5] = [64, 128, 256, 512, 512];
+const SHIFT: [f32; 3] = [-0.030, -0.088, -0.188];
+const SCALE: [f32; 3] = [0.458, 0.448, 0.450];
+
+#[derive(Module, Debug)]
+struct Conv<B: Backend> {
+    weight: Param<Tensor<B, 4>>,
+    bias: Param<Tensor<B, 1>>,
+}
+
+/// LPIPS with its VGG16 backbone.
+#[derive(Module, Debug)]
+pub struct Lpips<B: Backend> {
+    /// The 13 convolutions of VGG16 `features`, in order.
+    convs: Vec<Conv<B>>,
+    /// `lin{k}.model.1.weight` `[1, C_k, 1, 1]`.
+    lins: Vec<Param<Tensor<B, 4>>>,
+}
+
+/// Per-layer and total distances.
+pub struct LpipsOutput<B: Backend> {
+    /// `[B]` LPIPS distance.
+    pub total: Tensor<B, 1>,
+    /// `[B, 5]` the five layer terms.
+    pub per_layer: Tensor<B, 2>,
+}
+
+impl<B: Backend> Lpips<B> {
+    /// The architecture with zero placeholders (load weights with [`load_lpips`]).
+    pub fn new(device: &B::Device) -> Self {
+        let mut convs = Vec::new();
+        let mut cin = 3;
+        for (s, idx) in SLICES.iter().enumerate() {
+            for _ in idx.iter() {
+                let cout = WIDTHS[s];
+                convs.push(Conv { weight: Param::from_tensor(Tensor::zeros([cout, cin, 3, 3], device)), bias: Param::from_tensor(Tensor::zeros([cout], device)) });
+                cin = cout;
+            }
+        }
+        let lins = WIDTHS.iter().map(|&c| Param::from_tensor(Tensor::zeros([1, c, 1, 1], device))).collect();
+        Self { convs, lins }
+    }
+
+    /// VGG16 features at the five taps for `x` `[B, 3, H, W]` in [-1, 1] (after LPIPS's input
+    /// scaling).
+    pub fn features(&self, x: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
+        let device = x.device();
+        let shift = Tensor::<B, 1>::from_data(TensorData::new(SHIFT.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
+        let scale = Tensor::<B, 1>::from_data(TensorData::new(SCALE.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
+        let mut h = (x - shift) / scale;
+        let mut taps = Vec::new();
+        let mut k = 0;
+        for (s, idx) in SLICES.iter().enumerate() {
+            if s > 0 {
+                h = max_pool2d(h, [2, 2], [2, 2], [0, 0], [1, 1], false);
+            }
+            for _ in idx.iter() {
+                let c = &self.convs[k];
+                h = relu(conv2d(h, c.weight.val(), Some(c.bias.val()), ConvOptions::new([1, 1], [1, 1], [1, 1], 1)));
+                k += 1;
+            }
+            taps.push(h.clone());
+        }
+        taps
+    }
+
+    /// LPIPS between `a` and `b` (`[B, 3, H, W]` in [-1, 1]).
+    pub fn forward(&self, a: Tensor<B, 4>, b: Tensor<B, 4>) -> LpipsOutput<B> {
+        let n = a.dims()[0];
+        let fa = self.features(a);
+        let fb = self.features(b);
+        let unit = |f: Tensor<B, 4>| f.clone() / (f.powi_scalar(2).sum_dim(1).sqrt() + 1e-10);
+        let terms: Vec<Tensor<B, 2>> = fa
+            .into_iter()
+            .zip(fb)
+            .zip(&self.lins)
+            .map(|((x, y), lin)| {
+                let d = (unit(x) - unit(y)).powi_scalar(2);
+                let proj = conv2d(d, lin.val(), None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+                let [_, _, h, w] = proj.dims();
+                proj.reshape([n, h * w]).mean_dim(1)
+            })
+            .collect();
+        let per_layer = Tensor::cat(terms, 1);
+        LpipsOutput { total: per_layer.clone().sum_dim(1).reshape([n]), per_layer }
+    }
+}
+
+struct VggKeys<'a, B: Backend>(&'a mut Lpips<B>);
+
+impl<B: Backend> VisitParams<B> for VggKeys<'_, B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, _prefix: &str, v: &mut V) {
+        let mut k = 0;
+        for idx in SLICES {
+            for &j in idx {
+                v.param(&format!("features.{j}.weight"), &mut self.0.convs[k].weight);
+                v.param(&format!("features.{j}.bias"), &mut self.0.convs[k].bias);
+                k += 1;
+            }
+        }
+    }
+}
+
+struct LinKeys<'a, B: Backend>(&'a mut Lpips<B>);
+
+impl<B: Backend> VisitParams<B> for LinKeys<'_, B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, _prefix: &str, v: &mut V) {
+        for (k, lin) in self.0.lins.iter_mut().enumerate() {
+            v.param(&format!("lin{k}.model.1.weight"), lin);
+        }
+    }
+}
+
+/// Builds LPIPS from already-open loaders: the torchvision VGG16 state dict (`features.*`; the
+/// classifier is ignored) and the LPIPS linear layers (`lin{k}.model.1.weight`).
+pub fn load_lpips_from<B: Backend>(mut vgg: Loader<B>, mut lin: Loader<B>, device: &B::Device) -> Result<(Lpips<B>, LoadReport), CheckpointError> {
+    let mut m = Lpips::new(device);
+    VggKeys(&mut m).visit_params("", &mut vgg);
+    let report = vgg.finish(&["classifier."])?;
+    LinKeys(&mut m).visit_params("", &mut lin);
+    lin.finish(&[])?;
+    Ok((m, report))
+}
+
+/// Loads LPIPS from torchvision's `vgg16-397923af.pth` (or a safetensors copy) and LPIPS's
+/// `vgg.pth` linear layers (or a safetensors copy).
+pub fn load_lpips<B: Backend>(vgg16: impl AsRef<Path>, lin: impl AsRef<Path>, device: &B::Device) -> Result<(Lpips<B>, LoadReport), CheckpointError> {
+    load_lpips_from(Loader::from_any(vgg16, device)?, Loader::from_any(lin, device)?, device)
+}

@@ -1,0 +1,80 @@
+//! LPIPS parity (`fixtures/lpips-tiny`): VGG16 weights from the fixture's splitmix formula (the
+//! real 59 MB backbone is the user's torchvision file), the published linear layers; features at
+//! the five taps, per-layer terms and the distance.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use burn::backend::NdArray;
+use burn::tensor::{Tensor, TensorData};
+use maetok_nn::io::Loader;
+use maetok_nn::testing::{errors, fixtures_dir, read_tensors};
+use maetok_targets::load_lpips_from;
+
+type B = NdArray<f32>;
+
+fn splitmix_uniform(n: usize, stream: u64) -> Vec<f64> {
+    (0..n as u64)
+        .map(|i| {
+            let mut z = i.wrapping_add(stream << 32);
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 11) as f64 * 2f64.powi(-53)
+        })
+        .collect()
+}
+
+fn vgg_state_dict() -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let layers = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256), (17, 256, 512), (19, 512, 512), (21, 512, 512), (24, 512, 512), (26, 512, 512), (28, 512, 512)];
+    let mut m = HashMap::new();
+    for (j, cin, cout) in layers {
+        let fan_in = (cin * 9) as f64;
+        let w = splitmix_uniform(cout * cin * 9, 2 * j).into_iter().map(|u| ((u - 0.5) * (24.0 / fan_in).sqrt()) as f32).collect();
+        let b = splitmix_uniform(cout, 2 * j + 1).into_iter().map(|u| ((u - 0.5) * 0.1) as f32).collect();
+        m.insert(format!("features.{j}.weight"), (vec![cout, cin, 3, 3], w));
+        m.insert(format!("features.{j}.bias"), (vec![cout], b));
+    }
+    // torchvision's file also holds the classifier, which LPIPS ignores.
+    m.insert("classifier.0.weight".into(), (vec![2, 2], vec![0.0; 4]));
+    m
+}
+
+#[test]
+fn lpips_matches_the_reference() {
+    let dir = fixtures_dir().join("lpips-tiny");
+    let device = Default::default();
+    let vgg = vgg_state_dict();
+    let first4: Vec<f32> = vgg["features.0.weight"].1[..4].to_vec();
+    let (ea, _) = errors(&first4, &[0.3613888919353485, 0.06275485455989838, 0.08597450703382492, -0.36444252729415894]);
+    assert!(ea < 1e-7, "weight formula");
+    let vgg = Loader::<B>::from_map(vgg, PathBuf::from("vgg16.pth"), &device);
+    let lin = Loader::<B>::from_file(dir.join("lpips_lin_vgg.safetensors"), &device).unwrap();
+    let (m, report) = load_lpips_from(vgg, lin, &device).unwrap();
+    assert_eq!(report.ignored, vec!["classifier.0.weight".to_string()]);
+    let io = read_tensors(dir.join("io.safetensors"));
+    let t = |k: &str| Tensor::<B, 4>::from_data(TensorData::new(io[k].1.clone(), io[k].0.clone()), &device);
+    for (feat, name) in m.features(t("input")).into_iter().zip(["vgg_relu1_2", "vgg_relu2_2", "vgg_relu3_3", "vgg_relu4_3", "vgg_relu5_3"]) {
+        let (ea, er) = errors(&feat.into_data().to_vec::<f32>().unwrap(), &io[name].1);
+        println!("{name}: max_abs {ea:.2e} rel {er:.2e}");
+        assert!(ea <= 1e-4 || er <= 1e-4, "{name}");
+    }
+    let out = m.forward(t("input"), t("target"));
+    let (ea, er) = errors(&out.per_layer.into_data().to_vec::<f32>().unwrap(), &io["per_layer"].1);
+    println!("per_layer: max_abs {ea:.2e} rel {er:.2e}");
+    assert!(er <= 1e-4);
+    let (ea, er) = errors(&out.total.into_data().to_vec::<f32>().unwrap(), &io["lpips"].1);
+    println!("lpips: max_abs {ea:.2e} rel {er:.2e}");
+    assert!(er <= 1e-4);
+}
+
+#[test]
+fn missing_backbone_keys_are_named() {
+    let device = Default::default();
+    let mut vgg = vgg_state_dict();
+    vgg.remove("features.14.bias");
+    let lin = Loader::<B>::from_file(fixtures_dir().join("lpips-tiny/lpips_lin_vgg.safetensors"), &device).unwrap();
+    let err = load_lpips_from(Loader::<B>::from_map(vgg, PathBuf::from("my_vgg16.pth"), &device), lin, &device).err().unwrap().to_string();
+    assert!(err.contains("my_vgg16.pth") && err.contains("features.14.bias"), "{err}");
+}
