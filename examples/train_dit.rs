@@ -13,7 +13,7 @@ use clap::{Parser, ValueEnum};
 use maetok::dit::{DitConfig, Schedule};
 use maetok::train::data::LatentCache;
 use maetok::train::DitTrainConfig;
-use maetok::train_sit::{train_sit, GeneratorSpec, TrainSitArgs};
+use maetok::train_sit::{train_sit, GeneratorSpec, Normalisation, TrainSitArgs};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum CliSchedule {
@@ -61,9 +61,19 @@ struct Cli {
     sample_every: usize,
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// Latent normalisation: the tokenizer config's vq_mean/vq_std (the reference) or the cached
+    /// latents' own statistics (for tokenizers whose config leaves them at 0/1).
+    #[arg(long, value_enum, default_value_t = LatentStats::Config)]
+    latent_stats: LatentStats,
     /// ndarray | wgpu | cuda
     #[arg(long, default_value = "ndarray")]
     backend: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LatentStats {
+    Config,
+    Data,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,7 +114,10 @@ fn main() -> anyhow::Result<()> {
         checkpoint_every: c.checkpoint_every,
         sample_every: c.sample_every,
         tokenizer: c.tokenizer,
-        normalise_from_cache: true,
+        normalisation: match c.latent_stats {
+            LatentStats::Config => Normalisation::TokenizerConfig,
+            LatentStats::Data => Normalisation::Data,
+        },
         progress: true,
     };
     let s = train_sit(args, &c.backend)?;

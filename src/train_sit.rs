@@ -35,8 +35,8 @@ pub struct TrainSitArgs {
     /// Sample grids every this many steps (needs `tokenizer`).
     pub sample_every: usize,
     pub tokenizer: Option<PathBuf>,
-    /// Use the cache manifest's `latent_mean`/`latent_std` instead of `train.latent_*`.
-    pub normalise_from_cache: bool,
+    /// Where the latent normalisation comes from.
+    pub normalisation: Normalisation,
     pub progress: bool,
 }
 
@@ -49,6 +49,17 @@ pub struct TrainSitSummary {
     pub last_loss_mean_of_10: f32,
     pub checkpoint: String,
     pub seconds: f64,
+}
+
+/// How latents are normalised before training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalisation {
+    /// `train.latent_mean` / `train.latent_std` as given.
+    Given,
+    /// The tokenizer config's `vq_mean` / `vq_std` recorded in the cache (the reference).
+    TokenizerConfig,
+    /// The cached latents' own mean and standard deviation.
+    Data,
 }
 
 /// Which generator to train.
@@ -146,10 +157,19 @@ where
         if cache.is_empty() {
             bail!("{}: the latent cache is empty", a.cache.display());
         }
-        if a.normalise_from_cache {
-            let m = cache.manifest();
-            a.train.latent_mean = m.latent_mean.unwrap_or(0.0);
-            a.train.latent_std = m.latent_std.unwrap_or(1.0);
+        let m = cache.manifest();
+        let stats = match a.normalisation {
+            Normalisation::Given => None,
+            Normalisation::TokenizerConfig => Some((m.latent_mean.unwrap_or(0.0), m.latent_std.unwrap_or(1.0))),
+            Normalisation::Data => match (m.data_mean, m.data_std) {
+                (Some(mu), Some(sd)) if sd > 0.0 => Some((mu, sd)),
+                _ => bail!("{} records no latent statistics (cached before they were kept); re-cache or give the normalisation", a.cache.display()),
+            },
+        };
+        if let Some((mu, sd)) = stats {
+            tracing::info!("normalising latents with mean {mu:.5}, std {sd:.5}");
+            a.train.latent_mean = mu;
+            a.train.latent_std = sd;
         }
         let mut t = match LatentTrainer::<B, G>::resume(&a.out, &device)? {
             Some(t) => {

@@ -69,6 +69,15 @@ pub struct CacheManifest {
     /// The tokenizer config's `vq_mean` / `vq_std` (the diffusion trainers normalise with them).
     pub latent_mean: Option<f64>,
     pub latent_std: Option<f64>,
+    /// Mean and standard deviation of every cached `zq` value (what the authors computed their
+    /// `vq_mean`/`vq_std` from; useful for tokenizers whose config leaves them at 0/1).
+    #[serde(default)]
+    pub data_mean: Option<f64>,
+    #[serde(default)]
+    pub data_std: Option<f64>,
+    /// Running sums behind `data_mean`/`data_std`: count, Σz, Σz².
+    #[serde(default)]
+    pub data_sums: [f64; 3],
 }
 
 impl CacheManifest {
@@ -89,6 +98,9 @@ impl CacheManifest {
             next_index: 0,
             latent_mean: None,
             latent_std: None,
+            data_mean: None,
+            data_std: None,
+            data_sums: [0.0; 3],
         }
     }
 
@@ -241,6 +253,20 @@ impl LatentCacheWriter {
             let path = self.dir.join(&file);
             write_atomic(&path, &bytes).map_err(|source| CacheError::Io { path, source })?;
             self.manifest.shards.push(ShardInfo { file, count: n });
+            let sums = &mut self.manifest.data_sums;
+            for r in &self.pending {
+                for &v in &r.zq {
+                    sums[0] += 1.0;
+                    sums[1] += v as f64;
+                    sums[2] += (v as f64) * (v as f64);
+                }
+            }
+            let [cnt, s1, s2] = *sums;
+            if cnt > 1.0 {
+                let mean = s1 / cnt;
+                self.manifest.data_mean = Some(mean);
+                self.manifest.data_std = Some(((s2 - cnt * mean * mean) / (cnt - 1.0)).max(0.0).sqrt());
+            }
             self.pending.clear();
         }
         self.manifest.failed.append(&mut self.pending_failed);
