@@ -1,5 +1,5 @@
 //! Evaluation throughput: FID Inception-v3 features (images/s at 256x256 inputs, resized to 299
-//! inside), the Fréchet distance at the 2048-d pool width, and GMM fits of latent spaces (K = 50
+//! inside), HOG targets and LPIPS, the Fréchet distance at the 2048-d pool width, and GMM fits of latent spaces (K = 50
 //! on 10,000 latents reduced to 100 dimensions, as in the paper's analysis).
 //!
 //! `cargo bench --bench eval` (NdArray + OpenBLAS); add `--features wgpu` or `--features cuda`
@@ -43,6 +43,23 @@ fn bench_backends(c: &mut Criterion) {
     bench_inception::<burn::backend::Cuda>(c, "cuda", Default::default());
 }
 
+/// HOG targets (MAETok's auxiliary decoder target) and LPIPS at 256x256.
+fn bench_targets(c: &mut Criterion) {
+    type N = burn::backend::NdArray<f32>;
+    let device = Default::default();
+    let mut group = c.benchmark_group("targets_ndarray");
+    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    let batch = 8;
+    let x = Tensor::<N, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &device);
+    group.throughput(Throughput::Elements(batch as u64));
+    let hog = maetok_targets::HogGenerator::new();
+    group.bench_function("hog_batch8", |b| b.iter(|| hog.forward(x.clone()).unwrap()));
+    let lpips = maetok_targets::Lpips::<N>::new(&device);
+    let y = x.clone().flip([3]);
+    group.bench_function("lpips_vgg16_batch8", |b| b.iter(|| lpips.forward(x.clone(), y.clone()).total));
+    group.finish();
+}
+
 fn bench_frechet(c: &mut Criterion) {
     let (n, d) = (4096usize, 2048usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -68,5 +85,5 @@ fn bench_gmm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_backends, bench_frechet, bench_gmm);
+criterion_group!(benches, bench_backends, bench_targets, bench_frechet, bench_gmm);
 criterion_main!(benches);

@@ -46,8 +46,10 @@ fn lpips_matches_the_reference() {
     let dir = fixtures_dir().join("lpips-tiny");
     let device = Default::default();
     let vgg = vgg_state_dict();
-    let first4: Vec<f32> = vgg["features.0.weight"].1[..4].to_vec();
-    let (ea, _) = errors(&first4, &[0.3613888919353485, 0.06275485455989838, 0.08597450703382492, -0.36444252729415894]);
+    // meta.json `vgg_weight_checks["slice1.0.weight"].first4` (f64 values of the f32 weights).
+    let first4: Vec<f64> = vgg["features.0.weight"].1[..4].iter().map(|&v| v as f64).collect();
+    let want: [f64; 4] = [0.3613888919353485, 0.06275485455989838, 0.08597450703382492, -0.36444252729415894];
+    let ea = first4.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(ea < 1e-7, "weight formula");
     let vgg = Loader::<B>::from_map(vgg, PathBuf::from("vgg16.pth"), &device);
     let lin = Loader::<B>::from_file(dir.join("lpips_lin_vgg.safetensors"), &device).unwrap();
