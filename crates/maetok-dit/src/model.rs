@@ -5,8 +5,8 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Int, Tensor};
-use maetok_nn::io::{write_atomic, Exporter, LoadReport, Loader, VisitParams};
-use maetok_sit::{Sit, SitLoadError};
+use maetok_nn::io::{LoadReport, VisitParams};
+use maetok_sit::{load_folder_weights, save_folder, Sit, SitLoadError};
 
 use crate::config::DitConfig;
 
@@ -56,25 +56,13 @@ impl<B: Backend> VisitParams<B> for Dit<B> {
 /// Loads a DiT folder (`config.json` + `model.safetensors`), strictly.
 pub fn load_dit<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<(Dit<B>, DitConfig, LoadReport), SitLoadError> {
     let dir = dir.as_ref();
-    if !dir.is_dir() {
-        return Err(SitLoadError::NotAFolder(dir.to_path_buf()));
-    }
-    let cfg = DitConfig::from_file(dir.join("config.json"))?;
-    let mut loader = Loader::<B>::from_file(dir.join("model.safetensors"), device)?;
-    loader.rename_keys(|k| Some(k.trim_start_matches("module.").trim_start_matches("_orig_mod.").to_string()))?;
+    let cfg = DitConfig::from_file(maetok_sit::pretrained::folder_config(dir)?)?;
     let mut model = Dit::new(&cfg, device);
-    model.visit_params("", &mut loader);
-    let report = loader.finish(&[])?;
+    let report = load_folder_weights(&mut model, dir, device)?;
     Ok((model, cfg, report))
 }
 
 /// Writes `config.json` and `model.safetensors` atomically.
 pub fn save_dit<B: Backend>(model: &mut Dit<B>, cfg: &DitConfig, dir: impl AsRef<Path>) -> Result<(), SitLoadError> {
-    let dir = dir.as_ref();
-    std::fs::create_dir_all(dir).map_err(|source| SitLoadError::Write { path: dir.to_path_buf(), source })?;
-    let mut ex = Exporter::new();
-    model.visit_params("", &mut ex);
-    ex.write(dir.join("model.safetensors"))?;
-    let path = dir.join("config.json");
-    write_atomic(&path, cfg.to_json().as_bytes()).map_err(|source| SitLoadError::Write { path, source })
+    save_folder(model, &cfg.to_json(), dir.as_ref())
 }

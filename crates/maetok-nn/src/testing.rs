@@ -52,3 +52,23 @@ pub fn assert_close<B: Backend, const D: usize>(name: &str, ours: Tensor<B, D>, 
     println!("{name}: max_abs {ea:.3e} rel {er:.3e}");
     assert!(ea <= max_abs || er <= rel, "{name}: max_abs {ea:.3e} > {max_abs:.1e} and rel {er:.3e} > {rel:.1e}");
 }
+
+/// All tensors of a safetensors file as `(shape, f64 values)`; F32, F64 and I64 are read (labels
+/// and timesteps are I64 in the generative fixtures).
+pub fn read_tensors_f64(path: impl AsRef<Path>) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let vals = match v.dtype() {
+                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
+                safetensors::Dtype::F64 => v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+                safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64).collect(),
+                d => panic!("fixture tensor {k} has dtype {d:?}"),
+            };
+            (k, (v.shape().to_vec(), vals))
+        })
+        .collect()
+}

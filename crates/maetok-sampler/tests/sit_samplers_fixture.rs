@@ -12,20 +12,7 @@ use maetok_sit::{load_sit, PathType};
 type B = NdArray<f32>;
 
 fn tensors() -> HashMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(fixtures_dir().join("sit-samplers/fixture.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let vals = match v.dtype() {
-                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::F64 => v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-                safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                d => panic!("{k}: {d:?}"),
-            };
-            (k, (v.shape().to_vec(), vals))
-        })
-        .collect()
+    maetok_nn::testing::read_tensors_f64(fixtures_dir().join("sit-samplers/fixture.safetensors"))
 }
 
 fn assert_close(name: &str, ours: &[f64], want: &[f64]) {

@@ -11,4 +11,4 @@ pub mod pretrained;
 pub use config::{SitConfig, SitConfigError};
 pub use loss::{interpolant, si_loss, LossDraws, PathType, SiLossOutput, TimeSampling};
 pub use model::{init_for_training, Sit, SitTrace};
-pub use pretrained::{load_sit, save_sit, SitLoadError};
+pub use pretrained::{load_folder_weights, load_sit, save_folder, save_sit, SitLoadError};

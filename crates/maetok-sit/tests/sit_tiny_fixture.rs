@@ -15,21 +15,8 @@ fn dir() -> PathBuf {
     maetok_nn::testing::fixtures_dir().join("sit-tiny")
 }
 
-/// Every tensor as `(shape, f64 values)` (F32 and I64).
 fn tensors() -> HashMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(dir().join("fixture.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let vals = match v.dtype() {
-                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                d => panic!("{k}: {d:?}"),
-            };
-            (k, (v.shape().to_vec(), vals))
-        })
-        .collect()
+    maetok_nn::testing::read_tensors_f64(dir().join("fixture.safetensors"))
 }
 
 fn f<const D: usize>(t: &(Vec<usize>, Vec<f64>)) -> Tensor<B, D> {
