@@ -58,6 +58,12 @@ struct Cli {
     batch_size: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Latent normalisation to undo before decoding (default: what the generator folder records,
+    /// else the tokenizer's vq_mean / vq_std).
+    #[arg(long, requires = "latent_std")]
+    latent_mean: Option<f64>,
+    #[arg(long, requires = "latent_mean")]
+    latent_std: Option<f64>,
     /// ndarray | wgpu | cuda
     #[arg(long, default_value = "ndarray")]
     backend: String,
@@ -90,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         guidance: Guidance { scale: c.cfg_scale, low: 0.0, high: 1.0 },
         batch_size: c.batch_size,
         seed: c.seed,
+        latent_stats: c.latent_mean.zip(c.latent_std),
         progress: true,
     };
     let s = generate(args, &c.backend)?;

@@ -62,7 +62,17 @@ pub struct GenerateArgs {
     pub guidance: Guidance,
     pub batch_size: usize,
     pub seed: u64,
+    /// Latent normalisation `(mean, std)` to undo before decoding; default: what the generator
+    /// folder records, else the tokenizer's `vq_mean`/`vq_std`.
+    pub latent_stats: Option<(f64, f64)>,
     pub progress: bool,
+}
+
+/// The latent normalisation a generator folder records (`latent_mean`, `latent_std` in its
+/// `config.json`, written by our trainer), if any.
+pub fn training_stats(dir: &std::path::Path) -> Option<(f64, f64)> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
+    Some((v.get("latent_mean")?.as_f64()?, v.get("latent_std")?.as_f64()?))
 }
 
 /// What a run wrote.
@@ -211,11 +221,13 @@ pub fn sample_latents<B: Backend>(
 }
 
 /// Decodes normalised latents to uint8 images the reference's way: `decode(z·std + mean)`,
-/// clamp to [−1, 1], `trunc(255·(x+1)/2)`.
+/// clamp to [−1, 1], `trunc(255·(x+1)/2)`. `(mean, std)`: the normalisation the generator was
+/// trained with.
 pub fn decode_latents<B: Backend>(
     tok: &MaeTok<B>,
     z: &[f64],
     n: usize,
+    (mean, std): (f64, f64),
     device: &B::Device,
 ) -> Result<Vec<RgbImage>> {
     let (l, c) = (tok.config.latent_tokens, tok.config.latent_dim);
@@ -223,7 +235,7 @@ pub fn decode_latents<B: Backend>(
         TensorData::new(z.iter().map(|&v| v as f32).collect::<Vec<_>>(), [n, l, c]),
         device,
     );
-    let img = tok.decode(tok.denormalize_latents(zt))?.clamp(-1.0, 1.0);
+    let img = tok.decode(zt * std + mean)?.clamp(-1.0, 1.0);
     let [_, _, h, w] = img.dims();
     let v: Vec<f32> = img
         .into_data()
@@ -267,6 +279,10 @@ impl crate::backend::Task for GenerateTask {
                 want
             );
         }
+        let stats = match a.latent_stats {
+            Some(s) => s,
+            None => training_stats(&a.sit).unwrap_or((tok.config.vq_mean, tok.config.vq_std)),
+        };
         let k = sit.num_classes();
         let labels: Vec<i64> = match &a.classes {
             Classes::List { classes, per_class } => {
@@ -304,7 +320,7 @@ impl crate::backend::Task for GenerateTask {
         let mut preview = Vec::new();
         for (b, chunk) in labels.chunks(a.batch_size.max(1)).enumerate() {
             let z = sample_latents(&sit, chunk, b as u64, &a, &device)?;
-            let imgs = decode_latents(&tok, &z, chunk.len(), &device)?;
+            let imgs = decode_latents(&tok, &z, chunk.len(), stats, &device)?;
             for (j, img) in imgs.into_iter().enumerate() {
                 let idx = b * a.batch_size.max(1) + j;
                 let p = a.out.join(format!("{idx:06}.png"));

@@ -234,7 +234,7 @@ where
                 let k = cache.classes().len().min(8);
                 let labels: Vec<i64> = (0..8).map(|i| (i % k) as i64).collect();
                 let z = preview(&t.ema, &labels, &device)?;
-                let imgs = crate::generate::decode_latents(tok, &z, 8, &device)?;
+                let imgs = crate::generate::decode_latents(tok, &z, 8, (t.config.latent_mean, t.config.latent_std), &device)?;
                 let p = a.out.join(format!("samples/step-{:07}.png", t.step));
                 grid(&imgs, 8)
                     .save(&p)

@@ -42,6 +42,7 @@ fn generates_images_and_refuses_bad_requests() {
         guidance: Guidance { scale: 1.5, low: 0.0, high: 1.0 },
         batch_size: 3,
         seed: 1,
+        latent_stats: None,
         progress: false,
     };
     let s = generate(args.clone(), "ndarray").unwrap();

@@ -276,6 +276,12 @@ where
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| err(&tmp, e.to_string()))?;
         G::save_inference(&mut self.ema, &self.model_config, &tmp.join("ema")).map_err(|e| err(&tmp, e))?;
+        // Record the latent normalisation beside the architecture, for the samplers.
+        let cfg_path = tmp.join("ema/config.json");
+        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e.to_string()))?).map_err(|e| err(&cfg_path, e.to_string()))?;
+        cfg["latent_mean"] = self.config.latent_mean.into();
+        cfg["latent_std"] = self.config.latent_std.into();
+        write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg).expect("json").as_bytes()).map_err(|e| err(&cfg_path, e.to_string()))?;
         let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
         self.model.clone().save_file(tmp.join("model"), &rec).map_err(|e| err(&tmp, e.to_string()))?;
         rec.record(self.optim.to_record(), tmp.join("optim")).map_err(|e| err(&tmp, e.to_string()))?;
