@@ -80,3 +80,23 @@ fn missing_backbone_keys_are_named() {
     let err = load_lpips_from(Loader::<B>::from_map(vgg, PathBuf::from("my_vgg16.pth"), &device), lin, &device).err().unwrap().to_string();
     assert!(err.contains("my_vgg16.pth") && err.contains("features.14.bias"), "{err}");
 }
+
+/// The linear layers as a PyTorch `.pth` (zip + pickle, as `torch.save` writes it; made from the
+/// fixture by `tests/assets/make_pth.py` without torch) load through burn-store's reader and give
+/// the same distance.
+#[test]
+fn pytorch_pth_checkpoints_load() {
+    let device = Default::default();
+    let pth = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/assets/lpips_lin_vgg.pth");
+    let lin = Loader::<B>::from_any(&pth, &device).unwrap();
+    assert_eq!(lin.keys(), (0..5).map(|k| format!("lin{k}.model.1.weight")).collect::<Vec<_>>());
+    let (m, _) = load_lpips_from(Loader::<B>::from_map(vgg_state_dict(), PathBuf::from("vgg16.pth"), &device), lin, &device).unwrap();
+    let io = read_tensors(fixtures_dir().join("lpips-tiny/io.safetensors"));
+    let t = |k: &str| Tensor::<B, 4>::from_data(TensorData::new(io[k].1.clone(), io[k].0.clone()), &device);
+    let (_, er) = errors(&m.forward(t("input"), t("target")).total.into_data().to_vec::<f32>().unwrap(), &io["lpips"].1);
+    assert!(er <= 1e-4);
+    let bad = std::env::temp_dir().join("maetok_not_a_checkpoint.pth");
+    std::fs::write(&bad, b"not a zip").unwrap();
+    let err = Loader::<B>::from_any(&bad, &device).err().unwrap().to_string();
+    assert!(err.contains("maetok_not_a_checkpoint.pth"), "{err}");
+}
