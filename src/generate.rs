@@ -85,14 +85,9 @@ pub struct GenerateSummary {
     pub images_per_second: f64,
 }
 
-/// Standard normal draws (Box–Muller, f64).
+/// `n` standard normal draws (f64).
 pub fn normal_draws(rng: &mut impl Rng, n: usize) -> Vec<f64> {
-    (0..n)
-        .map(|_| {
-            let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * rng.random::<f64>()).cos()
-        })
-        .collect()
+    (0..n).map(|_| rng.sample(rand_distr::StandardNormal)).collect()
 }
 
 /// A loaded generator.
@@ -116,32 +111,15 @@ impl<B: Backend> Generator<B> {
     }
 }
 
-/// DiT's ε/variance prediction with guidance on a doubled batch `[x; x]`, labels `[y; null]`:
-/// ε of the conditional rows becomes `u + s·(c − u)`, the variance stays the conditional one.
-fn dit_guided<B: Backend>(
-    m: &Dit<B>,
-    x: Tensor<B, 3>,
-    t: Tensor<B, 1, Int>,
-    y: &Tensor<B, 1, Int>,
-    scale: f64,
-) -> Tensor<B, 3> {
+/// DiT's guided `[ε | v]` for `x` `[n, L, C]`: the reference's `forward_with_cfg` on `[x; x]`
+/// with labels `[y; null]` (one doubled batch), keeping the first `n` rows (guided ε, conditional v).
+fn dit_guided<B: Backend>(m: &Dit<B>, x: Tensor<B, 3>, t: Tensor<B, 1, Int>, y: &Tensor<B, 1, Int>, scale: f64) -> Tensor<B, 3> {
     let n = x.dims()[0];
     if scale <= 1.0 {
         return m.forward(x, t, y.clone());
     }
     let null = Tensor::<B, 1, Int>::full([n], m.net.null_class() as i64, &x.device());
-    let out = m.forward(
-        Tensor::cat(vec![x.clone(), x], 0),
-        Tensor::cat(vec![t.clone(), t], 0),
-        Tensor::cat(vec![y.clone(), null], 0),
-    );
-    let c = m.channels;
-    let (cond, uncond) = (out.clone().narrow(0, 0, n), out.narrow(0, n, n));
-    let (ec, eu) = (cond.clone().narrow(2, 0, c), uncond.narrow(2, 0, c));
-    Tensor::cat(
-        vec![eu.clone() + (ec - eu) * scale, cond.narrow(2, c, c)],
-        2,
-    )
+    m.forward_with_cfg(Tensor::cat(vec![x.clone(), x], 0), Tensor::cat(vec![t.clone(), t], 0), Tensor::cat(vec![y.clone(), null], 0), scale).narrow(0, 0, n)
 }
 
 /// Samples normalised latents for `labels` (`[n·L·C]` f64); the noise of batch `b` comes from

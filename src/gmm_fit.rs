@@ -21,6 +21,7 @@ use maetok_train::data::LatentCache;
 use maetok_train::viz::line_plot_svg;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
 use serde::Serialize;
 
 /// A GMM estimator.
@@ -243,7 +244,7 @@ pub fn gmm_fit(args: &GmmFitArgs) -> Result<GmmReport> {
                 }
                 Engine::Gradient => {
                     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(k as u64));
-                    let means: Vec<f64> = (0..k * d).map(|_| normal(&mut rng)).collect();
+                    let means: Vec<f64> = (0..k * d).map(|_| rng.sample(StandardNormal)).collect();
                     let n_tr = tr.len();
                     let opts = GradientFitOptions { epochs: args.epochs, batch_size: args.batch_size, lr: args.lr };
                     let fit = fit_gradient(RawDiagGmm::new(k, d, means), &train, &val, &opts, |_| {
@@ -289,11 +290,4 @@ pub fn gmm_fit(args: &GmmFitArgs) -> Result<GmmReport> {
     let json = args.out.join("gmm_fit.json");
     maetok_nn::io::write_atomic(&json, serde_json::to_string_pretty(&report)?.as_bytes()).with_context(|| format!("cannot write {}", json.display()))?;
     Ok(report)
-}
-
-/// A standard normal draw (Box–Muller), the reference's `torch.randn` means.
-fn normal(rng: &mut impl Rng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-    let u2: f64 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }

@@ -40,14 +40,18 @@ impl FeatureStats {
 fn clean_eigen(m: &DMatrix<f64>) -> SymmetricEigen<f64, nalgebra::Dyn> {
     let sym = (m + m.transpose()) * 0.5;
     let mut eig = SymmetricEigen::new(sym);
-    let max = eig.eigenvalues.iter().fold(0f64, |a, &l| a.max(l.abs()));
-    let floor = max * m.nrows() as f64 * f64::EPSILON;
+    let floor = noise_floor(eig.eigenvalues.as_slice());
     eig.eigenvalues.apply(|l| {
         if *l <= floor {
             *l = 0.0
         }
     });
     eig
+}
+
+/// `n·ε·max|λ|`: eigenvalues at or below it are rounding noise.
+fn noise_floor(eigenvalues: &[f64]) -> f64 {
+    eigenvalues.iter().fold(0f64, |a, &l| a.max(l.abs())) * eigenvalues.len() as f64 * f64::EPSILON
 }
 
 /// Symmetric square root of a symmetric positive semi-definite matrix (eigenvalues at the
@@ -72,8 +76,7 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> f64 {
     // Eigenvalues only (no eigenvectors needed here): about half the cost of a full decomposition.
     let sym = (&m + m.transpose()) * 0.5;
     let eig = sym.symmetric_eigenvalues();
-    let max = eig.iter().fold(0f64, |a, &l| a.max(l.abs()));
-    let floor = max * m.nrows() as f64 * f64::EPSILON;
+    let floor = noise_floor(eig.as_slice());
     let tr_covmean: f64 = eig.iter().filter(|&&l| l > floor).map(|l| l.sqrt()).sum();
     diff + a.sigma.trace() + b.sigma.trace() - 2.0 * tr_covmean
 }

@@ -6,6 +6,7 @@
 
 use nalgebra::{DMatrix, SymmetricEigen};
 use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
 
 /// Above this dimension the randomised solver is used.
 const EXACT_MAX_DIM: usize = 512;
@@ -34,12 +35,6 @@ pub struct Pca {
     pub total_variance: f64,
 }
 
-/// A standard normal draw (Box–Muller).
-fn standard_normal(rng: &mut impl Rng) -> f32 {
-    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-    let u2: f64 = rng.random::<f64>();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
 
 fn orthonormal_columns(m: DMatrix<f32>) -> DMatrix<f32> {
     m.qr().q()
@@ -83,7 +78,7 @@ impl Pca {
         } else {
             let l = (k + 10).min(n.min(d));
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let omega = DMatrix::from_fn(d, l, |_, _| standard_normal(&mut rng));
+            let omega = DMatrix::from_fn(d, l, |_, _| rng.sample::<f32, _>(StandardNormal));
             let mut q = orthonormal_columns(&x * omega);
             for _ in 0..4 {
                 let z = orthonormal_columns(x.transpose() * &q);

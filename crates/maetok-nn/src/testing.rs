@@ -15,19 +15,9 @@ pub fn fixtures_dir() -> PathBuf {
     root.join("../shared/fixtures")
 }
 
-/// All tensors of a safetensors file as `(shape, f32 values)`.
+/// All tensors of a safetensors file as `(shape, f32 values)` (any dtype [`read_tensors_f64`] reads).
 pub fn read_tensors(path: impl AsRef<Path>) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            assert_eq!(v.dtype(), safetensors::Dtype::F32, "fixture tensor {k} is not f32");
-            let vals = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            (k, (v.shape().to_vec(), vals))
-        })
-        .collect()
+    read_tensors_f64(path).into_iter().map(|(k, (s, v))| (k, (s, v.into_iter().map(|x| x as f32).collect()))).collect()
 }
 
 /// A fixture tensor on a device.
@@ -53,8 +43,8 @@ pub fn assert_close<B: Backend, const D: usize>(name: &str, ours: Tensor<B, D>, 
     assert!(ea <= max_abs || er <= rel, "{name}: max_abs {ea:.3e} > {max_abs:.1e} and rel {er:.3e} > {rel:.1e}");
 }
 
-/// All tensors of a safetensors file as `(shape, f64 values)`; F32, F64 and I64 are read (labels
-/// and timesteps are I64 in the generative fixtures).
+/// All tensors of a safetensors file as `(shape, f64 values)`; F32, F64, I64 and U8 are read
+/// (labels and timesteps are I64 in the generative fixtures, images U8 in the metric ones).
 pub fn read_tensors_f64(path: impl AsRef<Path>) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
@@ -66,6 +56,7 @@ pub fn read_tensors_f64(path: impl AsRef<Path>) -> HashMap<String, (Vec<usize>, 
                 safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
                 safetensors::Dtype::F64 => v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
                 safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64).collect(),
+                safetensors::Dtype::U8 => v.data().iter().map(|&b| b as f64).collect(),
                 d => panic!("fixture tensor {k} has dtype {d:?}"),
             };
             (k, (v.shape().to_vec(), vals))

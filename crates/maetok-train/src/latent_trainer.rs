@@ -150,7 +150,7 @@ impl<B: AutodiffBackend> TrainableGenerator<B> for Dit<B> {
     }
     fn loss(&self, x0: Tensor<B, 3>, y: Tensor<B, 1, Int>, cfg: &SitTrainConfig, device: &B::Device) -> Tensor<B, 1> {
         let [b, l, c] = x0.dims();
-        let diffusion = GaussianDiffusion::new(cfg.schedule, 1000, "").expect("1000 steps");
+        let diffusion = training_diffusion(cfg.schedule);
         let steps: Vec<usize> = Tensor::<B::InnerBackend, 1>::random([b], Distribution::Uniform(0.0, 1000.0), device)
             .into_data()
             .convert::<f32>()
@@ -170,6 +170,13 @@ impl<B: AutodiffBackend> TrainableGenerator<B> for Dit<B> {
     fn load_inference(dir: &Path, device: &B::Device) -> Result<Dit<B::InnerBackend>, String> {
         maetok_dit::load_dit::<B::InnerBackend>(dir, device).map(|m| m.0).map_err(|e| e.to_string())
     }
+}
+
+/// The 1000-step training diffusion of each schedule, built once (the tables are f64 host arrays).
+fn training_diffusion(schedule: Schedule) -> &'static GaussianDiffusion {
+    static TABLES: std::sync::OnceLock<[GaussianDiffusion; 2]> = std::sync::OnceLock::new();
+    let t = TABLES.get_or_init(|| [Schedule::Linear, Schedule::Cosine].map(|s| GaussianDiffusion::new(s, 1000, "").expect("1000 steps")));
+    &t[usize::from(schedule == Schedule::Cosine)]
 }
 
 /// What `state.json` holds.
@@ -255,8 +262,8 @@ where
         }
         let grads = loss.backward();
         let (grads, _norm) = clipped_gradients(&mut self.model, &grads, self.config.grad_clip);
-        let model = std::mem::replace(&mut self.model, G::build(&self.model_config, &self.device));
-        self.model = self.optim.step(self.config.lr, model, grads);
+        // A module clone only shares the parameter tensors (no copy); the old value is replaced.
+        self.model = self.optim.step(self.config.lr, self.model.clone(), grads);
         let decay = if self.step == 0 { 0.0 } else { self.config.ema_decay };
         let mut online = self.model.valid();
         ema_update(&mut self.ema, &mut online, decay, &["pos_embed"]);

@@ -5,26 +5,12 @@ use std::path::PathBuf;
 
 /// `$MAETOK_FIXTURES`, else `shared/fixtures` beside the repository.
 pub fn fixtures() -> PathBuf {
-    std::env::var("MAETOK_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+    maetok_nn::testing::fixtures_dir()
 }
 
 /// Every tensor of `fixtures/<rel>` as `(shape, f64 values)` (F32, F64, U8 and I64 are read).
 pub fn tensors(rel: &str) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(fixtures().join(rel)).unwrap_or_else(|e| panic!("cannot read fixture {rel}: {e}"));
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let vals: Vec<f64> = match v.dtype() {
-                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::F64 => v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-                safetensors::Dtype::U8 => v.data().iter().map(|&b| b as f64).collect(),
-                safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                other => panic!("{k}: unexpected dtype {other:?}"),
-            };
-            (k, (v.shape().to_vec(), vals))
-        })
-        .collect()
+    maetok_nn::testing::read_tensors_f64(fixtures().join(rel))
 }
 
 /// A scalar of `fixtures/<dir>/meta.json`.
