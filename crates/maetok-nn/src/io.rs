@@ -217,6 +217,22 @@ impl<B: Backend> Loader<B> {
         self.tensors.contains_key(key)
     }
 
+    /// The file this loader reads (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes `key` and returns its `(shape, values)`, to transform a tensor before loading
+    /// (e.g. resampling a patch embedding); put the result back with [`Loader::insert`].
+    pub fn take(&mut self, key: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        self.tensors.remove(key).map(|t| (t.shape, t.values))
+    }
+
+    /// Adds or replaces a stored tensor.
+    pub fn insert(&mut self, key: &str, shape: Vec<usize>, values: Vec<f32>) {
+        self.tensors.insert(key.to_string(), StoredTensor { shape, values });
+    }
+
     /// Moves the values of `key` out of the file (each tensor is applied once, so a 700 MB
     /// checkpoint is not held twice); records missing and mis-shaped keys.
     fn fetch(&mut self, key: &str, expected: &[usize]) -> Option<Vec<f32>> {

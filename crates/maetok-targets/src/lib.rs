@@ -1,9 +1,15 @@
-//! Targets and loss networks of MAETok training (`shared/spec/tokenizer.md` §4.4, §5.2): the HOG
-//! generator of `utils/hog.py` and LPIPS (VGG16). DINOv2/SigLIP teachers and the DINO
-//! discriminator are still to come.
+//! Targets and loss networks of MAETok training (`shared/spec/tokenizer.md` §4.4, §5): the HOG
+//! generator of `utils/hog.py`, the DINOv2 and SigLIP teachers (timm layout and checkpoint
+//! loading with FlexiViT / position-embedding resampling), LPIPS (VGG16), and the DINO
+//! discriminator with DiffAugment and its GAN losses.
 
 pub mod hog;
 pub mod lpips;
+pub mod resample;
+pub mod timm;
+pub mod vit;
 
 pub use hog::{HogError, HogGenerator};
 pub use lpips::{load_lpips, load_lpips_from, Lpips, LpipsOutput};
+pub use timm::{load_vit, load_vit_from};
+pub use vit::{imagenet_from_pm1, Vit, VitConfig, VitInputError};

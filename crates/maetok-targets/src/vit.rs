@@ -1,0 +1,239 @@
+//! The frozen ViT teachers of MAETok's auxiliary decoders (`shared/spec/tokenizer.md` §4.4) and
+//! the DINO discriminator's trunk, in timm's `VisionTransformer` layout:
+//! `patch_embed → [cls] ⊕ tokens + pos_embed → blocks → norm` (`forward_features`).
+//!
+//! * DINOv2-L/14 (`vit_large_patch14_dinov2.lvd142m`): cls token, LayerScale, learned position
+//!   embedding; MAETok builds it at 256 px with patch 16, so the checkpoint is resampled when
+//!   loading ([`crate::timm`]).
+//! * SigLIP so400m/14 (`vit_so400m_patch14_siglip_gap_224`): no prefix token, no LayerScale,
+//!   average pooling (unused: MAETok takes the token features), `dynamic_img_size`.
+//! * DINO ViT-S/16 (the discriminator's trunk): cls token, tanh-approximated GELU.
+//!
+//! Keys: `cls_token`, `pos_embed`, `patch_embed.proj.{weight,bias}`, `blocks.{i}.…` (timm `Block`),
+//! `norm.{weight,bias}`.
+
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use maetok_nn::io::{join, ParamVisitor, VisitParams};
+use maetok_nn::{Block, LayerNorm, PatchEmbed};
+
+use crate::resample::{bicubic_aa_matrix, resize_with};
+
+/// ImageNet mean, the statistics both teachers are fed with (SigLIP included, as the reference).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet standard deviation.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Shape of a timm ViT.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VitConfig {
+    /// Input side the position embedding is built for.
+    pub img_size: usize,
+    pub patch_size: usize,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp_hidden: usize,
+    /// A `cls_token` prefix (DINOv2, DINO); none for SigLIP.
+    pub class_token: bool,
+    /// LayerScale `ls1`/`ls2` in every block (DINOv2).
+    pub layer_scale: bool,
+    /// `GELU(approximate='tanh')` in the MLPs (the DINO discriminator trunk); exact GELU otherwise.
+    pub tanh_gelu: bool,
+    /// Accept other input sizes by resampling the position embedding on the fly (timm
+    /// `dynamic_img_size`, bicubic with antialias). Off: other sizes are an error.
+    pub dynamic_img_size: bool,
+}
+
+impl VitConfig {
+    /// DINOv2 ViT-L/14 as MAETok builds it: `img_size=256, patch_size=16`.
+    pub fn dinov2_large() -> Self {
+        Self { img_size: 256, patch_size: 16, dim: 1024, depth: 24, heads: 16, mlp_hidden: 4096, class_token: true, layer_scale: true, tanh_gelu: false, dynamic_img_size: false }
+    }
+
+    /// SigLIP so400m/14 (GAP) as MAETok builds it: `img_size=256, patch_size=16`,
+    /// `dynamic_img_size` on. MLP width `int(1152 · 3.7362) = 4304`.
+    pub fn siglip_so400m() -> Self {
+        Self { img_size: 256, patch_size: 16, dim: 1152, depth: 27, heads: 16, mlp_hidden: 4304, class_token: false, layer_scale: false, tanh_gelu: false, dynamic_img_size: true }
+    }
+
+    /// The DINO ViT-S/16 trunk of the discriminator (`FrozenDINOSmallNoDrop`), 224 px.
+    pub fn dino_small() -> Self {
+        Self { img_size: 224, patch_size: 16, dim: 384, depth: 12, heads: 6, mlp_hidden: 1536, class_token: true, layer_scale: false, tanh_gelu: true, dynamic_img_size: false }
+    }
+
+    /// A preset by name: `dinov2-l`, `siglip-so400m`, `dino-s`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "dinov2-l" | "dinov2-large" | "vit_large_patch14_dinov2" => Some(Self::dinov2_large()),
+            "siglip-so400m" | "vit_so400m_patch14_siglip_gap_224" => Some(Self::siglip_so400m()),
+            "dino-s" | "dino-small" => Some(Self::dino_small()),
+            _ => None,
+        }
+    }
+
+    /// Patch grid side at `img_size`.
+    pub fn grid(&self) -> usize {
+        self.img_size / self.patch_size
+    }
+
+    /// Prefix tokens (0 or 1).
+    pub fn prefix_tokens(&self) -> usize {
+        usize::from(self.class_token)
+    }
+
+    /// Checks the numbers fit together; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.patch_size == 0 || self.img_size % self.patch_size != 0 {
+            return Err(format!("img_size {} is not a multiple of patch_size {}", self.img_size, self.patch_size));
+        }
+        if self.heads == 0 || self.dim % self.heads != 0 {
+            return Err(format!("dim {} is not divisible by heads {}", self.dim, self.heads));
+        }
+        Ok(())
+    }
+}
+
+/// Input images the model cannot take.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VitInputError {
+    #[error("ViT input must be [B, 3, H, W], got {0:?}")]
+    Channels(Vec<usize>),
+    #[error("ViT input {h}x{w} does not match the model's {expected}x{expected} (built without dynamic_img_size; resize the images or rebuild the teacher at this size)")]
+    Size { h: usize, w: usize, expected: usize },
+    #[error("ViT input {h}x{w}: height and width must be multiples of the patch size {patch}")]
+    NotMultiple { h: usize, w: usize, patch: usize },
+}
+
+/// A timm ViT trunk (no head).
+#[derive(Module, Debug)]
+pub struct Vit<B: Backend> {
+    pub patch_embed: PatchEmbed<B>,
+    /// `[1, 1, D]`, absent without a class token.
+    pub cls_token: Option<Param<Tensor<B, 3>>>,
+    /// `[1, prefix + grid², D]`.
+    pub pos_embed: Param<Tensor<B, 3>>,
+    pub blocks: Vec<Block<B>>,
+    pub norm: LayerNorm<B>,
+    pub img_size: usize,
+    pub dynamic_img_size: bool,
+}
+
+impl<B: Backend> Vit<B> {
+    /// The architecture with placeholder weights (load real ones with [`crate::timm::load_vit`]).
+    pub fn new(c: &VitConfig, device: &B::Device) -> Self {
+        let g = c.grid();
+        let blocks = (0..c.depth)
+            .map(|_| {
+                let mut b = Block::new(c.dim, c.heads, c.mlp_hidden, c.layer_scale.then_some(1e-5), 1e-6, device);
+                b.mlp.tanh_gelu = c.tanh_gelu;
+                b
+            })
+            .collect();
+        Self {
+            patch_embed: PatchEmbed::new(3, c.dim, c.patch_size, device),
+            cls_token: c.class_token.then(|| Param::from_tensor(Tensor::zeros([1, 1, c.dim], device))),
+            pos_embed: Param::from_tensor(Tensor::zeros([1, c.prefix_tokens() + g * g, c.dim], device)),
+            blocks,
+            norm: LayerNorm::affine(c.dim, 1e-6, device),
+            img_size: c.img_size,
+            dynamic_img_size: c.dynamic_img_size,
+        }
+    }
+
+    /// Number of prefix (class) tokens.
+    pub fn prefix_tokens(&self) -> usize {
+        usize::from(self.cls_token.is_some())
+    }
+
+    /// Checks an input shape; returns the patch grid `(gh, gw)`.
+    pub fn check_input(&self, dims: [usize; 4]) -> Result<(usize, usize), VitInputError> {
+        let [_, c, h, w] = dims;
+        let p = self.patch_embed.patch;
+        if c != 3 {
+            return Err(VitInputError::Channels(dims.to_vec()));
+        }
+        if !self.dynamic_img_size && (h != self.img_size || w != self.img_size) {
+            return Err(VitInputError::Size { h, w, expected: self.img_size });
+        }
+        if h % p != 0 || w % p != 0 {
+            return Err(VitInputError::NotMultiple { h, w, patch: p });
+        }
+        Ok((h / p, w / p))
+    }
+
+    /// Position embedding for a `gh × gw` grid `[1, prefix + gh·gw, D]` (resampled bicubic with
+    /// antialias when the grid differs, as timm's `dynamic_img_size`).
+    fn pos_embed_for(&self, gh: usize, gw: usize) -> Tensor<B, 3> {
+        let pos = self.pos_embed.val();
+        let [_, n, d] = pos.dims();
+        let prefix = self.prefix_tokens();
+        let g = self.img_size / self.patch_embed.patch;
+        if (gh, gw) == (g, g) {
+            return pos;
+        }
+        let grid = pos.clone().slice([0..1, prefix..n, 0..d]).reshape([1, g, g, d]).permute([0, 3, 1, 2]);
+        let grid = resize_with(grid, &bicubic_aa_matrix(g, gh), gh, &bicubic_aa_matrix(g, gw), gw);
+        let grid = grid.permute([0, 2, 3, 1]).reshape([1, gh * gw, d]);
+        if prefix == 0 {
+            grid
+        } else {
+            Tensor::cat(vec![pos.slice([0..1, 0..prefix, 0..d]), grid], 1)
+        }
+    }
+
+    /// Tokens after the position embedding, before the blocks: `[B, prefix + N, D]`.
+    pub fn embed(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 3>, VitInputError> {
+        let (gh, gw) = self.check_input(x.dims())?;
+        let b = x.dims()[0];
+        let tokens = self.patch_embed.forward(x);
+        let tokens = match &self.cls_token {
+            Some(cls) => {
+                let d = tokens.dims()[2];
+                Tensor::cat(vec![cls.val().expand([b, 1, d]), tokens], 1)
+            }
+            None => tokens,
+        };
+        Ok(tokens + self.pos_embed_for(gh, gw))
+    }
+
+    /// timm `forward_features`: `x` `[B, 3, H, W]` (already normalised for the network) →
+    /// `[B, prefix + N, D]`, final LayerNorm applied.
+    pub fn forward_features(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 3>, VitInputError> {
+        let mut h = self.embed(x)?;
+        for blk in &self.blocks {
+            h = blk.forward(h, None);
+        }
+        Ok(self.norm.forward(h))
+    }
+
+    /// The MAETok target: `x` in `[-1, 1]` `[B, 3, H, W]` → ImageNet-normalised →
+    /// `forward_features` without the prefix tokens: `[B, N, D]` (N = 256 at 256 px, patch 16).
+    pub fn target_features(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 3>, VitInputError> {
+        let feats = self.forward_features(imagenet_from_pm1(x))?;
+        let [b, n, d] = feats.dims();
+        Ok(feats.slice([0..b, self.prefix_tokens()..n, 0..d]))
+    }
+}
+
+/// `((x·0.5 + 0.5) − mean) / std` per channel: `[-1, 1]` images to the teachers' ImageNet
+/// statistics (`[B, 3, H, W]`).
+pub fn imagenet_from_pm1<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let device = x.device();
+    let v = |a: [f32; 3]| Tensor::<B, 1>::from_data(TensorData::new(a.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
+    ((x * 0.5 + 0.5) - v(IMAGENET_MEAN)) / v(IMAGENET_STD)
+}
+
+impl<B: Backend> VisitParams<B> for Vit<B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
+        if let Some(cls) = self.cls_token.as_mut() {
+            v.param(&join(prefix, "cls_token"), cls);
+        }
+        v.param(&join(prefix, "pos_embed"), &mut self.pos_embed);
+        self.patch_embed.visit_params(&join(prefix, "patch_embed"), v);
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            blk.visit_params(&join(prefix, &format!("blocks.{i}")), v);
+        }
+        self.norm.visit_params(&join(prefix, "norm"), v);
+    }
+}
