@@ -3,12 +3,14 @@
 //! loading with FlexiViT / position-embedding resampling), LPIPS (VGG16), and the DINO
 //! discriminator with DiffAugment and its GAN losses.
 
+pub mod disc;
 pub mod hog;
 pub mod lpips;
 pub mod resample;
 pub mod timm;
 pub mod vit;
 
+pub use disc::{load_dino_disc, DinoDisc, DiscConfig};
 pub use hog::{HogError, HogGenerator};
 pub use lpips::{load_lpips, load_lpips_from, Lpips, LpipsOutput};
 pub use timm::{load_vit, load_vit_from};
