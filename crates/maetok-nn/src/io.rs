@@ -291,12 +291,19 @@ impl<B: Backend> Loader<B> {
     }
 }
 
+/// Whether a parameter is trained (keeps a loaded value trainable on autodiff backends, as
+/// `Param::from_tensor` would make it, and state/frozen tensors frozen). Lazily initialised
+/// parameters (Burn's `Linear`) are trainable unless frozen after loading.
+fn trainable<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> bool {
+    !param.is_initialized() || param.val().is_require_grad()
+}
+
 impl<B: Backend> ParamVisitor<B> for Loader<B> {
     fn param<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>) {
         let shape = param.lazy_shape().to_vec();
         if let Some(values) = self.fetch(key, &shape) {
             let t = Tensor::<B, D>::from_data(TensorData::new(values, shape), &self.device);
-            *param = Param::initialized(param.id, t);
+            *param = Param::initialized(param.id, t.set_require_grad(trainable(param)));
             self.applied += 1;
         }
     }
@@ -305,7 +312,7 @@ impl<B: Backend> ParamVisitor<B> for Loader<B> {
         let [a, b] = param.lazy_shape().dims::<2>();
         if let Some(values) = self.fetch(key, &[b, a]) {
             let t = Tensor::<B, 2>::from_data(TensorData::new(values, [b, a]), &self.device).transpose();
-            *param = Param::initialized(param.id, t);
+            *param = Param::initialized(param.id, t.set_require_grad(trainable(param)));
             self.applied += 1;
         }
     }
