@@ -2,12 +2,14 @@
 //! copy): inputs in [-1, 1] shifted/scaled per channel, torchvision VGG16 features at relu1_2,
 //! relu2_2, relu3_3, relu4_3 and relu5_3, each channel-normalised, squared difference, a learned
 //! non-negative 1×1 projection to one channel, spatial mean, summed over the five layers.
-//! Evaluation mode (the reference's training-mode dropout before the projection is not applied).
+//! [`Lpips::forward`] is evaluation mode; [`Lpips::forward_train`] applies the `Dropout(0.5)` that
+//! precedes each projection, active in the reference's tokenizer training (spec §5.2: the loss
+//! module is put in train mode). Loaded networks are frozen (gradients still reach the images).
 
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation::relu, backend::Backend, module::conv2d, module::max_pool2d, ops::ConvOptions, Tensor, TensorData};
+use burn::tensor::{activation::relu, backend::Backend, module::conv2d, module::max_pool2d, ops::ConvOptions, Distribution, Tensor, TensorData};
 use maetok_nn::io::{CheckpointError, LoadReport, Loader, ParamVisitor, VisitParams};
 
 /// `(output channels, convolutions)` of the five VGG16 slices; torchvision `features` indices.
@@ -78,8 +80,18 @@ impl<B: Backend> Lpips<B> {
         taps
     }
 
-    /// LPIPS between `a` and `b` (`[B, 3, H, W]` in [-1, 1]).
+    /// LPIPS between `a` and `b` (`[B, 3, H, W]` in [-1, 1]), evaluation mode.
     pub fn forward(&self, a: Tensor<B, 4>, b: Tensor<B, 4>) -> LpipsOutput<B> {
+        self.distance(a, b, false)
+    }
+
+    /// LPIPS in training mode: each squared feature difference goes through `Dropout(p = 0.5)`
+    /// (kept values scaled by 2) before its projection, as in the reference's training loss.
+    pub fn forward_train(&self, a: Tensor<B, 4>, b: Tensor<B, 4>) -> LpipsOutput<B> {
+        self.distance(a, b, true)
+    }
+
+    fn distance(&self, a: Tensor<B, 4>, b: Tensor<B, 4>, dropout: bool) -> LpipsOutput<B> {
         let n = a.dims()[0];
         let fa = self.features(a);
         let fb = self.features(b);
@@ -90,6 +102,7 @@ impl<B: Backend> Lpips<B> {
             .zip(&self.lins)
             .map(|((x, y), lin)| {
                 let d = (unit(x) - unit(y)).powi_scalar(2);
+                let d = if dropout { dropout_half(d) } else { d };
                 let proj = conv2d(d, lin.val(), None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
                 let [_, _, h, w] = proj.dims();
                 proj.reshape([n, h * w]).mean_dim(1)
@@ -98,6 +111,13 @@ impl<B: Backend> Lpips<B> {
         let per_layer = Tensor::cat(terms, 1);
         LpipsOutput { total: per_layer.clone().sum_dim(1).reshape([n]), per_layer }
     }
+}
+
+/// `nn.Dropout(0.5)` in training mode: each value kept with probability ½ and doubled (the
+/// backend's random generator draws the mask).
+pub fn dropout_half<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let keep = Tensor::<B, D>::random(x.shape(), Distribution::Bernoulli(0.5), &x.device());
+    x * keep * 2.0
 }
 
 struct VggKeys<'a, B: Backend>(&'a mut Lpips<B>);
@@ -133,7 +153,7 @@ pub fn load_lpips_from<B: Backend>(mut vgg: Loader<B>, mut lin: Loader<B>, devic
     let report = vgg.finish(&["classifier."])?;
     LinKeys(&mut m).visit_params("", &mut lin);
     lin.finish(&[])?;
-    Ok((m, report))
+    Ok((m.no_grad(), report))
 }
 
 /// Loads LPIPS from torchvision's `vgg16-397923af.pth` (or a safetensors copy) and LPIPS's

@@ -69,6 +69,23 @@ fn lpips_matches_the_reference() {
     let (ea, er) = errors(&out.total.into_data().to_vec::<f32>().unwrap(), &io["lpips"].1);
     println!("lpips: max_abs {ea:.2e} rel {er:.2e}");
     assert!(er <= 1e-4);
+    // Training mode: dropout before each projection. Unbiased, so each layer term stays near the
+    // evaluation value (averaged over many pixels) but is not equal to it.
+    let eval = io["per_layer"].1.clone();
+    let train = m.forward_train(t("input"), t("target")).per_layer.into_data().to_vec::<f32>().unwrap();
+    assert_ne!(train, eval);
+    for (a, b) in train.iter().zip(&eval) {
+        assert!((a / b - 1.0).abs() < 0.5, "train-mode term {a} vs eval {b}");
+    }
+}
+
+#[test]
+fn dropout_keeps_half_and_doubles() {
+    let x = Tensor::<B, 2>::ones([100, 100], &Default::default());
+    let y = maetok_targets::lpips::dropout_half(x).into_data().to_vec::<f32>().unwrap();
+    assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
+    let kept = y.iter().filter(|&&v| v == 2.0).count();
+    assert!((4500..5500).contains(&kept), "{kept} of 10000 kept");
 }
 
 #[test]
