@@ -1,5 +1,6 @@
 //! Evaluation throughput: FID Inception-v3 features (images/s at 256x256 inputs, resized to 299
-//! inside), HOG targets and LPIPS, the Fréchet distance at the 2048-d pool width, and GMM fits of latent spaces (K = 50
+//! inside), HOG targets and LPIPS, the DINOv2-L / SigLIP-so400m teachers and the DINO
+//! discriminator (random weights of the published shapes), the Fréchet distance at the 2048-d pool width, and GMM fits of latent spaces (K = 50
 //! on 10,000 latents reduced to 100 dimensions, as in the paper's analysis).
 //!
 //! `cargo bench --bench eval` (NdArray + OpenBLAS); add `--features wgpu` or `--features cuda`
@@ -60,6 +61,50 @@ fn bench_targets(c: &mut Criterion) {
     group.finish();
 }
 
+/// The frozen teachers at MAETok's 256x256 / patch 16 (target features, images/s) and the DINO
+/// discriminator (logits of 8 images of 256² interpolated to 224²).
+fn bench_teachers<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
+    use maetok_targets::disc::{DinoDisc, DiscConfig, DiscResize};
+    use maetok_targets::vit::{Vit, VitConfig};
+    B::seed(&device, 0);
+    let mut group = c.benchmark_group(format!("teachers_{backend}"));
+    group.sample_size(10).measurement_time(Duration::from_secs(30)).warm_up_time(Duration::from_secs(3));
+    let batch = 2;
+    let x = Tensor::<B, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &device);
+    group.throughput(Throughput::Elements(batch as u64));
+    for (name, config) in [("dinov2_l16_batch2", VitConfig::dinov2_large()), ("siglip_so400m16_batch2", VitConfig::siglip_so400m())] {
+        let model = Vit::<B>::new(&config, &device);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let f = model.target_features(x.clone()).unwrap();
+                let _ = B::sync(&device);
+                f
+            })
+        });
+    }
+    let batch = 8;
+    let x = Tensor::<B, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &device);
+    group.throughput(Throughput::Elements(batch as u64));
+    let mut disc = DinoDisc::<B>::new(&DiscConfig::dino_small(), &device);
+    group.bench_function("dino_disc_batch8", |b| {
+        b.iter(|| {
+            let l = disc.forward(x.clone(), DiscResize::Interpolate, true).unwrap();
+            let _ = B::sync(&device);
+            l
+        })
+    });
+    group.finish();
+}
+
+fn bench_teacher_backends(c: &mut Criterion) {
+    #[cfg(feature = "ndarray")]
+    bench_teachers::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
+    #[cfg(feature = "wgpu")]
+    bench_teachers::<burn::backend::Wgpu>(c, "wgpu", Default::default());
+    #[cfg(feature = "cuda")]
+    bench_teachers::<burn::backend::Cuda>(c, "cuda", Default::default());
+}
+
 fn bench_frechet(c: &mut Criterion) {
     let (n, d) = (4096usize, 2048usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -85,5 +130,5 @@ fn bench_gmm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_backends, bench_targets, bench_frechet, bench_gmm);
+criterion_group!(benches, bench_backends, bench_targets, bench_teacher_backends, bench_frechet, bench_gmm);
 criterion_main!(benches);
