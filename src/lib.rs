@@ -20,4 +20,5 @@ pub mod generate;
 pub mod gmm_fit;
 pub mod quickstart;
 pub mod reconstruct;
+pub mod teacher_features;
 pub mod train_sit;
