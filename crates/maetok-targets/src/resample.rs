@@ -100,9 +100,10 @@ fn pinv(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     out
 }
 
-/// Applies `[oh, ih]` and `[ow, iw]` matrices to every `[ih, iw]` plane of `values`
-/// (`planes` of them, contiguous): `Y = Rh · X · Rwᵀ`, in f64.
-fn apply_separable(values: &[f64], planes: usize, ih: usize, iw: usize, rh: &[f64], oh: usize, rw: &[f64], ow: usize) -> Vec<f64> {
+/// Applies the `[oh, ih]` matrix `rh` and the `[ow, iw]` matrix `rw` to every `[ih, iw]` plane
+/// of `values` (contiguous planes): `Y = Rh · X · Rwᵀ`, in f64.
+fn apply_separable(values: &[f64], (ih, iw): (usize, usize), (rh, oh): (&[f64], usize), (rw, ow): (&[f64], usize)) -> Vec<f64> {
+    let planes = values.len() / (ih * iw);
     let mut out = vec![0f64; planes * oh * ow];
     let mut tmp = vec![0f64; ih * ow];
     for p in 0..planes {
@@ -127,7 +128,7 @@ fn apply_separable(values: &[f64], planes: usize, ih: usize, iw: usize, rh: &[f6
 /// `[O, I, h, w]` (row-major values) → `[O, I, nh, nw]`. Each kernel `K` becomes
 /// `pinv(R_hᵀ) · K · pinv(R_wᵀ)ᵀ`, the separable form of timm's `pinv(kron(R_h, R_w)ᵀ) · vec K`.
 pub fn resample_patch_embed(weight: &[f32], shape: [usize; 4], new: [usize; 2]) -> Vec<f32> {
-    let [o, i, h, w] = shape;
+    let [_, _, h, w] = shape;
     let [nh, nw] = new;
     if (h, w) == (nh, nw) {
         return weight.to_vec();
@@ -145,7 +146,7 @@ pub fn resample_patch_embed(weight: &[f32], shape: [usize; 4], new: [usize; 2]) 
     let ph = pinv(&transpose(bicubic_aa_matrix(h, nh), nh, h), h, nh);
     let pw = pinv(&transpose(bicubic_aa_matrix(w, nw), nw, w), w, nw);
     let x: Vec<f64> = weight.iter().map(|&v| v as f64).collect();
-    apply_separable(&x, o * i, h, w, &ph, nh, &pw, nw).into_iter().map(|v| v as f32).collect()
+    apply_separable(&x, (h, w), (&ph, nh), (&pw, nw)).into_iter().map(|v| v as f32).collect()
 }
 
 /// timm `resample_abs_pos_embed(pos, new_grid, num_prefix_tokens)` with bicubic antialiased
@@ -169,7 +170,7 @@ pub fn resample_pos_embed(pos: &[f32], tokens: usize, dim: usize, prefix: usize,
             planes[d * grid + t] = pos[(prefix + t) * dim + d] as f64;
         }
     }
-    let out = apply_separable(&planes, dim, g, g, &bicubic_aa_matrix(g, nh), nh, &bicubic_aa_matrix(g, nw), nw);
+    let out = apply_separable(&planes, (g, g), (&bicubic_aa_matrix(g, nh), nh), (&bicubic_aa_matrix(g, nw), nw));
     let mut res = pos[..prefix * dim].to_vec();
     res.resize((prefix + nh * nw) * dim, 0.0);
     for t in 0..nh * nw {
@@ -229,7 +230,7 @@ mod tests {
         let new = resample_patch_embed(&kernel, [1, 1, h, h], [n, n]);
         let r = bicubic_aa_matrix(h, n);
         let patch: Vec<f64> = (0..h * h).map(|v| (v as f64 * 1.3).cos()).collect();
-        let up = apply_separable(&patch, 1, h, h, &r, n, &r, n);
+        let up = apply_separable(&patch, (h, h), (&r, n), (&r, n));
         let lhs: f64 = up.iter().zip(&new).map(|(a, b)| a * *b as f64).sum();
         let rhs: f64 = patch.iter().zip(&kernel).map(|(a, b)| a * *b as f64).sum();
         assert!((lhs - rhs).abs() < 1e-5, "{lhs} vs {rhs}");

@@ -84,10 +84,10 @@ impl VitConfig {
 
     /// Checks the numbers fit together; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.patch_size == 0 || self.img_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.img_size.is_multiple_of(self.patch_size) {
             return Err(format!("img_size {} is not a multiple of patch_size {}", self.img_size, self.patch_size));
         }
-        if self.heads == 0 || self.dim % self.heads != 0 {
+        if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return Err(format!("dim {} is not divisible by heads {}", self.dim, self.heads));
         }
         Ok(())

@@ -196,7 +196,7 @@ pub fn load_dino_disc_from<B: Backend>(mut trunk: Loader<B>, heads: Option<Loade
         if let Some(bias) = blk.attn.qkv.bias.as_mut() {
             let d = bias.dims()[0] / 3;
             let b = bias.val();
-            let zeroed = Tensor::cat(vec![b.clone().slice([0..d]), Tensor::zeros([d], device), b.slice([2 * d..3 * d])], 0);
+            let zeroed = Tensor::cat(vec![b.clone().narrow(0, 0, d), Tensor::zeros([d], device), b.narrow(0, 2 * d, d)], 0);
             *bias = burn::module::Param::initialized(bias.id, zeroed);
         }
     }
