@@ -1,5 +1,6 @@
-//! Checks every backend compiled into this binary against the golden tiny-AE fixture and times
-//! MAETok-B-128 encode/decode. Used on GPU machines, where only prebuilt binaries run:
+//! Checks every backend compiled into this binary against the golden tiny-AE fixture (and, when
+//! present, the training-target fixtures: HOG, teachers-tiny, disc-tiny) and times MAETok-B-128
+//! encode/decode. Used on GPU machines, where only prebuilt binaries run:
 //! `backend_check --fixtures shared/fixtures [--backends cuda,wgpu] [--batches 1,4,16]`.
 //! Writes one JSON report to stdout; exits non-zero if any parity check fails.
 
@@ -33,6 +34,49 @@ struct Cli {
 
 struct Check(Cli);
 
+/// One parity line: `(name, ours, fixture, max_abs, rel)`.
+fn check_line(name: &str, ours: Vec<f32>, want: &[f32], max_abs: f32, rel: f32) -> serde_json::Value {
+    let (a, r) = errors(&ours, want);
+    json!({"check": name, "max_abs": a, "rel": r, "pass": a <= max_abs || r <= rel})
+}
+
+/// HOG, the DINOv2/SigLIP teachers and the DINO discriminator against their fixtures (skipped
+/// when a fixture folder is absent).
+fn targets_parity<B: Backend>(fixtures: &std::path::Path, device: &B::Device) -> Result<Vec<serde_json::Value>> {
+    use maetok_targets::disc::{load_dino_disc, DiscConfig, DiscResize};
+    use maetok_targets::{load_vit, HogGenerator, VitConfig};
+    let mut out = Vec::new();
+    let hog_dir = fixtures.join("hog");
+    if hog_dir.is_dir() {
+        let f = read_tensors(hog_dir.join("io.safetensors"));
+        let y = HogGenerator::new().forward(tensor::<B, 4>(&f["quant256_input"], device))?;
+        out.push(check_line("hog_quant256", to_vec(y), &f["quant256_hog"].1, 1e-5, 1e-5));
+    }
+    let t = fixtures.join("teachers-tiny");
+    if t.is_dir() {
+        let io = read_tensors(t.join("io.safetensors"));
+        let x = tensor::<B, 4>(&io["input_imagenet"], device);
+        let dino = VitConfig { img_size: 64, patch_size: 16, dim: 48, depth: 2, heads: 4, mlp_hidden: 192, class_token: true, layer_scale: true, tanh_gelu: false, dynamic_img_size: false };
+        let siglip = VitConfig { mlp_hidden: 179, class_token: false, layer_scale: false, dynamic_img_size: true, ..dino.clone() };
+        for (name, cfg, file, key) in [("dino_features", dino, "dino_src_patch14.safetensors", "dino_features"), ("siglip_features", siglip, "siglip_src_patch14.safetensors", "siglip_features")] {
+            let (m, _) = load_vit::<B>(t.join(file), &cfg, device)?;
+            out.push(check_line(name, to_vec(m.forward_features(x.clone())?), &io[key].1, 1e-4, 1e-4));
+        }
+    }
+    let d = fixtures.join("disc-tiny");
+    if d.is_dir() {
+        let io = read_tensors(d.join("io.safetensors"));
+        let backbone = VitConfig { img_size: 224, patch_size: 16, dim: 48, depth: 6, heads: 6, mlp_hidden: 192, class_token: true, layer_scale: false, tanh_gelu: true, dynamic_img_size: false };
+        let cfg = DiscConfig { backbone, key_depths: vec![2, 5, 8, 11], kernel: 9, norm_eps: 1e-6 };
+        let heads = d.join("disc_heads.safetensors");
+        let (mut disc, _) = load_dino_disc::<B>(d.join("dino_backbone.safetensors"), Some(heads.as_path()), &cfg, device)?;
+        let x = tensor::<B, 4>(&io["input"], device);
+        out.push(check_line("disc_logits_eval", to_vec(disc.forward(x.clone(), DiscResize::Interpolate, false)?), &io["logits_eval"].1, 1e-4, 1e-4));
+        out.push(check_line("disc_logits_train", to_vec(disc.forward(x, DiscResize::Interpolate, true)?), &io["logits_train"].1, 1e-4, 1e-4));
+    }
+    Ok(out)
+}
+
 fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().expect("f32")
 }
@@ -59,6 +103,12 @@ impl Task for Check {
             ok &= pass;
             parity.push(json!({"fused_attention": fused, "latent_max_abs": za, "latent_rel": zr, "output_max_abs": ya, "output_rel": yr, "pass": pass}));
             eprintln!("{name}: {}", parity.last().expect("pushed"));
+        }
+        eprintln!("{name}: training-target parity (HOG, teachers, discriminator)");
+        let targets = targets_parity::<B>(&cli.fixtures, &device)?;
+        for t in &targets {
+            ok &= t["pass"].as_bool().unwrap_or(false);
+            eprintln!("{name}: {t}");
         }
         let mut timing = Vec::new();
         if !cli.batches.is_empty() {
@@ -94,7 +144,7 @@ impl Task for Check {
                 }
             }
         }
-        Ok(json!({"backend": name, "parity_pass": ok, "parity": parity, "b128_timing": timing}))
+        Ok(json!({"backend": name, "parity_pass": ok, "parity": parity, "targets_parity": targets, "b128_timing": timing}))
     }
 }
 

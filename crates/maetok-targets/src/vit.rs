@@ -141,6 +141,14 @@ impl<B: Backend> Vit<B> {
         }
     }
 
+    /// Uses the backend's fused attention op (flash attention on CUDA/wgpu) in every block; the
+    /// default explicit matmul–softmax–matmul is faster on NdArray.
+    pub fn set_fused_attention(&mut self, fused: bool) {
+        for blk in self.blocks.iter_mut() {
+            blk.attn.fused = fused;
+        }
+    }
+
     /// Number of prefix (class) tokens.
     pub fn prefix_tokens(&self) -> usize {
         usize::from(self.cls_token.is_some())

@@ -94,6 +94,9 @@ fn teachers_match_timm() {
     check_state("siglip", &mut sig, &read_tensors(dir().join("siglip_resampled_img64_p16.safetensors")));
     assert_close("siglip_features", sig.forward_features(xin).unwrap(), &io["siglip_features"], 1e-4, 1e-4);
     assert_eq!(sig.target_features(x).unwrap().dims(), [2, 16, 48]);
+    // The fused attention op gives the same features.
+    dino.set_fused_attention(true);
+    assert_close("dino_features_fused", dino.forward_features(tensor(&io["input_imagenet"], &device)).unwrap(), &io["dino_features"], 1e-4, 1e-4);
 }
 
 #[test]
