@@ -52,6 +52,14 @@ impl DiscConfig {
     }
 }
 
+/// The trunk's input affine map from `[-1, 1]`: `x·(0.5/s) + (0.5 − m)/s` per channel (the
+/// reference's `x_scale`, `x_shift` buffers, computed in f32 as it does).
+pub fn input_affine() -> ([f32; 3], [f32; 3]) {
+    let scale = IMAGENET_STD.map(|sd| 0.5 / sd);
+    let shift = [0, 1, 2].map(|c| (0.5 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]);
+    (scale, shift)
+}
+
 /// How an input is brought to the trunk's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiscResize {
@@ -96,9 +104,8 @@ impl<B: Backend> DinoDisc<B> {
         let device = x.device();
         let [b, c, h, w] = x.dims();
         let s = self.backbone.img_size;
-        let scale: Vec<f32> = IMAGENET_STD.iter().map(|sd| 0.5 / sd).collect();
-        let shift: Vec<f32> = IMAGENET_MEAN.iter().zip(IMAGENET_STD).map(|(m, sd)| (0.5 - m) / sd).collect();
-        let v = |a: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(a, [3]), &device).reshape([1, 3, 1, 1]);
+        let (scale, shift) = input_affine();
+        let v = |a: [f32; 3]| Tensor::<B, 1>::from_data(TensorData::new(a.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
         let x = x * v(scale) + v(shift);
         match resize {
             DiscResize::Crop { top, left } => x.slice([0..b, 0..c, top..top + s, left..left + s]),
@@ -175,8 +182,7 @@ impl<B: Backend> DinoDisc<B> {
 pub fn load_dino_disc_from<B: Backend>(mut trunk: Loader<B>, heads: Option<Loader<B>>, config: &DiscConfig, device: &B::Device) -> Result<(DinoDisc<B>, LoadReport), CheckpointError> {
     let path = trunk.path().to_path_buf();
     let mut problems = String::new();
-    let scale: Vec<f32> = IMAGENET_STD.iter().map(|sd| 0.5 / sd).collect();
-    let shift: Vec<f32> = IMAGENET_MEAN.iter().zip(IMAGENET_STD).map(|(m, sd)| (0.5 - m) / sd).collect();
+    let (scale, shift) = input_affine();
     for (key, want) in [("x_scale", scale), ("x_shift", shift)] {
         if let Some((shape, values)) = trunk.take(key) {
             let close = values.len() == 3 && values.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5);
