@@ -1,8 +1,9 @@
 //! Targets and loss networks of MAETok training (`shared/spec/tokenizer.md` §4.4, §5): the HOG
 //! generator of `utils/hog.py`, the DINOv2 and SigLIP teachers (timm layout and checkpoint
-//! loading with FlexiViT / position-embedding resampling), LPIPS (VGG16), and the DINO
-//! discriminator with DiffAugment and its GAN losses.
+//! loading with FlexiViT / position-embedding resampling), the auxiliary losses on those targets,
+//! LPIPS (VGG16), and the DINO discriminator with DiffAugment and its GAN losses.
 
+pub mod aux_loss;
 pub mod disc;
 pub mod hog;
 pub mod lpips;
