@@ -4,7 +4,9 @@
 //! on 10,000 latents reduced to 100 dimensions, as in the paper's analysis).
 //!
 //! `cargo bench --bench eval` (NdArray + OpenBLAS); add `--features wgpu` or `--features cuda`
-//! for those backends. Filter with e.g. `-- inception`.
+//! for those backends. Filter with e.g. `-- inception`. `MAETOK_BENCH_BACKENDS=cuda` (comma list)
+//! limits the backends set up at all (criterion filters only skip the timing, not the setup, and a
+//! wgpu build on a machine without a Vulkan adapter would stop there).
 
 use std::time::Duration;
 
@@ -35,30 +37,67 @@ fn bench_inception<B: Backend>(c: &mut Criterion, backend: &str, device: B::Devi
     group.finish();
 }
 
+/// Whether the backend `name` is selected by `MAETOK_BENCH_BACKENDS` (all when unset).
+fn wanted(name: &str) -> bool {
+    std::env::var("MAETOK_BENCH_BACKENDS").map(|v| v.split(',').any(|b| b.trim() == name)).unwrap_or(true)
+}
+
 fn bench_backends(c: &mut Criterion) {
     #[cfg(feature = "ndarray")]
-    bench_inception::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
+    if wanted("ndarray") {
+        bench_inception::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
+    }
     #[cfg(feature = "wgpu")]
-    bench_inception::<burn::backend::Wgpu>(c, "wgpu", Default::default());
+    if wanted("wgpu") {
+        bench_inception::<burn::backend::Wgpu>(c, "wgpu", Default::default());
+    }
     #[cfg(feature = "cuda")]
-    bench_inception::<burn::backend::Cuda>(c, "cuda", Default::default());
+    if wanted("cuda") {
+        bench_inception::<burn::backend::Cuda>(c, "cuda", Default::default());
+    }
 }
 
 /// HOG targets (MAETok's auxiliary decoder target) and LPIPS at 256x256.
-fn bench_targets(c: &mut Criterion) {
-    type N = burn::backend::NdArray<f32>;
-    let device = Default::default();
-    let mut group = c.benchmark_group("targets_ndarray");
+fn bench_targets<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
+    B::seed(&device, 0);
+    let mut group = c.benchmark_group(format!("targets_{backend}"));
     group.sample_size(10).measurement_time(Duration::from_secs(20));
     let batch = 8;
-    let x = Tensor::<N, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &device);
+    let x = Tensor::<B, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &device);
     group.throughput(Throughput::Elements(batch as u64));
     let hog = maetok_targets::HogGenerator::new();
-    group.bench_function("hog_batch8", |b| b.iter(|| hog.forward(x.clone()).unwrap()));
-    let lpips = maetok_targets::Lpips::<N>::new(&device);
+    group.bench_function("hog_batch8", |b| {
+        b.iter(|| {
+            let h = hog.forward(x.clone()).unwrap();
+            let _ = B::sync(&device);
+            h
+        })
+    });
+    let lpips = maetok_targets::Lpips::<B>::new(&device);
     let y = x.clone().flip([3]);
-    group.bench_function("lpips_vgg16_batch8", |b| b.iter(|| lpips.forward(x.clone(), y.clone()).total));
+    group.bench_function("lpips_vgg16_batch8", |b| {
+        b.iter(|| {
+            let d = lpips.forward(x.clone(), y.clone()).total;
+            let _ = B::sync(&device);
+            d
+        })
+    });
     group.finish();
+}
+
+fn bench_target_backends(c: &mut Criterion) {
+    #[cfg(feature = "ndarray")]
+    if wanted("ndarray") {
+        bench_targets::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
+    }
+    #[cfg(feature = "wgpu")]
+    if wanted("wgpu") {
+        bench_targets::<burn::backend::Wgpu>(c, "wgpu", Default::default());
+    }
+    #[cfg(feature = "cuda")]
+    if wanted("cuda") {
+        bench_targets::<burn::backend::Cuda>(c, "cuda", Default::default());
+    }
 }
 
 /// The frozen teachers at MAETok's 256x256 / patch 16 (target features, images/s) and the DINO
@@ -98,11 +137,17 @@ fn bench_teachers<B: Backend>(c: &mut Criterion, backend: &str, device: B::Devic
 
 fn bench_teacher_backends(c: &mut Criterion) {
     #[cfg(feature = "ndarray")]
-    bench_teachers::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
+    if wanted("ndarray") {
+        bench_teachers::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
+    }
     #[cfg(feature = "wgpu")]
-    bench_teachers::<burn::backend::Wgpu>(c, "wgpu", Default::default());
+    if wanted("wgpu") {
+        bench_teachers::<burn::backend::Wgpu>(c, "wgpu", Default::default());
+    }
     #[cfg(feature = "cuda")]
-    bench_teachers::<burn::backend::Cuda>(c, "cuda", Default::default());
+    if wanted("cuda") {
+        bench_teachers::<burn::backend::Cuda>(c, "cuda", Default::default());
+    }
 }
 
 fn bench_frechet(c: &mut Criterion) {
@@ -130,5 +175,5 @@ fn bench_gmm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_backends, bench_targets, bench_teacher_backends, bench_frechet, bench_gmm);
+criterion_group!(benches, bench_backends, bench_target_backends, bench_teacher_backends, bench_frechet, bench_gmm);
 criterion_main!(benches);
