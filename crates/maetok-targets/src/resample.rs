@@ -14,7 +14,7 @@
 //! * [`resample_pos_embed`]: timm `resample_abs_pos_embed`: prefix rows kept, the grid resized
 //!   bicubic with antialias.
 
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor};
 
 /// `[out, in]` row-major matrix of `F.interpolate(bicubic, align_corners=False)` along one axis.
 pub fn bicubic_matrix(input: usize, out: usize) -> Vec<f64> {
@@ -181,17 +181,11 @@ pub fn resample_pos_embed(pos: &[f32], tokens: usize, dim: usize, prefix: usize,
     Ok(res)
 }
 
-/// Resizes `x` `[B, C, H, W]` with the `[oh, H]` and `[ow, W]` matrices: two GEMMs on any
-/// backend.
+/// Resizes `x` `[B, C, H, W]` with the f64 `[oh, H]` and `[ow, W]` matrices of this module
+/// ([`maetok_nn::ops::resize_separable`]).
 pub fn resize_with<B: Backend>(x: Tensor<B, 4>, rh: &[f64], oh: usize, rw: &[f64], ow: usize) -> Tensor<B, 4> {
-    let [b, c, h, w] = x.dims();
-    let device = x.device();
-    let mat = |m: &[f64], rows: usize, cols: usize| {
-        Tensor::<B, 2>::from_data(TensorData::new(m.iter().map(|&v| v as f32).collect::<Vec<f32>>(), [rows, cols]), &device)
-    };
-    let xw = x.reshape([b * c * h, w]).matmul(mat(rw, ow, w).transpose()).reshape([b * c, h, ow]);
-    let rh = mat(rh, oh, h).unsqueeze::<3>().expand([b * c, oh, h]);
-    rh.matmul(xw).reshape([b, c, oh, ow])
+    let f = |m: &[f64]| m.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    maetok_nn::ops::resize_separable(x, &f(rh), oh, &f(rw), ow)
 }
 
 #[cfg(test)]

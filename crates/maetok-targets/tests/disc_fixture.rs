@@ -98,4 +98,9 @@ fn bad_discriminator_checkpoints_are_named() {
     let trunk = Loader::from_map(read_tensors(dir().join("dino_backbone.safetensors")), dir().join("trunk"), &device);
     let err = load_dino_disc_from::<B>(trunk, Some(Loader::from_map(heads, dir().join("heads.safetensors"), &device)), &config(), &device).unwrap_err().to_string();
     assert!(err.contains("heads.2.1.fn.0.weight_v") && err.contains("heads.safetensors"), "{err}");
+    // A config that cannot be built is refused before any tensor is touched.
+    let trunk = Loader::from_map(read_tensors(dir().join("dino_backbone.safetensors")), dir().join("trunk"), &device);
+    let bad = DiscConfig { kernel: 8, ..config() };
+    let err = load_dino_disc_from::<B>(trunk, None, &bad, &device).unwrap_err().to_string();
+    assert!(err.contains("kernel 8"), "{err}");
 }

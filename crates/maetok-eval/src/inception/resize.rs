@@ -6,7 +6,7 @@
 //! * [`Preprocess::Tf1`] — the ADM evaluator's TF graph and torch-fidelity: float images in
 //!   [0, 255], TF1 `ResizeBilinear` legacy mapping (`src = o·in/out`), `(x − 128)/128`.
 
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor};
 
 /// Network input side.
 pub const INCEPTION_SIZE: usize = 299;
@@ -44,8 +44,7 @@ pub fn bilinear_matrix(input: usize, out: usize, mode: Preprocess) -> Vec<f32> {
 impl Preprocess {
     /// `images`: `[N, 3, H, W]` with values in [0, 255] → network input `[N, 3, 299, 299]`.
     pub fn apply<B: Backend>(self, images: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [n, c, h, w] = images.dims();
-        let device = images.device();
+        let [_, _, h, w] = images.dims();
         let s = INCEPTION_SIZE;
         let x = match self {
             Preprocess::PytorchFid => images / 255.0,
@@ -54,11 +53,7 @@ impl Preprocess {
         let x = if (h, w) == (s, s) {
             x
         } else {
-            let rx = Tensor::<B, 2>::from_data(TensorData::new(bilinear_matrix(w, s, self), [s, w]), &device);
-            let ry = Tensor::<B, 2>::from_data(TensorData::new(bilinear_matrix(h, s, self), [s, h]), &device);
-            // Width pass: [N·C·H, W] · [W, S]; height pass: [S, H] · [N·C, H, S].
-            let xw = x.reshape([n * c * h, w]).matmul(rx.transpose()).reshape([n * c, h, s]);
-            ry.unsqueeze::<3>().matmul(xw).reshape([n, c, s, s])
+            maetok_nn::ops::resize_separable(x, &bilinear_matrix(h, s, self), s, &bilinear_matrix(w, s, self), s)
         };
         match self {
             Preprocess::PytorchFid => x * 2.0 - 1.0,

@@ -41,6 +41,15 @@ impl DiscConfig {
         Self { backbone: VitConfig::dino_small(), key_depths: vec![2, 5, 8, 11], kernel: 9, norm_eps: 1e-6 }
     }
 
+    /// Checks the numbers fit together; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.backbone.validate()?;
+        if self.kernel.is_multiple_of(2) {
+            return Err(format!("kernel {} must be odd (circular padding kernel/2 on both sides)", self.kernel));
+        }
+        Ok(())
+    }
+
     /// Readout blocks that exist.
     pub fn used_key_depths(&self) -> Vec<usize> {
         self.key_depths.iter().copied().filter(|&d| d < self.backbone.depth).collect()
@@ -93,10 +102,15 @@ pub struct DinoDisc<B: Backend> {
 impl<B: Backend> DinoDisc<B> {
     /// Trunk with placeholder weights, heads freshly initialised.
     pub fn new(config: &DiscConfig, device: &B::Device) -> Self {
+        Self::with_backbone(Vit::new(&config.backbone, device), config, device)
+    }
+
+    /// A given trunk (frozen here) with freshly initialised heads.
+    pub fn with_backbone(backbone: Vit<B>, config: &DiscConfig, device: &B::Device) -> Self {
         let keys = config.used_key_depths();
         let c = &config.backbone;
         let heads = (0..keys.len() + 1).map(|_| DiscHead::new(c.dim, config.kernel, config.norm_eps, device)).collect();
-        Self { backbone: Vit::new(c, device).no_grad(), heads, key_depths: keys }
+        Self { backbone: backbone.no_grad(), heads, key_depths: keys }
     }
 
     /// `x` in `[-1, 1]` `[B, 3, H, W]` → trunk input `[B, 3, S, S]` (ImageNet-normalised, resized).
@@ -181,6 +195,9 @@ impl<B: Backend> DinoDisc<B> {
 /// initialised.
 pub fn load_dino_disc_from<B: Backend>(mut trunk: Loader<B>, heads: Option<Loader<B>>, config: &DiscConfig, device: &B::Device) -> Result<(DinoDisc<B>, LoadReport), CheckpointError> {
     let path = trunk.path().to_path_buf();
+    if let Err(e) = config.validate() {
+        return Err(CheckpointError::Mismatch { path, details: format!("  invalid discriminator config: {e}\n") });
+    }
     let mut problems = String::new();
     let (scale, shift) = input_affine();
     for (key, want) in [("x_scale", scale), ("x_shift", shift)] {
@@ -194,7 +211,6 @@ pub fn load_dino_disc_from<B: Backend>(mut trunk: Loader<B>, heads: Option<Loade
     if !problems.is_empty() {
         return Err(CheckpointError::Mismatch { path, details: format!("  buffers with unexpected values:\n{problems}") });
     }
-    let mut disc = DinoDisc::new(config, device);
     let mut backbone = Vit::new(&config.backbone, device);
     backbone.visit_params("", &mut trunk);
     let report = trunk.finish(&[])?;
@@ -206,7 +222,7 @@ pub fn load_dino_disc_from<B: Backend>(mut trunk: Loader<B>, heads: Option<Loade
             *bias = burn::module::Param::initialized(bias.id, zeroed);
         }
     }
-    disc.backbone = backbone.no_grad();
+    let mut disc = DinoDisc::with_backbone(backbone, config, device);
     if let Some(mut h) = heads {
         h.rename_keys(|k| (!k.ends_with("num_batches_tracked")).then(|| k.to_string()))?;
         disc.visit_heads(&mut h);
