@@ -167,7 +167,8 @@ fn bench_gmm(c: &mut Criterion) {
     let (n, d, modes) = (10_000usize, 100usize, 20usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let centres: Vec<f64> = (0..modes * d).map(|_| rng.random::<f64>() * 6.0 - 3.0).collect();
-    let data: Vec<f64> = (0..n).flat_map(|i| (0..d).map(|j| centres[(i % modes) * d + j] + rng.random::<f64>() - 0.5).collect::<Vec<_>>()).collect();
+    let data: Vec<f64> =
+        (0..n).flat_map(|i| (0..d).map(|j| centres[(i % modes) * d + j] + rng.random::<f64>() - 0.5).collect::<Vec<_>>()).collect();
     let mut group = c.benchmark_group("gmm_fit_k50_10k_x100");
     group.sample_size(10).measurement_time(Duration::from_secs(60));
     let opts = EmOptions { covariance: Covariance::Diagonal, max_iter: 100, tol: 1e-3, reg_covar: 1e-6, seed: 0 };

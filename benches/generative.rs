@@ -8,9 +8,7 @@ use std::time::Duration;
 use burn::backend::NdArray;
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use maetok_dit::{Dit, DitConfig, GaussianDiffusion, Schedule};
-use maetok_sampler::{euler_maruyama_sampler, euler_sampler, Guidance};
-use maetok_sit::{PathType, Sit, SitConfig};
+use maetok_sampler::{euler_maruyama_sampler, euler_sampler, sample, Guidance, PathType, Sampler, Schedule};
 
 type B = NdArray<f32>;
 
@@ -23,13 +21,13 @@ fn bench_xl(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(60)).warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(batch as u64));
     {
-        let sit = Sit::<B>::new(&SitConfig::preset("SiT-XL/1", 128, 32).unwrap(), &device);
+        let sit = maetok_sit::preset("SiT-XL/1", 128, 32).unwrap().init::<B>(&device);
         let t = Tensor::<B, 1>::random([batch], Distribution::Uniform(0.0, 1.0), &device);
         group.bench_function("sit_xl_1", |b| b.iter(|| sit.forward(x.clone(), t.clone(), y.clone())));
     }
     {
-        let dit = Dit::<B>::new(&DitConfig::preset("DiT-XL/1", 128, 32).unwrap(), &device);
-        let t = Tensor::<B, 1, Int>::from_ints([999, 800, 600, 400, 200, 100, 10, 0], &device);
+        let dit = maetok_dit::preset("DiT-XL/1", 128, 32).unwrap().init::<B>(&device);
+        let t = Tensor::<B, 1>::from_floats([999.0, 800.0, 600.0, 400.0, 200.0, 100.0, 10.0, 0.0], &device);
         group.bench_function("dit_xl_1", |b| b.iter(|| dit.forward(x.clone(), t.clone(), y.clone())));
     }
     group.finish();
@@ -37,9 +35,9 @@ fn bench_xl(c: &mut Criterion) {
 
 fn bench_samplers(c: &mut Criterion) {
     let device = Default::default();
-    let mut cfg = SitConfig::preset("SiT-S", 16, 8).unwrap();
+    let mut cfg = maetok_sit::preset("SiT-S", 16, 8).unwrap();
     (cfg.depth, cfg.hidden_size, cfg.decoder_hidden_size, cfg.num_heads) = (2, 64, Some(64), 4);
-    let sit = Sit::<B>::new(&cfg, &device);
+    let sit = cfg.init::<B>(&device);
     let (n, steps) = (8usize, 50usize);
     let x: Vec<f64> = (0..n * 16 * 8).map(|i| ((i * 7919) % 1000) as f64 / 500.0 - 1.0).collect();
     let y: Vec<i64> = (0..n as i64).collect();
@@ -54,15 +52,24 @@ fn bench_samplers(c: &mut Criterion) {
             euler_maruyama_sampler(&sit, &x, [n, 16, 8], &y, steps, PathType::Linear, g, &mut noise, &device)
         })
     });
-    let mut dcfg = DitConfig::preset("DiT-S", 16, 8).unwrap();
+    let mut dcfg = maetok_dit::preset("DiT-S", 16, 8).unwrap();
     (dcfg.depth, dcfg.hidden_size, dcfg.num_heads) = (2, 64, 4);
-    let dit = Dit::<B>::new(&dcfg, &device);
-    let diff = GaussianDiffusion::new(Schedule::Cosine, 1000, "50").unwrap();
-    let yt = Tensor::<B, 1, Int>::from_ints([0, 1, 2, 3, 4, 5, 6, 7], &device);
+    let dit = dcfg.init::<B>(&device);
+    let zeros = vec![0.0; n * 16 * 8];
     group.bench_function("ddpm_ancestral", |b| {
         b.iter(|| {
-            let x_t = Tensor::<B, 3>::zeros([n, 16, 8], &device);
-            diff.p_sample_loop(x_t, |x, t| dit.forward(x, t, yt.clone()), |_| Tensor::zeros([n, 16, 8], &device), |_| {})
+            let mut noise = |k: usize| vec![0.0; k];
+            sample(
+                &dit,
+                &zeros,
+                [n, 16, 8],
+                &y,
+                Sampler::Ddpm { schedule: Schedule::Cosine, steps: 50 },
+                Guidance::none(),
+                &mut noise,
+                &device,
+            )
+            .unwrap()
         })
     });
     group.finish();

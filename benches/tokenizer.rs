@@ -59,37 +59,95 @@ fn bench_ops<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
     let x3 = x.clone().reshape([b, n, d]);
     for (name, out) in [("linear_qkv", 3 * d), ("linear_proj", d), ("linear_fc1", 4 * d)] {
         let w = Tensor::<B, 2>::random([d, out], Distribution::Default, &device);
-        group.bench_function(name, |bch| bch.iter(|| { let y = x.clone().matmul(w.clone()); sync::<B>(&device); y }));
+        group.bench_function(name, |bch| {
+            bch.iter(|| {
+                let y = x.clone().matmul(w.clone());
+                sync::<B>(&device);
+                y
+            })
+        });
     }
     let hidden = Tensor::<B, 2>::random([b * n, 4 * d], Distribution::Default, &device);
     let w2 = Tensor::<B, 2>::random([4 * d, d], Distribution::Default, &device);
-    group.bench_function("linear_fc2", |bch| bch.iter(|| { let y = hidden.clone().matmul(w2.clone()); sync::<B>(&device); y }));
+    group.bench_function("linear_fc2", |bch| {
+        bch.iter(|| {
+            let y = hidden.clone().matmul(w2.clone());
+            sync::<B>(&device);
+            y
+        })
+    });
     let q = Tensor::<B, 4>::random([b, h, n, hd], Distribution::Default, &device);
     let k = Tensor::<B, 4>::random([b, h, n, hd], Distribution::Default, &device);
-    group.bench_function("attn_scores_qk", |bch| bch.iter(|| { let y = q.clone().matmul(k.clone().swap_dims(2, 3)); sync::<B>(&device); y }));
+    group.bench_function("attn_scores_qk", |bch| {
+        bch.iter(|| {
+            let y = q.clone().matmul(k.clone().swap_dims(2, 3));
+            sync::<B>(&device);
+            y
+        })
+    });
     let s = q.clone().matmul(k.clone().swap_dims(2, 3));
-    group.bench_function("attn_softmax", |bch| bch.iter(|| { let y = activation::softmax(s.clone(), 3); sync::<B>(&device); y }));
-    group.bench_function("attn_weights_v", |bch| bch.iter(|| { let y = s.clone().matmul(k.clone()); sync::<B>(&device); y }));
+    group.bench_function("attn_softmax", |bch| {
+        bch.iter(|| {
+            let y = activation::softmax(s.clone(), 3);
+            sync::<B>(&device);
+            y
+        })
+    });
+    group.bench_function("attn_weights_v", |bch| {
+        bch.iter(|| {
+            let y = s.clone().matmul(k.clone());
+            sync::<B>(&device);
+            y
+        })
+    });
     let opts = burn::tensor::ops::AttentionModuleOptions { scale: Some(0.125), softcap: None, is_causal: false };
-    group.bench_function("attention_fused_op", |bch| bch.iter(|| {
-        let y = burn::tensor::module::attention(q.clone(), k.clone(), k.clone(), None, None, opts);
-        sync::<B>(&device);
-        y
-    }));
-    group.bench_function("layer_norm", |bch| bch.iter(|| { let y = maetok_nn::layer_norm::normalize(x3.clone(), 1e-6); sync::<B>(&device); y }));
-    group.bench_function("gelu_fc1_out", |bch| bch.iter(|| { let y = activation::gelu(hidden.clone()); sync::<B>(&device); y }));
+    group.bench_function("attention_fused_op", |bch| {
+        bch.iter(|| {
+            let y = burn::tensor::module::attention(q.clone(), k.clone(), k.clone(), None, None, opts);
+            sync::<B>(&device);
+            y
+        })
+    });
+    group.bench_function("layer_norm", |bch| {
+        bch.iter(|| {
+            let y = maetok_nn::layer_norm::normalize(x3.clone(), 1e-6);
+            sync::<B>(&device);
+            y
+        })
+    });
+    group.bench_function("gelu_fc1_out", |bch| {
+        bch.iter(|| {
+            let y = activation::gelu(hidden.clone());
+            sync::<B>(&device);
+            y
+        })
+    });
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let rope = maetok_nn::Rope::<B>::mixed(12, h, hd, 10.0, 16, &mut rng, &device);
     let table = rope.table(0, 16, 16, &device);
     let full = maetok_nn::RopeFull::new(&table, n, 1, 0.125);
     let qf = Tensor::<B, 4>::random([b, h, n, hd], Distribution::Default, &device);
-    group.bench_function("rope_q_full_sequence", |bch| bch.iter(|| { let y = full.apply_q(qf.clone()); sync::<B>(&device); y }));
-    group.bench_function("qkv_split_heads_copy", |bch| bch.iter(|| {
-        let y = x3.clone().reshape([b, n, h, hd]).swap_dims(1, 2).reshape([b * h, n, hd]);
-        sync::<B>(&device);
-        y
-    }));
-    group.bench_function("residual_add", |bch| bch.iter(|| { let y = x3.clone() + x3.clone(); sync::<B>(&device); y }));
+    group.bench_function("rope_q_full_sequence", |bch| {
+        bch.iter(|| {
+            let y = full.apply_q(qf.clone());
+            sync::<B>(&device);
+            y
+        })
+    });
+    group.bench_function("qkv_split_heads_copy", |bch| {
+        bch.iter(|| {
+            let y = x3.clone().reshape([b, n, h, hd]).swap_dims(1, 2).reshape([b * h, n, hd]);
+            sync::<B>(&device);
+            y
+        })
+    });
+    group.bench_function("residual_add", |bch| {
+        bch.iter(|| {
+            let y = x3.clone() + x3.clone();
+            sync::<B>(&device);
+            y
+        })
+    });
     group.finish();
 }
 

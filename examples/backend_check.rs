@@ -1,7 +1,7 @@
 //! Checks every backend compiled into this binary against the golden tiny-AE fixture (and, when
 //! present, the training-target fixtures: HOG, teachers-tiny, disc-tiny) and times MAETok-B-128
 //! encode/decode. Used on GPU machines, where only prebuilt binaries run:
-//! `backend_check --fixtures shared/fixtures [--backends cuda,wgpu] [--batches 1,4,16]`.
+//! `backend_check --fixtures fixtures [--backends cuda,wgpu] [--batches 1,4,16]`.
 //! Writes one JSON report to stdout; exits non-zero if any parity check fails.
 
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use serde_json::json;
 
 #[derive(Parser, Clone)]
 struct Cli {
-    /// The `shared/fixtures` folder (needs tokenizer-ae-tiny/).
+    /// The fixtures folder (the repository's `fixtures/`) (needs tokenizer-ae-tiny/).
     #[arg(long)]
     fixtures: PathBuf,
     /// Backends to check (default: all compiled in).
@@ -43,7 +43,7 @@ fn check_line(name: &str, ours: Vec<f32>, want: &[f32], max_abs: f32, rel: f32) 
 /// HOG, the DINOv2/SigLIP teachers and the DINO discriminator against their fixtures (skipped
 /// when a fixture folder is absent).
 fn targets_parity<B: Backend>(fixtures: &std::path::Path, device: &B::Device) -> Result<Vec<serde_json::Value>> {
-    use maetok_targets::disc::{load_dino_disc, DiscConfig, DiscResize};
+    use maetok_targets::disc::{load_dino_disc, DiscResize};
     use maetok_targets::{load_vit, HogGenerator, VitConfig};
     let mut out = Vec::new();
     let hog_dir = fixtures.join("hog");
@@ -56,9 +56,12 @@ fn targets_parity<B: Backend>(fixtures: &std::path::Path, device: &B::Device) ->
     if t.is_dir() {
         let io = read_tensors(t.join("io.safetensors"));
         let x = tensor::<B, 4>(&io["input_imagenet"], device);
-        let dino = VitConfig { img_size: 64, patch_size: 16, dim: 48, depth: 2, heads: 4, mlp_hidden: 192, class_token: true, layer_scale: true, tanh_gelu: false, dynamic_img_size: false };
-        let siglip = VitConfig { mlp_hidden: 179, class_token: false, layer_scale: false, dynamic_img_size: true, ..dino.clone() };
-        for (name, cfg, file, key) in [("dino_features", dino, "dino_src_patch14.safetensors", "dino_features"), ("siglip_features", siglip, "siglip_src_patch14.safetensors", "siglip_features")] {
+        let dino = maetok::targets::testing::teachers_tiny(&t, "dino", VitConfig::dinov2_large())?;
+        let siglip = maetok::targets::testing::teachers_tiny(&t, "siglip", VitConfig::siglip_so400m())?;
+        for (name, cfg, file, key) in [
+            ("dino_features", dino, "dino_src_patch14.safetensors", "dino_features"),
+            ("siglip_features", siglip, "siglip_src_patch14.safetensors", "siglip_features"),
+        ] {
             let (m, _) = load_vit::<B>(t.join(file), &cfg, device)?;
             out.push(check_line(name, to_vec(m.forward_features(x.clone())?), &io[key].1, 1e-4, 1e-4));
         }
@@ -66,13 +69,24 @@ fn targets_parity<B: Backend>(fixtures: &std::path::Path, device: &B::Device) ->
     let d = fixtures.join("disc-tiny");
     if d.is_dir() {
         let io = read_tensors(d.join("io.safetensors"));
-        let backbone = VitConfig { img_size: 224, patch_size: 16, dim: 48, depth: 6, heads: 6, mlp_hidden: 192, class_token: true, layer_scale: false, tanh_gelu: true, dynamic_img_size: false };
-        let cfg = DiscConfig { backbone, key_depths: vec![2, 5, 8, 11], kernel: 9, norm_eps: 1e-6 };
+        let cfg = maetok::targets::testing::disc_tiny(&d)?;
         let heads = d.join("disc_heads.safetensors");
         let (mut disc, _) = load_dino_disc::<B>(d.join("dino_backbone.safetensors"), Some(heads.as_path()), &cfg, device)?;
         let x = tensor::<B, 4>(&io["input"], device);
-        out.push(check_line("disc_logits_eval", to_vec(disc.forward(x.clone(), DiscResize::Interpolate, false)?), &io["logits_eval"].1, 1e-4, 1e-4));
-        out.push(check_line("disc_logits_train", to_vec(disc.forward(x, DiscResize::Interpolate, true)?), &io["logits_train"].1, 1e-4, 1e-4));
+        out.push(check_line(
+            "disc_logits_eval",
+            to_vec(disc.forward(x.clone(), DiscResize::Interpolate, false)?),
+            &io["logits_eval"].1,
+            1e-4,
+            1e-4,
+        ));
+        out.push(check_line(
+            "disc_logits_train",
+            to_vec(disc.forward(x, DiscResize::Interpolate, true)?),
+            &io["logits_train"].1,
+            1e-4,
+            1e-4,
+        ));
     }
     Ok(out)
 }
@@ -86,7 +100,7 @@ impl Task for Check {
     fn run<B: Backend>(self, device: B::Device, name: &str) -> Result<serde_json::Value> {
         let cli = self.0;
         let dir = cli.fixtures.join("tokenizer-ae-tiny");
-        let args = ModelArgs::from_file(dir.join("config.json"))?.with_dims((64, 2, 4), (64, 2, 4));
+        let args = maetok::tokenizer::testing::fixture_args(&dir)?;
         eprintln!("{name}: loading the tiny fixture model");
         let (mut model, _) = load_with_args::<B>(&args, "tiny", dir.join("model.safetensors"), &device)?;
         let io = read_tensors(dir.join("io.safetensors"));
@@ -153,10 +167,11 @@ fn main() -> Result<()> {
     let tiny = cli.fixtures.join("tokenizer-ae-tiny");
     for f in ["config.json", "model.safetensors", "io.safetensors"] {
         if !tiny.join(f).is_file() {
-            anyhow::bail!("{} is missing: --fixtures must point at shared/fixtures", tiny.join(f).display());
+            anyhow::bail!("{} is missing: --fixtures must point at the fixtures folder", tiny.join(f).display());
         }
     }
-    let backends = if cli.backends.is_empty() { maetok::backend::available().iter().map(|s| s.to_string()).collect() } else { cli.backends.clone() };
+    let backends =
+        if cli.backends.is_empty() { maetok::backend::available().iter().map(|s| s.to_string()).collect() } else { cli.backends.clone() };
     let mut reports = Vec::new();
     let mut all_ok = true;
     for b in backends {

@@ -43,7 +43,9 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let cli = Cli::parse();
     let data = match (cli.procedural, &cli.data) {
         (Some(n), _) => {
@@ -53,7 +55,8 @@ fn main() -> anyhow::Result<()> {
         (None, Some(path)) => Dataset::folder(path, cli.layout)?,
         (None, None) => anyhow::bail!("give --data or --procedural"),
     };
-    let args = CacheArgs { out: cli.out, batch_size: cli.batch_size, shard_size: cli.shard_size, export_npz: cli.export_npz, progress: true };
+    let args =
+        CacheArgs { out: cli.out, batch_size: cli.batch_size, shard_size: cli.shard_size, export_npz: cli.export_npz, progress: true };
     let summary = cache_latents(cli.model, data, args, &cli.backend)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

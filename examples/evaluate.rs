@@ -73,7 +73,9 @@ enum Mode {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let cli = Cli::parse();
     let preprocess = match cli.pipeline {
         Pipeline::Adm => Preprocess::Tf1,
@@ -82,12 +84,18 @@ fn main() -> anyhow::Result<()> {
     let opts = |weights: PathBuf| InceptionOptions { weights, preprocess, batch_size: cli.batch_size, progress: true };
     let json = match cli.mode {
         Mode::Generation { inception, samples, reference, save_stats } => {
-            let r = evaluate_generation(GenerationArgs { samples, reference, inception: opts(inception), save_sample_stats: save_stats }, &cli.backend)?;
+            let r = evaluate_generation(
+                GenerationArgs { samples, reference, inception: opts(inception), save_sample_stats: save_stats },
+                &cli.backend,
+            )?;
             serde_json::to_string_pretty(&r)?
         }
         Mode::Reconstruction { inputs, reconstructions, inception, lpips_vgg, lpips_lin } => {
             let lpips = lpips_vgg.zip(lpips_lin);
-            let r = evaluate_reconstruction(ReconstructionArgs { inputs, reconstructions, inception: inception.map(opts), lpips, progress: true }, &cli.backend)?;
+            let r = evaluate_reconstruction(
+                ReconstructionArgs { inputs, reconstructions, inception: inception.map(opts), lpips, progress: true },
+                &cli.backend,
+            )?;
             serde_json::to_string_pretty(&r)?
         }
     };

@@ -59,10 +59,18 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let c = Cli::parse();
     let input = match (c.cache, c.npy) {
-        (Some(dir), _) => GmmInput::Cache { dir, per_token: c.per_token, samples_per_class: c.samples_per_class, max_classes: c.max_classes, factor: c.factor },
+        (Some(dir), _) => GmmInput::Cache {
+            dir,
+            per_token: c.per_token,
+            samples_per_class: c.samples_per_class,
+            max_classes: c.max_classes,
+            factor: c.factor,
+        },
         (None, Some(p)) => GmmInput::Npy(p),
         (None, None) => anyhow::bail!("give --cache or --npy"),
     };

@@ -31,14 +31,39 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let cli = Cli::parse();
-    let args = QuickstartArgs { out: cli.out.clone(), steps: cli.steps, batch_size: cli.batch_size, image_size: cli.image_size, seed: cli.seed, lr: cli.lr, progress: true };
+    let args = QuickstartArgs {
+        out: cli.out.clone(),
+        steps: cli.steps,
+        batch_size: cli.batch_size,
+        image_size: cli.image_size,
+        seed: cli.seed,
+        lr: cli.lr,
+        progress: true,
+    };
     let r = run(args, &cli.backend)?;
     println!("backend {}: {} steps in {:.1} s, loss {:.4} -> {:.4}", r.backend, r.steps, r.train_seconds, r.first_loss, r.final_loss);
-    println!("PSNR at init {:.2} dB, after training {:.2} dB, mean-colour baseline {:.2} dB", r.at_init.psnr, r.after_training.psnr, r.mean_colour_baseline.psnr);
-    println!("SSIM at init {:.4}, after training {:.4}, mean-colour baseline {:.4}", r.at_init.ssim, r.after_training.ssim, r.mean_colour_baseline.ssim);
-    println!("wrote {}/{{reconstructions.png, loss_curve.svg, metrics.json, samples/}} and the checkpoint {}", cli.out.display(), r.model_dir);
-    println!("try: cargo run --release --example reconstruct -- --model {} --out {}/recon {}/samples", r.model_dir, cli.out.display(), cli.out.display());
+    println!(
+        "PSNR at init {:.2} dB, after training {:.2} dB, mean-colour baseline {:.2} dB",
+        r.at_init.psnr, r.after_training.psnr, r.mean_colour_baseline.psnr
+    );
+    println!(
+        "SSIM at init {:.4}, after training {:.4}, mean-colour baseline {:.4}",
+        r.at_init.ssim, r.after_training.ssim, r.mean_colour_baseline.ssim
+    );
+    println!(
+        "wrote {}/{{reconstructions.png, loss_curve.svg, metrics.json, samples/}} and the checkpoint {}",
+        cli.out.display(),
+        r.model_dir
+    );
+    println!(
+        "try: cargo run --release --example reconstruct -- --model {} --out {}/recon {}/samples",
+        r.model_dir,
+        cli.out.display(),
+        cli.out.display()
+    );
     Ok(())
 }

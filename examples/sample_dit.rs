@@ -8,13 +8,11 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use maetok::dit::Schedule;
-use maetok::generate::{generate, Classes, GenerateArgs, Mode};
-use maetok::sampler::Guidance;
-use maetok::sit::PathType;
+use maetok::generate::{generate, Classes, GenerateArgs};
+use maetok::sampler::{Guidance, Sampler, Schedule};
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Sampler {
+enum CliSampler {
     Ddpm,
     Ddim,
 }
@@ -41,8 +39,8 @@ struct Cli {
     /// Class-balanced protocol: this many samples, classes i mod 1000.
     #[arg(long)]
     num_samples: Option<usize>,
-    #[arg(long, value_enum, default_value_t = Sampler::Ddpm)]
-    sampler: Sampler,
+    #[arg(long, value_enum, default_value_t = CliSampler::Ddpm)]
+    sampler: CliSampler,
     /// DDIM noise scale (0: deterministic).
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
@@ -70,7 +68,9 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let c = Cli::parse();
     let classes = match c.num_samples {
         Some(n) => Classes::Balanced { n },
@@ -82,18 +82,15 @@ fn main() -> anyhow::Result<()> {
         CliSchedule::Cosine => Schedule::Cosine,
     };
     let args = GenerateArgs {
-        sit: c.dit,
+        generator: c.dit,
         tokenizer: c.tokenizer,
         out: c.out,
         classes,
-        mode: match c.sampler {
-            Sampler::Ddpm => Mode::Ddpm { schedule },
-            Sampler::Ddim => Mode::Ddim { schedule, eta: c.eta },
+        sampler: match c.sampler {
+            CliSampler::Ddpm => Sampler::Ddpm { schedule, steps: c.steps },
+            CliSampler::Ddim => Sampler::Ddim { schedule, steps: c.steps, eta: c.eta },
         },
-        steps: c.steps,
-        heun: false,
-        path: PathType::Linear,
-        guidance: Guidance { scale: c.cfg_scale, low: 0.0, high: 1.0 },
+        guidance: Guidance::always(c.cfg_scale),
         batch_size: c.batch_size,
         seed: c.seed,
         latent_stats: c.latent_mean.zip(c.latent_std),

@@ -9,9 +9,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use maetok::generate::{generate, Classes, GenerateArgs, Mode};
-use maetok::sampler::Guidance;
-use maetok::sit::PathType;
+use maetok::generate::{generate, Classes, GenerateArgs};
+use maetok::sampler::{Guidance, PathType, Sampler};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum CliMode {
@@ -75,7 +74,9 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let c = Cli::parse();
     let classes = match c.num_samples {
         Some(n) => Classes::Balanced { n },
@@ -83,19 +84,19 @@ fn main() -> anyhow::Result<()> {
         None => anyhow::bail!("give --classes or --num-samples"),
     };
     let args = GenerateArgs {
-        sit: c.sit,
+        generator: c.sit,
         tokenizer: c.tokenizer,
         out: c.out,
         classes,
-        mode: match c.mode {
-            CliMode::Ode => Mode::Ode,
-            CliMode::Sde => Mode::Sde,
-        },
-        steps: c.steps,
-        heun: c.heun,
-        path: match c.path_type {
-            CliPath::Linear => PathType::Linear,
-            CliPath::Cosine => PathType::Cosine,
+        sampler: match c.mode {
+            CliMode::Ode => Sampler::Ode { steps: c.steps, heun: c.heun },
+            CliMode::Sde => Sampler::Sde {
+                steps: c.steps,
+                path: match c.path_type {
+                    CliPath::Linear => PathType::Linear,
+                    CliPath::Cosine => PathType::Cosine,
+                },
+            },
         },
         guidance: Guidance { scale: c.cfg_scale, low: c.guidance_low, high: c.guidance_high },
         batch_size: c.batch_size,

@@ -39,7 +39,9 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let cli = Cli::parse();
     let config = match (&cli.preset, &cli.config) {
         (Some(p), _) => VitConfig::preset(p).with_context(|| format!("unknown preset '{p}' (dinov2-l, siglip-so400m, dino-s)"))?,

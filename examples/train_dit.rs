@@ -10,10 +10,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use maetok::dit::{DitConfig, Schedule};
+use maetok::sampler::Schedule;
 use maetok::train::data::LatentCache;
-use maetok::train::DitTrainConfig;
-use maetok::train_sit::{train_sit, GeneratorSpec, Normalisation, TrainSitArgs};
+use maetok::train::{GeneratorTrainConfig, Objective};
+use maetok::train_generator::{train_generator, Normalisation, TrainGeneratorArgs};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum CliSchedule {
@@ -77,10 +77,12 @@ enum LatentStats {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let c = Cli::parse();
     let [l, ch] = LatentCache::open(&c.cache)?.latent_shape();
-    let mut model = DitConfig::preset(&c.preset, l, ch)?;
+    let mut model = maetok::dit::preset(&c.preset, l, ch)?;
     if let Some(d) = c.depth {
         model.depth = d;
     }
@@ -91,24 +93,26 @@ fn main() -> anyhow::Result<()> {
         model.num_heads = h;
     }
     model.num_classes = c.num_classes;
-    model.trunk().validate().map_err(anyhow::Error::msg)?;
-    let train = DitTrainConfig {
+    model.validate()?;
+    let train = GeneratorTrainConfig {
         batch_size: c.batch_size,
         lr: c.lr,
         ema_decay: c.ema_decay,
         grad_clip: (c.grad_clip > 0.0).then_some(c.grad_clip),
-        schedule: match c.schedule {
-            CliSchedule::Linear => Schedule::Linear,
-            CliSchedule::Cosine => Schedule::Cosine,
+        objective: Objective::Diffusion {
+            schedule: match c.schedule {
+                CliSchedule::Linear => Schedule::Linear,
+                CliSchedule::Cosine => Schedule::Cosine,
+            },
         },
         class_dropout_prob: c.cfg_prob,
         seed: c.seed,
         ..Default::default()
     };
-    let args = TrainSitArgs {
+    let args = TrainGeneratorArgs {
         cache: c.cache,
         out: c.out,
-        model: GeneratorSpec::Dit(model),
+        model,
         train,
         steps: c.steps,
         checkpoint_every: c.checkpoint_every,
@@ -120,7 +124,7 @@ fn main() -> anyhow::Result<()> {
         },
         progress: true,
     };
-    let s = train_sit(args, &c.backend)?;
+    let s = train_generator(args, &c.backend)?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

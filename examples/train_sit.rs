@@ -10,10 +10,11 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use maetok::sit::{PathType, SitConfig, TimeSampling};
+use maetok::generator::LatentTransformerConfig;
+use maetok::sampler::{PathType, TimeSampling};
 use maetok::train::data::LatentCache;
-use maetok::train::SitTrainConfig;
-use maetok::train_sit::{train_sit, GeneratorSpec, Normalisation, TrainSitArgs};
+use maetok::train::{GeneratorTrainConfig, Objective};
+use maetok::train_generator::{train_generator, Normalisation, TrainGeneratorArgs};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Weighting {
@@ -83,12 +84,14 @@ enum LatentStats {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let c = Cli::parse();
     let [l, ch] = LatentCache::open(&c.cache)?.latent_shape();
     let mut model = match &c.config {
-        Some(p) => SitConfig::from_file(p)?,
-        None => SitConfig::preset(&c.preset, l, ch)?,
+        Some(p) => LatentTransformerConfig::from_file(p)?,
+        None => maetok::sit::preset(&c.preset, l, ch)?,
     };
     if let Some(d) = c.depth {
         model.depth = d;
@@ -101,30 +104,33 @@ fn main() -> anyhow::Result<()> {
         model.num_heads = h;
     }
     model.num_classes = c.num_classes;
-    model.validate().map_err(anyhow::Error::msg)?;
+    model.validate()?;
+    anyhow::ensure!(!model.learns_sigma(), "the config has learn_sigma = true (a DiT): train it with train_dit");
     let path = match c.path_type.as_str() {
         "linear" => PathType::Linear,
         "cosine" => PathType::Cosine,
         o => anyhow::bail!("unknown --path-type '{o}'; choose linear or cosine"),
     };
-    let train = SitTrainConfig {
+    let train = GeneratorTrainConfig {
         batch_size: c.batch_size,
         lr: c.lr,
         ema_decay: c.ema_decay,
         grad_clip: (c.grad_clip > 0.0).then_some(c.grad_clip),
-        path,
-        sampling: match c.weighting {
-            Weighting::Uniform => TimeSampling::Uniform,
-            Weighting::Lognormal => TimeSampling::LogNormal,
+        objective: Objective::Flow {
+            path,
+            sampling: match c.weighting {
+                Weighting::Uniform => TimeSampling::Uniform,
+                Weighting::Lognormal => TimeSampling::LogNormal,
+            },
         },
         class_dropout_prob: c.cfg_prob,
         seed: c.seed,
         ..Default::default()
     };
-    let args = TrainSitArgs {
+    let args = TrainGeneratorArgs {
         cache: c.cache,
         out: c.out,
-        model: GeneratorSpec::Sit(model),
+        model,
         train,
         steps: c.steps,
         checkpoint_every: c.checkpoint_every,
@@ -136,7 +142,7 @@ fn main() -> anyhow::Result<()> {
         },
         progress: true,
     };
-    let s = train_sit(args, &c.backend)?;
+    let s = train_generator(args, &c.backend)?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

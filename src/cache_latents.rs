@@ -14,14 +14,23 @@ use indicatif::{ProgressBar, ProgressStyle};
 use maetok_tokenizer::{load_pretrained, MaeTok};
 use maetok_train::data::latent_cache::{CacheManifest, FailedImage};
 use maetok_train::data::procedural::CLASSES;
-use maetok_train::data::{images_to_tensor, load_rgb, preprocess_center_crop, ImageFolder, LatentCacheWriter, LatentRecord, Layout, ProceduralShapes};
+use maetok_train::data::{
+    images_to_tensor, load_rgb, preprocess_center_crop, ImageFolder, LatentCacheWriter, LatentRecord, Layout, ProceduralShapes,
+};
 use serde::Serialize;
 
 /// A labelled image dataset in a fixed order.
 pub enum Dataset {
-    Folder { folder: ImageFolder, layout: Layout },
+    Folder {
+        folder: ImageFolder,
+        layout: Layout,
+    },
     /// `count` images of the built-in procedural shapes (seeded; any size).
-    Procedural { shapes: ProceduralShapes, count: usize, seed: u64 },
+    Procedural {
+        shapes: ProceduralShapes,
+        count: usize,
+        seed: u64,
+    },
 }
 
 impl Dataset {
@@ -72,7 +81,8 @@ impl Dataset {
             }
             Self::Procedural { shapes, .. } => {
                 let (img, label) = shapes.get(i as u64);
-                let img = if img.width() as usize == size && img.height() as usize == size { img } else { preprocess_center_crop(&img, size) };
+                let img =
+                    if img.width() as usize == size && img.height() as usize == size { img } else { preprocess_center_crop(&img, size) };
                 (Ok(img), label, format!("{}/{:06}.png", CLASSES[label], i))
             }
         }
@@ -113,7 +123,13 @@ fn to_host<B: Backend>(t: Tensor<B, 3>) -> Result<Vec<f32>> {
 }
 
 /// Caches `data` with `model`; `tokenizer` names the checkpoint in the manifest.
-pub fn cache_with_model<B: Backend>(model: &MaeTok<B>, tokenizer: &str, data: &Dataset, args: &CacheArgs, device: &B::Device) -> Result<CacheSummary> {
+pub fn cache_with_model<B: Backend>(
+    model: &MaeTok<B>,
+    tokenizer: &str,
+    data: &Dataset,
+    args: &CacheArgs,
+    device: &B::Device,
+) -> Result<CacheSummary> {
     let start = std::time::Instant::now();
     let cfg = &model.config;
     let size = cfg.image_size;
@@ -166,7 +182,9 @@ pub fn cache_with_model<B: Backend>(model: &MaeTok<B>, tokenizer: &str, data: &D
     let manifest = writer.finish()?;
     pb.finish_and_clear();
     let exported = match &args.export_npz {
-        Some(dir) => Some(maetok_train::data::LatentCache::open(&args.out)?.export_npz(dir).with_context(|| format!("exporting to {}", dir.display()))?),
+        Some(dir) => Some(
+            maetok_train::data::LatentCache::open(&args.out)?.export_npz(dir).with_context(|| format!("exporting to {}", dir.display()))?,
+        ),
         None => None,
     };
     let secs = start.elapsed().as_secs_f64();

@@ -17,10 +17,10 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
 use maetok_eval::inception::{load_inception, FeatureSet, InceptionV3, Preprocess, NUM_LOGITS, POOL_DIM, SPATIAL_DIM};
+use maetok_eval::ndarray::{self, Array4, ArrayD, IxDyn};
 use maetok_eval::npz::{read_f64_array, write_f64_arrays, SampleStream};
 use maetok_eval::{frechet_distance, inception_score, precision_recall, psnr, ssim, FeatureStats, SsimOptions};
 use maetok_train::data::{collect_inputs, load_rgb};
-use maetok_eval::ndarray::{self, Array4, ArrayD, IxDyn};
 use serde::Serialize;
 
 /// A set of uint8 RGB images of one size.
@@ -80,7 +80,12 @@ impl ImageSource {
                 for (i, p) in paths[start..end].iter().enumerate() {
                     let img = load_rgb(p)?;
                     if (img.height() as usize, img.width() as usize) != (h, w) {
-                        bail!("{} is {}x{}, but the set's first image is {w}x{h}; all images must have one size", p.display(), img.width(), img.height());
+                        bail!(
+                            "{} is {}x{}, but the set's first image is {w}x{h}; all images must have one size",
+                            p.display(),
+                            img.width(),
+                            img.height()
+                        );
                     }
                     out.slice_mut(ndarray::s![i, .., .., ..]).as_slice_mut().expect("contiguous").copy_from_slice(img.as_raw());
                 }
@@ -112,7 +117,13 @@ fn bar(len: usize, label: &str, on: bool) -> ProgressBar {
 }
 
 /// Inception features of every image of `src`.
-pub fn extract_features<B: Backend>(model: &InceptionV3<B>, src: &mut ImageSource, opts: &InceptionOptions, label: &str, device: &B::Device) -> Result<FeatureSet> {
+pub fn extract_features<B: Backend>(
+    model: &InceptionV3<B>,
+    src: &mut ImageSource,
+    opts: &InceptionOptions,
+    label: &str,
+    device: &B::Device,
+) -> Result<FeatureSet> {
     let pb = bar(src.len(), label, opts.progress);
     let mut all = FeatureSet::default();
     let mut start = 0;
@@ -213,8 +224,13 @@ impl crate::backend::Task for GenerationTask {
         let from_file = file_stats.is_some();
         let (r_pool, r_spatial) = match (file_stats, &ref_feats) {
             (Some(s), _) => s,
-            (None, Some(rf)) if rf.n >= 2 => (FeatureStats::from_features(&rf.pool, rf.n, POOL_DIM), FeatureStats::from_features(&rf.spatial, rf.n, SPATIAL_DIM)),
-            _ => bail!("{}: holds neither reference images (arr_0, at least 2) nor statistics (mu, sigma, mu_s, sigma_s)", a.reference.display()),
+            (None, Some(rf)) if rf.n >= 2 => {
+                (FeatureStats::from_features(&rf.pool, rf.n, POOL_DIM), FeatureStats::from_features(&rf.spatial, rf.n, SPATIAL_DIM))
+            }
+            _ => bail!(
+                "{}: holds neither reference images (arr_0, at least 2) nor statistics (mu, sigma, mu_s, sigma_s)",
+                a.reference.display()
+            ),
         };
         let (is, is_std) = match &sf.logits {
             Some(l) => {
@@ -295,7 +311,12 @@ impl crate::backend::Task for ReconstructionTask {
         if inputs.len() != recs.len() || inputs.image_shape() != recs.image_shape() {
             bail!(
                 "inputs ({}: {} images of {:?}) and reconstructions ({}: {} images of {:?}) must match in count and size",
-                a.inputs.display(), inputs.len(), inputs.image_shape(), a.reconstructions.display(), recs.len(), recs.image_shape()
+                a.inputs.display(),
+                inputs.len(),
+                inputs.image_shape(),
+                a.reconstructions.display(),
+                recs.len(),
+                recs.image_shape()
             );
         }
         let [h, w, c] = inputs.image_shape();
@@ -337,7 +358,13 @@ impl crate::backend::Task for ReconstructionTask {
                     let v: Vec<f32> = a.iter().map(|&p| p as f32 / 127.5 - 1.0).collect();
                     burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(v, [n, h, w, c]), &device).permute([0, 3, 1, 2])
                 };
-                let d: Vec<f32> = l.forward(to_pm1(&x), to_pm1(&y)).total.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let d: Vec<f32> = l
+                    .forward(to_pm1(&x), to_pm1(&y))
+                    .total
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 sum_lpips += d.iter().map(|&v| v as f64).sum::<f64>();
             }
             start += x.dim().0;
@@ -346,8 +373,12 @@ impl crate::backend::Task for ReconstructionTask {
         pb.finish_and_clear();
         let n = inputs.len();
         let fids = (model.is_some() && n >= 2).then(|| {
-            let fid = frechet_distance(&FeatureStats::from_features(&fi.pool, n, POOL_DIM), &FeatureStats::from_features(&fr.pool, n, POOL_DIM));
-            let sfid = frechet_distance(&FeatureStats::from_features(&fi.spatial, n, SPATIAL_DIM), &FeatureStats::from_features(&fr.spatial, n, SPATIAL_DIM));
+            let fid =
+                frechet_distance(&FeatureStats::from_features(&fi.pool, n, POOL_DIM), &FeatureStats::from_features(&fr.pool, n, POOL_DIM));
+            let sfid = frechet_distance(
+                &FeatureStats::from_features(&fi.spatial, n, SPATIAL_DIM),
+                &FeatureStats::from_features(&fr.spatial, n, SPATIAL_DIM),
+            );
             (fid, sfid)
         });
         Ok(ReconstructionReport {

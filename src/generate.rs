@@ -1,48 +1,27 @@
-//! Class-conditional generation with a SiT or a DiT and a MAETok tokenizer; the `sample_sit` and
-//! `sample_dit` examples are CLIs over [`generate`]. Writes `{index:06}.png`, `grid.png`, an ADM
-//! batch `samples.npz` (uint8 NHWC `arr_0`) and `generation.json`.
+//! Class-conditional generation with a latent generator (SiT or DiT) and a MAETok tokenizer;
+//! the `sample_sit` and `sample_dit` examples and the trainers' previews use [`sample_latents`].
+//! Writes `{index:06}.png`, `grid.png`, an ADM batch `samples.npz` (uint8 NHWC `arr_0`) and
+//! `generation.json`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::Int;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use maetok_dit::{load_dit, Dit, GaussianDiffusion};
 use maetok_eval::ndarray::Array4;
-use maetok_sampler::{euler_maruyama_sampler, euler_sampler, Guidance};
-use maetok_sit::{load_sit, PathType, Sit};
+use maetok_generator::LatentTransformer;
+use maetok_sampler::{Denoiser, Guidance, Sampler};
 use maetok_tokenizer::{load_pretrained, MaeTok};
 use maetok_train::viz::grid;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-/// The sampler: SiT's ODE (Euler/Heun) or SDE (Euler–Maruyama); DiT's ancestral DDPM or DDIM.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Ode,
-    Sde,
-    /// DiT: `p_sample_loop` over `steps` respaced steps of the `schedule`.
-    Ddpm {
-        schedule: maetok_dit::Schedule,
-    },
-    /// DiT: DDIM with `eta`.
-    Ddim {
-        schedule: maetok_dit::Schedule,
-        eta: f64,
-    },
-}
-
 /// Which classes to sample.
 #[derive(Debug, Clone)]
 pub enum Classes {
     /// `per_class` samples of each listed class.
-    List {
-        classes: Vec<usize>,
-        per_class: usize,
-    },
+    List { classes: Vec<usize>, per_class: usize },
     /// `n` samples with classes `i mod num_classes` (class-balanced: 50 per class for 50k).
     Balanced { n: usize },
 }
@@ -50,15 +29,13 @@ pub enum Classes {
 /// Options of a generation run.
 #[derive(Debug, Clone)]
 pub struct GenerateArgs {
-    /// The generator folder: a SiT for the ODE/SDE modes, a DiT for DDPM/DDIM.
-    pub sit: PathBuf,
+    /// The generator folder: a SiT (velocity) for the ODE/SDE samplers, a DiT (learned
+    /// variance) for DDPM/DDIM.
+    pub generator: PathBuf,
     pub tokenizer: PathBuf,
     pub out: PathBuf,
     pub classes: Classes,
-    pub mode: Mode,
-    pub steps: usize,
-    pub heun: bool,
-    pub path: PathType,
+    pub sampler: Sampler,
     pub guidance: Guidance,
     pub batch_size: usize,
     pub seed: u64,
@@ -70,7 +47,7 @@ pub struct GenerateArgs {
 
 /// The latent normalisation a generator folder records (`latent_mean`, `latent_std` in its
 /// `config.json`, written by our trainer), if any.
-pub fn training_stats(dir: &std::path::Path) -> Option<(f64, f64)> {
+pub fn training_stats(dir: &Path) -> Option<(f64, f64)> {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
     Some((v.get("latent_mean")?.as_f64()?, v.get("latent_std")?.as_f64()?))
 }
@@ -90,112 +67,39 @@ pub fn normal_draws(rng: &mut impl Rng, n: usize) -> Vec<f64> {
     (0..n).map(|_| rng.sample(rand_distr::StandardNormal)).collect()
 }
 
-/// A loaded generator.
-pub enum Generator<B: Backend> {
-    Sit(Sit<B>),
-    Dit(Dit<B>),
-}
-
-impl<B: Backend> Generator<B> {
-    pub fn latent_shape(&self) -> [usize; 2] {
-        match self {
-            Self::Sit(m) => m.latent_shape(),
-            Self::Dit(m) => m.net.latent_shape(),
+/// Loads the generator folder that `sampler` needs: a SiT for the flow samplers, a DiT for the
+/// diffusion ones.
+pub fn load_generator<B: Backend>(dir: &Path, sampler: Sampler, device: &B::Device) -> Result<LatentTransformer<B>> {
+    Ok(match sampler {
+        Sampler::Ode { .. } | Sampler::Sde { .. } => {
+            maetok_sit::load_sit::<B>(dir, device).with_context(|| format!("the {sampler:?} sampler needs a SiT folder"))?.0
         }
-    }
-    pub fn num_classes(&self) -> usize {
-        match self {
-            Self::Sit(m) => m.num_classes(),
-            Self::Dit(m) => m.net.num_classes(),
+        Sampler::Ddpm { .. } | Sampler::Ddim { .. } => {
+            maetok_dit::load_dit::<B>(dir, device).with_context(|| format!("the {sampler:?} sampler needs a DiT folder"))?.0
         }
-    }
+    })
 }
 
-/// DiT's guided `[ε | v]` for `x` `[n, L, C]`: the reference's `forward_with_cfg` on `[x; x]`
-/// with labels `[y; null]` (one doubled batch), keeping the first `n` rows (guided ε, conditional v).
-fn dit_guided<B: Backend>(m: &Dit<B>, x: Tensor<B, 3>, t: Tensor<B, 1, Int>, y: &Tensor<B, 1, Int>, scale: f64) -> Tensor<B, 3> {
-    let n = x.dims()[0];
-    if scale <= 1.0 {
-        return m.forward(x, t, y.clone());
-    }
-    let null = Tensor::<B, 1, Int>::full([n], m.net.null_class() as i64, &x.device());
-    m.forward_with_cfg(Tensor::cat(vec![x.clone(), x], 0), Tensor::cat(vec![t.clone(), t], 0), Tensor::cat(vec![y.clone(), null], 0), scale).narrow(0, 0, n)
-}
-
-/// Samples normalised latents for `labels` (`[n·L·C]` f64); the noise of batch `b` comes from
-/// a generator seeded with `(seed, b)`, so any batch can be regenerated alone.
-pub fn sample_latents<B: Backend>(
-    model: &Generator<B>,
+/// Samples normalised latents `[n·L·C]` (f64) of shape `latent` for `labels`; the noise of
+/// batch `batch_index` comes from a generator seeded with `(seed, batch_index)`, so any batch
+/// can be regenerated alone.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_latents<B: Backend, M: Denoiser<B> + ?Sized>(
+    model: &M,
+    latent: [usize; 2],
     labels: &[i64],
     batch_index: u64,
-    args: &GenerateArgs,
+    sampler: Sampler,
+    guidance: Guidance,
+    seed: u64,
     device: &B::Device,
 ) -> Result<Vec<f64>> {
-    let [l, c] = model.latent_shape();
+    let [l, c] = latent;
     let n = labels.len();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-        args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ batch_index,
-    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ batch_index);
     let x = normal_draws(&mut rng, n * l * c);
-    Ok(match (model, args.mode) {
-        (Generator::Sit(m), Mode::Ode) => euler_sampler(
-            m,
-            &x,
-            [n, l, c],
-            labels,
-            args.steps,
-            args.heun,
-            args.guidance,
-            device,
-        ),
-        (Generator::Sit(m), Mode::Sde) => {
-            let mut noise = |k: usize| normal_draws(&mut rng, k);
-            euler_maruyama_sampler(
-                m,
-                &x,
-                [n, l, c],
-                labels,
-                args.steps,
-                args.path,
-                args.guidance,
-                &mut noise,
-                device,
-            )
-        }
-        (Generator::Dit(m), Mode::Ddpm { schedule } | Mode::Ddim { schedule, .. }) => {
-            let diffusion = GaussianDiffusion::new(schedule, 1000, &args.steps.to_string())
-                .map_err(anyhow::Error::msg)?;
-            let to_t = |v: Vec<f64>| {
-                Tensor::<B, 3>::from_data(
-                    TensorData::new(
-                        v.into_iter().map(|a| a as f32).collect::<Vec<_>>(),
-                        [n, l, c],
-                    ),
-                    device,
-                )
-            };
-            let y = Tensor::<B, 1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), device);
-            let model_fn = |xt: Tensor<B, 3>, t: Tensor<B, 1, Int>| {
-                dit_guided(m, xt, t, &y, args.guidance.scale)
-            };
-            let noise = |_k: usize| to_t(normal_draws(&mut rng, n * l * c));
-            let out = match args.mode {
-                Mode::Ddim { eta, .. } => {
-                    diffusion.ddim_sample_loop(to_t(x), eta, model_fn, noise, |_| {})
-                }
-                _ => diffusion.p_sample_loop(to_t(x), model_fn, noise, |_| {}),
-            };
-            out.into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?
-                .into_iter()
-                .map(f64::from)
-                .collect()
-        }
-        (Generator::Sit(_), _) => bail!("{} is a SiT: use --mode ode or sde", args.sit.display()),
-        (Generator::Dit(_), _) => bail!("{} is a DiT: use --mode ddpm or ddim", args.sit.display()),
-    })
+    let mut noise = |k: usize| normal_draws(&mut rng, k);
+    Ok(maetok_sampler::sample(model, &x, [n, l, c], labels, sampler, guidance, &mut noise, device)?)
 }
 
 /// Decodes normalised latents to uint8 images the reference's way: `decode(z·std + mean)`,
@@ -209,24 +113,14 @@ pub fn decode_latents<B: Backend>(
     device: &B::Device,
 ) -> Result<Vec<RgbImage>> {
     let (l, c) = (tok.config.latent_tokens, tok.config.latent_dim);
-    let zt = Tensor::<B, 3>::from_data(
-        TensorData::new(z.iter().map(|&v| v as f32).collect::<Vec<_>>(), [n, l, c]),
-        device,
-    );
+    let zt = Tensor::<B, 3>::from_data(TensorData::new(z.iter().map(|&v| v as f32).collect::<Vec<_>>(), [n, l, c]), device);
     let img = tok.decode(zt * std + mean)?.clamp(-1.0, 1.0);
     let [_, _, h, w] = img.dims();
-    let v: Vec<f32> = img
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let v: Vec<f32> = img.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok((0..n)
         .map(|i| {
             RgbImage::from_fn(w as u32, h as u32, |x, y| {
-                let px = |ch: usize| {
-                    (255.0 * (v[((i * 3 + ch) * h + y as usize) * w + x as usize] + 1.0) / 2.0)
-                        .clamp(0.0, 255.0) as u8
-                };
+                let px = |ch: usize| (255.0 * (v[((i * 3 + ch) * h + y as usize) * w + x as usize] + 1.0) / 2.0).clamp(0.0, 255.0) as u8;
                 image::Rgb([px(0), px(1), px(2)])
             })
         })
@@ -240,74 +134,51 @@ impl crate::backend::Task for GenerateTask {
     fn run<B: Backend>(self, device: B::Device, _name: &str) -> Result<GenerateSummary> {
         let a = self.0;
         let start = std::time::Instant::now();
-        let sit = if matches!(a.mode, Mode::Ddpm { .. } | Mode::Ddim { .. }) {
-            Generator::Dit(load_dit::<B>(&a.sit, &device)?.0)
-        } else {
-            Generator::Sit(load_sit::<B>(&a.sit, &device)?.0)
-        };
+        let generator = load_generator::<B>(&a.generator, a.sampler, &device)?;
         let (tok, _) = load_pretrained::<B>(&a.tokenizer, &device)?;
         let want = [tok.config.latent_tokens, tok.config.latent_dim];
-        if sit.latent_shape() != want {
+        let latent = generator.latent_shape();
+        if latent != want {
             bail!(
                 "the generator {} takes [{}, {}] latents but the tokenizer {} produces {:?}",
-                a.sit.display(),
-                sit.latent_shape()[0],
-                sit.latent_shape()[1],
+                a.generator.display(),
+                latent[0],
+                latent[1],
                 a.tokenizer.display(),
                 want
             );
         }
         let stats = match a.latent_stats {
             Some(s) => s,
-            None => training_stats(&a.sit).unwrap_or((tok.config.vq_mean, tok.config.vq_std)),
+            None => training_stats(&a.generator).unwrap_or((tok.config.vq_mean, tok.config.vq_std)),
         };
-        let k = sit.num_classes();
+        let k = generator.num_classes();
         let labels: Vec<i64> = match &a.classes {
             Classes::List { classes, per_class } => {
                 if let Some(bad) = classes.iter().find(|&&c| c >= k) {
-                    bail!(
-                        "class id {bad} is out of range: the generator has {k} classes (0..{})",
-                        k - 1
-                    );
+                    bail!("class id {bad} is out of range: the generator has {k} classes (0..{})", k - 1);
                 }
-                classes
-                    .iter()
-                    .flat_map(|&c| std::iter::repeat_n(c as i64, *per_class))
-                    .collect()
+                classes.iter().flat_map(|&c| std::iter::repeat_n(c as i64, *per_class)).collect()
             }
             Classes::Balanced { n } => (0..*n).map(|i| (i % k) as i64).collect(),
         };
         if labels.is_empty() {
             bail!("nothing to sample: give classes and a positive count");
         }
-        std::fs::create_dir_all(&a.out)
-            .with_context(|| format!("cannot create {}", a.out.display()))?;
-        let pb = if a.progress {
-            ProgressBar::new(labels.len() as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        pb.set_style(
-            ProgressStyle::with_template(
-                "sampling {bar:40} {pos}/{len} images {per_sec} eta {eta}",
-            )
-            .expect("template"),
-        );
+        std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+        let pb = if a.progress { ProgressBar::new(labels.len() as u64) } else { ProgressBar::hidden() };
+        pb.set_style(ProgressStyle::with_template("sampling {bar:40} {pos}/{len} images {per_sec} eta {eta}").expect("template"));
         let size = tok.config.image_size;
         let mut all = Array4::<u8>::zeros((labels.len(), size, size, 3));
         let mut preview = Vec::new();
         for (b, chunk) in labels.chunks(a.batch_size.max(1)).enumerate() {
-            let z = sample_latents(&sit, chunk, b as u64, &a, &device)?;
+            let z = sample_latents(&generator, latent, chunk, b as u64, a.sampler, a.guidance, a.seed, &device)?;
             let imgs = decode_latents(&tok, &z, chunk.len(), stats, &device)?;
             for (j, img) in imgs.into_iter().enumerate() {
                 let idx = b * a.batch_size.max(1) + j;
                 let p = a.out.join(format!("{idx:06}.png"));
-                img.save(&p)
-                    .with_context(|| format!("cannot write {}", p.display()))?;
-                all.slice_mut(maetok_eval::ndarray::s![idx, .., .., ..])
-                    .as_slice_mut()
-                    .expect("contiguous")
-                    .copy_from_slice(img.as_raw());
+                img.save(&p).with_context(|| format!("cannot write {}", p.display()))?;
+                all.slice_mut(maetok_eval::ndarray::s![idx, .., .., ..]).as_slice_mut().expect("contiguous").copy_from_slice(img.as_raw());
                 if preview.len() < 64 {
                     preview.push(img);
                 }
@@ -316,9 +187,7 @@ impl crate::backend::Task for GenerateTask {
         }
         pb.finish_and_clear();
         let grid_path = a.out.join("grid.png");
-        grid(&preview, 8)
-            .save(&grid_path)
-            .with_context(|| format!("cannot write {}", grid_path.display()))?;
+        grid(&preview, 8).save(&grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
         let npz = a.out.join("samples.npz");
         maetok_eval::npz::write_samples(&npz, &all)?;
         let secs = start.elapsed().as_secs_f64();
@@ -329,10 +198,7 @@ impl crate::backend::Task for GenerateTask {
             seconds: secs,
             images_per_second: labels.len() as f64 / secs,
         };
-        maetok_nn::io::write_atomic(
-            &a.out.join("generation.json"),
-            serde_json::to_string_pretty(&summary)?.as_bytes(),
-        )?;
+        maetok_nn::io::write_atomic(&a.out.join("generation.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
         Ok(summary)
     }
 }

@@ -114,7 +114,12 @@ pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let h = parse_npy_header(&bytes).map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
     if h.shape.len() != 2 || h.fortran_order {
-        bail!("{}: expected a C-order [N, D] matrix, found shape {:?}{}", path.display(), h.shape, if h.fortran_order { " (Fortran order)" } else { "" });
+        bail!(
+            "{}: expected a C-order [N, D] matrix, found shape {:?}{}",
+            path.display(),
+            h.shape,
+            if h.fortran_order { " (Fortran order)" } else { "" }
+        );
     }
     let (n, d) = (h.shape[0], h.shape[1]);
     let data = &bytes[h.data_offset..];
@@ -132,7 +137,14 @@ pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
 /// Gathers rows from a cache: optionally a seeded subset of classes and of images per class
 /// (sorted before sampling, so runs are reproducible), flattened latents cut to the first
 /// `factor` share, or single tokens.
-fn rows_from_cache(dir: &Path, per_token: bool, spc: Option<usize>, max_classes: Option<usize>, factor: f64, seed: u64) -> Result<(Vec<f32>, usize, usize, usize)> {
+fn rows_from_cache(
+    dir: &Path,
+    per_token: bool,
+    spc: Option<usize>,
+    max_classes: Option<usize>,
+    factor: f64,
+    seed: u64,
+) -> Result<(Vec<f32>, usize, usize, usize)> {
     let cache = LatentCache::open(dir)?;
     if cache.is_empty() {
         bail!("{}: the cache holds no latents", dir.display());
@@ -192,7 +204,9 @@ fn gather(data: &[f64], d: usize, rows: &[usize]) -> Vec<f64> {
 /// Runs the analysis and writes `gmm_fit.json` and `nll_vs_k.svg` to `args.out`.
 pub fn gmm_fit(args: &GmmFitArgs) -> Result<GmmReport> {
     let (raw, n, d0, labels) = match &args.input {
-        GmmInput::Cache { dir, per_token, samples_per_class, max_classes, factor } => rows_from_cache(dir, *per_token, *samples_per_class, *max_classes, *factor, args.seed)?,
+        GmmInput::Cache { dir, per_token, samples_per_class, max_classes, factor } => {
+            rows_from_cache(dir, *per_token, *samples_per_class, *max_classes, *factor, args.seed)?
+        }
         GmmInput::Npy(p) => {
             let (v, n, d) = read_npy_matrix(p)?;
             (v, n, d, 0)
@@ -237,9 +251,20 @@ pub fn gmm_fit(args: &GmmFitArgs) -> Result<GmmReport> {
                     let g = fit_em(&train, d, k, &opts);
                     let (tn, vn) = (-g.mean_log_likelihood(&train), if val.is_empty() { f64::NAN } else { -g.mean_log_likelihood(&val) });
                     FitResult {
-                        engine, k, train_nll: tn, val_nll: vn, train_nll_per_dim: tn / d as f64, val_nll_per_dim: vn / d as f64,
-                        bic: g.bic(&train), aic: Some(g.aic(&train)), log_weight_sum: None, val_nll_normalised: None,
-                        iterations: g.iterations, converged: Some(g.converged), weights: g.weights.clone(), seconds: 0.0,
+                        engine,
+                        k,
+                        train_nll: tn,
+                        val_nll: vn,
+                        train_nll_per_dim: tn / d as f64,
+                        val_nll_per_dim: vn / d as f64,
+                        bic: g.bic(&train),
+                        aic: Some(g.aic(&train)),
+                        log_weight_sum: None,
+                        val_nll_normalised: None,
+                        iterations: g.iterations,
+                        converged: Some(g.converged),
+                        weights: g.weights.clone(),
+                        seconds: 0.0,
                     }
                 }
                 Engine::Gradient => {
@@ -255,15 +280,31 @@ pub fn gmm_fit(args: &GmmFitArgs) -> Result<GmmReport> {
                     let tn = *fit.train_loss.last().unwrap_or(&f64::NAN);
                     let vn = *fit.val_loss.last().unwrap_or(&f64::NAN);
                     FitResult {
-                        engine, k, train_nll: tn, val_nll: vn, train_nll_per_dim: tn / d as f64, val_nll_per_dim: vn / d as f64,
-                        bic: fit.model.bic(&train), aic: None, log_weight_sum: Some(fit.model.log_weight_sum()),
+                        engine,
+                        k,
+                        train_nll: tn,
+                        val_nll: vn,
+                        train_nll_per_dim: tn / d as f64,
+                        val_nll_per_dim: vn / d as f64,
+                        bic: fit.model.bic(&train),
+                        aic: None,
+                        log_weight_sum: Some(fit.model.log_weight_sum()),
                         val_nll_normalised: (!val.is_empty()).then(|| fit.model.normalised_nll(&val)),
-                        iterations: args.epochs, converged: None, weights: fit.model.weights.clone(), seconds: 0.0,
+                        iterations: args.epochs,
+                        converged: None,
+                        weights: fit.model.weights.clone(),
+                        seconds: 0.0,
                     }
                 }
             };
             let r = FitResult { seconds: t0.elapsed().as_secs_f64(), ..r };
-            tracing::info!("{engine:?} K={k}: train NLL/dim {:.4}, val NLL/dim {:.4}, BIC {:.1} ({:.1} s)", r.train_nll_per_dim, r.val_nll_per_dim, r.bic, r.seconds);
+            tracing::info!(
+                "{engine:?} K={k}: train NLL/dim {:.4}, val NLL/dim {:.4}, BIC {:.1} ({:.1} s)",
+                r.train_nll_per_dim,
+                r.val_nll_per_dim,
+                r.bic,
+                r.seconds
+            );
             results.push(r);
         }
     }
@@ -275,7 +316,8 @@ pub fn gmm_fit(args: &GmmFitArgs) -> Result<GmmReport> {
         series.push((format!("{engine:?} val"), pts(|r| r.val_nll_per_dim)));
     }
     let named: Vec<(&str, Vec<(f64, f64)>)> = series.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
-    line_plot_svg(&plot, "GMM fit of the latent space", "components K", "NLL per dimension (nats)", &named).map_err(|e| anyhow::anyhow!("{}: {e}", plot.display()))?;
+    line_plot_svg(&plot, "GMM fit of the latent space", "components K", "NLL per dimension (nats)", &named)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", plot.display()))?;
     let report = GmmReport {
         rows: n,
         train_rows: tr.len(),
@@ -288,6 +330,7 @@ pub fn gmm_fit(args: &GmmFitArgs) -> Result<GmmReport> {
         plot: plot.display().to_string(),
     };
     let json = args.out.join("gmm_fit.json");
-    maetok_nn::io::write_atomic(&json, serde_json::to_string_pretty(&report)?.as_bytes()).with_context(|| format!("cannot write {}", json.display()))?;
+    maetok_nn::io::write_atomic(&json, serde_json::to_string_pretty(&report)?.as_bytes())
+        .with_context(|| format!("cannot write {}", json.display()))?;
     Ok(report)
 }

@@ -6,6 +6,7 @@
 
 pub use maetok_dit as dit;
 pub use maetok_eval as eval;
+pub use maetok_generator as generator;
 pub use maetok_nn as nn;
 pub use maetok_sampler as sampler;
 pub use maetok_sit as sit;
@@ -21,4 +22,4 @@ pub mod gmm_fit;
 pub mod quickstart;
 pub mod reconstruct;
 pub mod teacher_features;
-pub mod train_sit;
+pub mod train_generator;

@@ -11,7 +11,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use maetok_eval::{psnr, ssim, SsimOptions};
-use maetok_tokenizer::{save_pretrained, MaeTok, ModelArgs};
+use maetok_tokenizer::{save_pretrained, MaeTok, ModelArgs, VitSize};
 use maetok_train::data::image::to_unit_hwc;
 use maetok_train::data::{images_to_tensor, tensor_to_images, ProceduralShapes};
 use maetok_train::viz::{grid, line_plot_svg};
@@ -50,7 +50,8 @@ pub fn tiny_model_args(image_size: usize) -> ModelArgs {
         codebook_embed_dim: 8,
         ..ModelArgs::default()
     }
-    .with_dims((64, 2, 4), (64, 2, 4))
+    .with_encoder_size(VitSize { width: 64, depth: 2, heads: 4 })
+    .with_decoder_size(VitSize { width: 64, depth: 2, heads: 4 })
 }
 
 /// Mean PSNR/SSIM of a set of reconstructions.

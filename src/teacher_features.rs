@@ -143,6 +143,7 @@ pub fn run_on<B: Backend>(args: &TeacherFeaturesArgs, device: &B::Device, backen
         seconds: start.elapsed().as_secs_f64(),
     };
     let json = args.out.join("summary.json");
-    maetok_nn::io::write_atomic(&json, serde_json::to_string_pretty(&summary)?.as_bytes()).with_context(|| format!("cannot write {}", json.display()))?;
+    maetok_nn::io::write_atomic(&json, serde_json::to_string_pretty(&summary)?.as_bytes())
+        .with_context(|| format!("cannot write {}", json.display()))?;
     Ok(summary)
 }

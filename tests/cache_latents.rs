@@ -9,23 +9,23 @@ use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use maetok::cache_latents::{cache_with_model, CacheArgs, Dataset};
 use maetok::eval::npz::read_f64_array;
-use maetok::tokenizer::{load_with_args, MaeTok, ModelArgs};
+use maetok::tokenizer::{load_with_args, MaeTok};
 use maetok::train::data::{images_to_tensor, load_rgb, preprocess_center_crop, LatentCache, Layout, ProceduralShapes};
 
 type B = NdArray<f32>;
 
 fn fixtures() -> PathBuf {
-    std::env::var("MAETOK_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+    maetok::nn::testing::fixtures_dir()
 }
 
 fn tiny_tokenizer() -> MaeTok<B> {
     let dir = fixtures().join("tokenizer-ae-tiny");
-    let args = ModelArgs::from_file(dir.join("config.json")).unwrap().with_dims((64, 2, 4), (64, 2, 4));
+    let args = maetok::tokenizer::testing::fixture_args(&dir).unwrap();
     load_with_args::<B>(&args, "tiny", dir.join("model.safetensors"), &Default::default()).unwrap().0
 }
 
 fn encode(model: &MaeTok<B>, path: &Path, flip: bool) -> Vec<f32> {
-    let img = preprocess_center_crop(&load_rgb(path).unwrap(), 64);
+    let img = preprocess_center_crop(&load_rgb(path).unwrap(), model.config.image_size);
     let mut x = images_to_tensor::<B>(&[img], &Default::default());
     if flip {
         x = x.flip([3]);
@@ -40,7 +40,14 @@ fn cache_round_trip_with_a_corrupt_image_resume_and_npz_export() {
     let root = tmp.path().join("data");
     let shapes = ProceduralShapes::new(80, 3);
     // Class folders in reverse creation order; "zebra" has a nested folder (tiny-imagenet style).
-    for (rel, k) in [("zebra/b.png", 0u64), ("zebra/images/a.png", 1), ("apple/2.png", 2), ("apple/1.png", 3), ("apple/notes.txt", 99), ("zebra/c.png", 4)] {
+    for (rel, k) in [
+        ("zebra/b.png", 0u64),
+        ("zebra/images/a.png", 1),
+        ("apple/2.png", 2),
+        ("apple/1.png", 3),
+        ("apple/notes.txt", 99),
+        ("zebra/c.png", 4),
+    ] {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         if k == 99 {
@@ -63,9 +70,16 @@ fn cache_round_trip_with_a_corrupt_image_resume_and_npz_export() {
 
     let cache = LatentCache::open(&out).unwrap();
     assert_eq!(cache.len(), 5);
-    assert_eq!(cache.latent_shape(), [16, 8]);
+    let latent = [model.config.latent_tokens, model.config.latent_dim];
+    assert_eq!(cache.latent_shape(), latent);
     // ImageFolder order: apple/{1,2,3}.png then zebra/{b,c}.png then zebra/images/a.png.
-    let expected = [("apple/1.png", 0, "apple/1.png"), ("apple/2.png", 0, "apple/2.png"), ("zebra/b.png", 1, "zebra/b.png"), ("zebra/c.png", 1, "zebra/c.png"), ("zebra/images/a.png", 1, "zebra/a.png")];
+    let expected = [
+        ("apple/1.png", 0, "apple/1.png"),
+        ("apple/2.png", 0, "apple/2.png"),
+        ("zebra/b.png", 1, "zebra/b.png"),
+        ("zebra/c.png", 1, "zebra/c.png"),
+        ("zebra/images/a.png", 1, "zebra/a.png"),
+    ];
     for (i, (file, label, rel)) in expected.iter().enumerate() {
         let r = cache.get(i);
         assert_eq!((r.label, r.path.as_str()), (*label, *rel), "record {i}");
@@ -78,7 +92,7 @@ fn cache_round_trip_with_a_corrupt_image_resume_and_npz_export() {
     // The reference layout: <class>/<file>.npz with zq and zq_flip.
     let npz = tmp.path().join("npz/zebra/a.png.npz");
     let zq = read_f64_array(&npz, "zq").unwrap().unwrap();
-    assert_eq!(zq.shape(), &[16, 8]);
+    assert_eq!(zq.shape(), &latent);
     assert_eq!(zq.iter().map(|&v| v as f32).collect::<Vec<_>>(), cache.get(4).zq);
 
     // A rerun finds everything cached.

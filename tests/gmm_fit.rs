@@ -13,7 +13,8 @@ fn em_finds_the_planted_modes_and_reports_are_written() {
     let cache = dir.path().join("cache");
     let classes: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
     let n = 180;
-    let mut w = LatentCacheWriter::create_or_resume(&cache, CacheManifest::new("t".into(), "synthetic".into(), 32, [4, 4], classes, n, 64)).unwrap();
+    let mut w = LatentCacheWriter::create_or_resume(&cache, CacheManifest::new("t".into(), "synthetic".into(), 32, [4, 4], classes, n, 64))
+        .unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     for i in 0..n {
         let label = i % 3;
@@ -51,7 +52,13 @@ fn em_finds_the_planted_modes_and_reports_are_written() {
     assert!(out.join("gmm_fit.json").is_file() && out.join("nll_vs_k.svg").is_file());
 
     // Per-token rows: 4 tokens per image.
-    let tok = GmmFitArgs { input: GmmInput::Cache { dir: cache, per_token: true, samples_per_class: None, max_classes: Some(2), factor: 1.0 }, reduce: None, engines: vec![Engine::EmDiag], components: vec![2], ..args.clone() };
+    let tok = GmmFitArgs {
+        input: GmmInput::Cache { dir: cache, per_token: true, samples_per_class: None, max_classes: Some(2), factor: 1.0 },
+        reduce: None,
+        engines: vec![Engine::EmDiag],
+        components: vec![2],
+        ..args.clone()
+    };
     let r = gmm_fit(&tok).unwrap();
     assert_eq!((r.rows, r.fit_dim, r.labels_used), (120 * 4, 4, 2));
     // Too many components for the data is refused clearly.

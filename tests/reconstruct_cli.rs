@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use maetok::reconstruct::{run, ReconstructArgs};
 use maetok_nn::testing::{fixtures_dir, read_tensors};
-use maetok_tokenizer::ModelArgs;
 
 /// The tiny fixture as a model folder whose config carries its dimensions.
 fn tiny_model_dir(root: &Path) -> PathBuf {
@@ -12,7 +11,7 @@ fn tiny_model_dir(root: &Path) -> PathBuf {
     let dir = root.join("model");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
-    let args = ModelArgs::from_file(src.join("config.json")).unwrap().with_dims((64, 2, 4), (64, 2, 4));
+    let args = maetok::tokenizer::testing::fixture_args(&src).unwrap();
     std::fs::write(dir.join("config.json"), args.to_json()).unwrap();
     dir
 }
@@ -46,7 +45,8 @@ fn reconstructs_files_and_folders_and_writes_latents() {
     }
     assert!(s.images.iter().all(|m| m.psnr.is_finite() && m.ssim <= 1.0));
     let lat = read_tensors(tmp.path().join("latents.safetensors"));
-    assert_eq!(lat["latents"].0, vec![3, 16, 8]);
+    let targs = maetok::tokenizer::testing::fixture_args(&fixtures_dir().join("tokenizer-ae-tiny")).unwrap();
+    assert_eq!(lat["latents"].0, vec![3, targs.num_latent_tokens, targs.codebook_embed_dim]);
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(json["images"].as_array().unwrap().len(), 3);
 }

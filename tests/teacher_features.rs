@@ -10,12 +10,14 @@ use maetok_targets::timm::load_vit;
 use maetok_targets::vit::VitConfig;
 use maetok_train::data::{images_to_tensor, load_rgb};
 
+/// The narrowed DINOv2 of `teachers-tiny`, as its meta.json records it.
 fn tiny() -> VitConfig {
-    VitConfig { img_size: 64, patch_size: 16, dim: 48, depth: 2, heads: 4, mlp_hidden: 192, class_token: true, layer_scale: true, tanh_gelu: false, dynamic_img_size: false }
+    maetok_targets::testing::teachers_tiny(&fixtures_dir().join("teachers-tiny"), "dino", VitConfig::dinov2_large()).unwrap()
 }
 
 fn write_png(path: &Path, seed: u8) {
-    image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 3) as u8 ^ seed, (y * 5) as u8, seed.wrapping_mul(7)])).save(path).unwrap();
+    let s = tiny().img_size as u32;
+    image::RgbImage::from_fn(s, s, |x, y| image::Rgb([(x * 3) as u8 ^ seed, (y * 5) as u8, seed.wrapping_mul(7)])).save(path).unwrap();
 }
 
 #[test]
@@ -36,7 +38,9 @@ fn writes_features_pca_and_resampled_weights() {
         progress: false,
     };
     let s = run(args, "ndarray").unwrap();
-    assert_eq!(s.shape, [2, 16, 48]);
+    let cfg = tiny();
+    let tokens = cfg.grid() * cfg.grid();
+    assert_eq!(s.shape, [2, tokens, cfg.dim]);
     for f in ["features.safetensors", "pca.png", "summary.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -55,7 +59,7 @@ fn writes_features_pca_and_resampled_weights() {
     let direct = m.target_features(images_to_tensor::<NdArray<f32>>(&[load_rgb(&a).unwrap()], &device)).unwrap();
     let feats = read_tensors(out.join("features.safetensors"));
     let direct = direct.into_data().to_vec::<f32>().unwrap();
-    assert!(errors(&feats["features"].1[..16 * 48], &direct).0 < 1e-6);
+    assert!(errors(&feats["features"].1[..tokens * cfg.dim], &direct).0 < 1e-6);
 }
 
 #[test]
@@ -63,7 +67,15 @@ fn reports_bad_images_and_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.png");
     std::fs::write(&bad, b"not a png").unwrap();
-    let args = |ckpt: std::path::PathBuf, inputs| TeacherFeaturesArgs { checkpoint: ckpt, config: tiny(), inputs, out: tmp.path().join("out"), batch_size: 2, export_weights: None, progress: false };
+    let args = |ckpt: std::path::PathBuf, inputs| TeacherFeaturesArgs {
+        checkpoint: ckpt,
+        config: tiny(),
+        inputs,
+        out: tmp.path().join("out"),
+        batch_size: 2,
+        export_weights: None,
+        progress: false,
+    };
     let ckpt = fixtures_dir().join("teachers-tiny/dino_src_patch14.safetensors");
     let err = run(args(ckpt, vec![bad.clone()]), "ndarray").unwrap_err();
     assert!(format!("{err:#}").contains("bad.png"), "{err:#}");

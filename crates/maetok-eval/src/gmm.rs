@@ -271,16 +271,16 @@ pub struct Gmm {
 
 /// Precomputed per-component terms for log-densities.
 enum Precomp {
-    Diag(Vec<f64>),               // log det per component
+    Diag(Vec<f64>), // log det per component
     Full(Vec<Cholesky<f64, nalgebra::Dyn>>),
 }
 
 impl Gmm {
     fn precompute(&self) -> Precomp {
         match self.covariance {
-            Covariance::Diagonal => Precomp::Diag(
-                (0..self.k).map(|c| self.covariances[c * self.d..(c + 1) * self.d].iter().map(|v| v.ln()).sum()).collect(),
-            ),
+            Covariance::Diagonal => {
+                Precomp::Diag((0..self.k).map(|c| self.covariances[c * self.d..(c + 1) * self.d].iter().map(|v| v.ln()).sum()).collect())
+            }
             Covariance::Full => Precomp::Full(
                 (0..self.k)
                     .map(|c| {
@@ -399,7 +399,8 @@ pub fn fit_em(data: &[f64], d: usize, k: usize, opts: &EmOptions) -> Gmm {
             .expect("k > 0");
         resp[i * k + c] = 1.0;
     }
-    let mut gmm = Gmm { k, d, covariance: opts.covariance, weights: vec![], means: vec![], covariances: vec![], iterations: 0, converged: false };
+    let mut gmm =
+        Gmm { k, d, covariance: opts.covariance, weights: vec![], means: vec![], covariances: vec![], iterations: 0, converged: false };
     m_step(&mut gmm, data, &resp, opts.reg_covar);
     let mut prev = f64::NEG_INFINITY;
     let mut a = vec![0.0; k];

@@ -21,10 +21,9 @@ pub fn read_samples(path: impl AsRef<Path>) -> Result<Array4<u8>, NpzError> {
     let p = path.as_ref().display().to_string();
     let file = File::open(path.as_ref()).map_err(|source| NpzError::Io { path: p.clone(), source })?;
     let mut npz = NpzReader::new(file).map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
-    npz.by_name("arr_0").or_else(|_| npz.by_name("arr_0.npy")).map_err(|e| NpzError::Format {
-        path: p.clone(),
-        msg: format!("no uint8 4-D array 'arr_0' ({e})"),
-    })
+    npz.by_name("arr_0")
+        .or_else(|_| npz.by_name("arr_0.npy"))
+        .map_err(|e| NpzError::Format { path: p.clone(), msg: format!("no uint8 4-D array 'arr_0' ({e})") })
 }
 
 /// Writes `samples` (uint8 `[N, H, W, C]`) as `arr_0`, uncompressed like `np.savez`, through a
@@ -52,8 +51,17 @@ pub struct NpyHeader {
     pub data_offset: usize,
 }
 
+/// An `.npy` header that cannot be read; the message quotes the offending part.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct NpyHeaderError(pub String);
+
 /// Parses the header at the start of an `.npy` stream (format versions 1, 2 and 3).
-pub fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader, String> {
+pub fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader, NpyHeaderError> {
+    parse_header(bytes).map_err(NpyHeaderError)
+}
+
+fn parse_header(bytes: &[u8]) -> Result<NpyHeader, String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not an .npy array (bad magic)".into());
     }
@@ -116,7 +124,11 @@ impl SampleStream {
             return Err(fmt(format!("arr_0 has dtype {} (expected uint8 images)", h.descr)));
         }
         if h.fortran_order || h.shape.len() != 4 || h.shape[3] != 3 {
-            return Err(fmt(format!("arr_0 has shape {:?}{} (expected [N, H, W, 3] in C order)", h.shape, if h.fortran_order { " in Fortran order" } else { "" })));
+            return Err(fmt(format!(
+                "arr_0 has shape {:?}{} (expected [N, H, W, 3] in C order)",
+                h.shape,
+                if h.fortran_order { " in Fortran order" } else { "" }
+            )));
         }
         let shape = [h.shape[0], h.shape[1], h.shape[2], h.shape[3]];
         let expected = h.data_offset as u64 + shape.iter().product::<usize>() as u64;

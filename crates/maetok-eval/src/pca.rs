@@ -35,7 +35,6 @@ pub struct Pca {
     pub total_variance: f64,
 }
 
-
 fn orthonormal_columns(m: DMatrix<f32>) -> DMatrix<f32> {
     m.qr().q()
 }

@@ -1,6 +1,5 @@
 //! FID, Inception Score and precision/recall against the ADM-evaluator values in
-//! `shared/fixtures/metrics` (tolerances from its meta.json), and the ADM `.npz` round trip.
-
+//! `fixtures/metrics` (tolerances from its meta.json), and the ADM `.npz` round trip.
 
 mod common;
 use common::tensors as read;
@@ -17,10 +16,10 @@ fn frechet_distance_matches_adm_evaluator() {
     let t = read("metrics/fixture.safetensors");
     let t64 = read("metrics/metrics_f64.safetensors");
     for (case, atol) in [("fid", 1e-4), ("fid_near_singular", 5e-3)] {
-        let f1 = f32s(&t[&format!("{case}/features1")].1);
-        let f2 = f32s(&t[&format!("{case}/features2")].1);
-        let s1 = FeatureStats::from_features(&f1, 200, 64);
-        let s2 = FeatureStats::from_features(&f2, 200, 64);
+        let (shape1, f1) = &t[&format!("{case}/features1")];
+        let (shape2, f2) = &t[&format!("{case}/features2")];
+        let s1 = FeatureStats::from_features(&f32s(f1), shape1[0], shape1[1]);
+        let s2 = FeatureStats::from_features(&f32s(f2), shape2[0], shape2[1]);
         // Our statistics equal numpy's (float64 covariance of the float32 features).
         let want_sigma = &t64[&format!("{case}/sigma1")].1;
         let max_err = s1.sigma.iter().zip(want_sigma).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
@@ -47,7 +46,8 @@ fn inception_score_matches_adm_evaluator() {
     let want = common::scalar("metrics", "inception_score/is_adm_split5000");
     assert!((one_split - want).abs() <= 1e-5 * want, "{one_split} vs {want}");
     let (mean, std) = inception_score(&logits, 100, 1008, 10);
-    let (wm, ws) = (common::scalar("metrics", "inception_score/is_split10_mean"), common::scalar("metrics", "inception_score/is_split10_std"));
+    let (wm, ws) =
+        (common::scalar("metrics", "inception_score/is_split10_mean"), common::scalar("metrics", "inception_score/is_split10_std"));
     assert!((mean - wm).abs() <= 1e-5 * wm, "{mean} vs {wm}");
     assert!((std - ws).abs() <= 1e-4 * ws, "{std} vs {ws}");
 }

@@ -1,6 +1,5 @@
-//! GMM fits: the reference's gradient-trained mixture against `shared/fixtures/gmm`, and EM.
+//! GMM fits: the reference's gradient-trained mixture against `fixtures/gmm`, and EM.
 #![allow(clippy::needless_range_loop)]
-
 
 mod common;
 use common::tensors as read;
@@ -20,30 +19,49 @@ fn rows(data: &[f64], d: usize, idx: &[f64]) -> Vec<f64> {
 #[test]
 fn standardisation_matches_reference() {
     let t = read("gmm/fixture.safetensors");
-    let (z, _, _) = standardise(&t["data/latents"].1, 150, 128);
+    let (n, d) = (t["data/standardized"].0[0], t["data/standardized"].0[1]);
+    let (z, _, _) = standardise(&t["data/latents"].1, n, d);
     close("standardized", &z, &t["data/standardized"].1, 1e-6, 1e-5);
 }
 
+/// A number that meta.json's `algorithm` text gives after `key` (e.g. `batch_size 64`, `lr=1e-3`).
+fn algorithm_number(key: &str) -> f64 {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixtures().join("gmm/meta.json")).unwrap()).unwrap();
+    let text = meta["algorithm"].to_string();
+    let at = text.find(key).unwrap_or_else(|| panic!("meta.json algorithm names no {key}")) + key.len();
+    let num: String =
+        text[at..].trim_start_matches([' ', '=']).chars().take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | '-')).collect();
+    num.parse().unwrap_or_else(|_| panic!("{key}: '{num}'"))
+}
+
 #[test]
-fn gradient_fit_matches_reference_for_k_1_2_5() {
+fn gradient_fit_matches_reference_for_every_recorded_k() {
     let t = read("gmm/fixture.safetensors");
-    let d = 128;
+    let d = t["data/standardized"].0[1];
     let data = &t["data/standardized"].1;
     let train = rows(data, d, &t["data/train_idx"].1);
     let val = rows(data, d, &t["data/val_idx"].1);
-    for k in [1usize, 2, 5] {
+    let n_train = t["data/train_idx"].1.len();
+    let (batch_size, lr) = (algorithm_number("batch_size") as usize, algorithm_number("lr="));
+    let mut ks: Vec<usize> = t.keys().filter_map(|k| k.strip_prefix('K')?.split('/').next()?.parse().ok()).collect();
+    ks.sort();
+    ks.dedup();
+    assert!(!ks.is_empty());
+    for k in ks {
         let init = RawDiagGmm::new(k, d, t[&format!("K{k}/init/means")].1.clone());
         let init_ll = init.mean_log_likelihood(&train);
         let want = common::scalar("gmm", &format!("K{k}/init_train_mean_ll"));
         assert!((init_ll - want).abs() <= 1e-4 + 1e-6 * want.abs(), "K{k} init ll {init_ll} vs {want}");
         let perms = &t[&format!("K{k}/epoch_perms")].1;
-        let first_batch: Vec<f64> = perms[..64].to_vec();
+        let first_batch: Vec<f64> = perms[..batch_size.min(n_train)].to_vec();
         let fb = -init.mean_log_likelihood(&rows(&train, d, &first_batch));
         let want = common::scalar("gmm", &format!("K{k}/first_batch_loss"));
         assert!((fb - want).abs() <= 1e-4 + 1e-6 * want.abs(), "K{k} first batch loss {fb} vs {want}");
 
-        let opts = GradientFitOptions { epochs: 200, batch_size: 64, lr: 1e-3 };
-        let fit = fit_gradient(init, &train, &val, &opts, |e| perms[e * 120..(e + 1) * 120].iter().map(|&v| v as usize).collect());
+        let epochs = t[&format!("K{k}/train_loss_per_epoch")].1.len();
+        let opts = GradientFitOptions { epochs, batch_size, lr };
+        let fit = fit_gradient(init, &train, &val, &opts, |e| perms[e * n_train..(e + 1) * n_train].iter().map(|&v| v as usize).collect());
         let p = |n: &str| t[&format!("K{k}/{n}")].1.clone();
         close(&format!("K{k} first-step weights"), &fit.after_first_step.weights, &p("after_first_step/weights"), 1e-6, 1e-5);
         close(&format!("K{k} first-step means"), &fit.after_first_step.means, &p("after_first_step/means"), 1e-6, 1e-5);
@@ -58,10 +76,14 @@ fn gradient_fit_matches_reference_for_k_1_2_5() {
         assert!((bic - want).abs() <= 1.0 + 1e-4 * want.abs(), "K{k} bic {bic} vs {want}");
 
         // A correct EM fit is never worse than the gradient variant (judged as a normalised density).
-        let em = fit_em(&train, d, k, &EmOptions { max_iter: 200, ..EmOptions::default() });
+        let em = fit_em(&train, d, k, &EmOptions { max_iter: epochs, ..EmOptions::default() });
         let em_nll = -em.mean_log_likelihood(&train);
         let grad_nll = fit.model.normalised_nll(&train);
-        println!("K{k}: EM train NLL {em_nll:.3}, gradient variant (normalised) {grad_nll:.3}, its reported {:.3}, ln Σw {:.3}", fit.train_loss.last().unwrap(), fit.model.log_weight_sum());
+        println!(
+            "K{k}: EM train NLL {em_nll:.3}, gradient variant (normalised) {grad_nll:.3}, its reported {:.3}, ln Σw {:.3}",
+            fit.train_loss.last().unwrap(),
+            fit.model.log_weight_sum()
+        );
         assert!(em_nll <= grad_nll + 1e-9, "K{k}: EM {em_nll} worse than gradient fit {grad_nll}");
     }
 }
@@ -77,7 +99,13 @@ fn recover(cov: Covariance) {
     let mut data = Vec::with_capacity(n * d);
     for _ in 0..n {
         let u: f64 = rng.random();
-        let c = if u < weights[0] { 0 } else if u < weights[0] + weights[1] { 1 } else { 2 };
+        let c = if u < weights[0] {
+            0
+        } else if u < weights[0] + weights[1] {
+            1
+        } else {
+            2
+        };
         for j in 0..d {
             // Box-Muller normal draw.
             let (a, b): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
@@ -100,7 +128,12 @@ fn recover(cov: Covariance) {
                 Covariance::Diagonal => g.covariances[best * d + j],
                 Covariance::Full => g.covariances[(best * d + j) * d + j],
             };
-            assert!((var.sqrt() - stds[c][j]).abs() < 0.1 * stds[c][j] + 0.02, "component {c} dim {j}: std {} vs {}", var.sqrt(), stds[c][j]);
+            assert!(
+                (var.sqrt() - stds[c][j]).abs() < 0.1 * stds[c][j] + 0.02,
+                "component {c} dim {j}: std {} vs {}",
+                var.sqrt(),
+                stds[c][j]
+            );
         }
     }
     assert!(g.bic(&data).is_finite() && g.aic(&data) < g.bic(&data));

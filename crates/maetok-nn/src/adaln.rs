@@ -1,14 +1,15 @@
 //! adaLN-Zero transformer block and final layer of DiT/SiT: the conditioning vector `c` `[B, D]`
 //! produces per-sample shift, scale and gate vectors that modulate non-affine LayerNorms.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
-use crate::attention::Attention;
+use crate::attention::{Attention, AttentionConfig};
 use crate::io::{join, ParamVisitor, VisitParams};
 use crate::layer_norm::normalize;
-use crate::mlp::Mlp;
+use crate::mlp::{Mlp, MlpConfig};
 use crate::ops::linear3;
 
 /// `u·(1 + scale) + shift` with `[B, D]` vectors broadcast over the tokens of `u` `[B, N, D]`.
@@ -31,19 +32,29 @@ pub struct AdaLnBlock<B: Backend> {
     pub modulation: Linear<B>,
 }
 
-impl<B: Backend> AdaLnBlock<B> {
-    pub fn new(dim: usize, heads: usize, mlp_ratio: f64, qk_norm: bool, device: &B::Device) -> Self {
-        let mut attn = Attention::new(dim, heads, device);
-        if qk_norm {
-            attn = attn.with_qk_norm(1e-5, device);
-        }
-        Self {
-            attn,
-            mlp: Mlp::new(dim, (dim as f64 * mlp_ratio) as usize, device).with_tanh_gelu(),
-            modulation: LinearConfig::new(dim, 6 * dim).init(device),
+/// The SiT/DiT block. Its LayerNorms are non-affine with eps 1e-6 (`elementwise_affine=False,
+/// eps=1e-6` in the reference); the optional q/k norms are timm's (`nn.LayerNorm`, eps 1e-5).
+#[derive(Config, Debug)]
+pub struct AdaLnBlockConfig {
+    pub dim: usize,
+    pub heads: usize,
+    #[config(default = 4.0)]
+    pub mlp_ratio: f64,
+    #[config(default = false)]
+    pub qk_norm: bool,
+}
+
+impl AdaLnBlockConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> AdaLnBlock<B> {
+        AdaLnBlock {
+            attn: AttentionConfig::new(self.dim, self.heads).with_qk_norm_eps(self.qk_norm.then_some(1e-5)).init(device),
+            mlp: MlpConfig::new(self.dim, (self.dim as f64 * self.mlp_ratio) as usize).with_tanh_gelu(true).init(device),
+            modulation: LinearConfig::new(self.dim, 6 * self.dim).init(device),
         }
     }
+}
 
+impl<B: Backend> AdaLnBlock<B> {
     /// `h`: `[B, N, D]`, `c`: `[B, D]` → `[B, N, D]`.
     pub fn forward(&self, h: Tensor<B, 3>, c: Tensor<B, 2>) -> Tensor<B, 3> {
         let m = chunks(self.modulation.forward(silu(c)), 6);
@@ -72,11 +83,23 @@ pub struct FinalLayer<B: Backend> {
     pub linear: Linear<B>,
 }
 
-impl<B: Backend> FinalLayer<B> {
-    pub fn new(dim: usize, out: usize, device: &B::Device) -> Self {
-        Self { modulation: LinearConfig::new(dim, 2 * dim).init(device), linear: LinearConfig::new(dim, out).init(device) }
-    }
+/// The SiT/DiT output layer: `dim → out` channels per token after a modulated LayerNorm.
+#[derive(Config, Debug)]
+pub struct FinalLayerConfig {
+    pub dim: usize,
+    pub out: usize,
+}
 
+impl FinalLayerConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> FinalLayer<B> {
+        FinalLayer {
+            modulation: LinearConfig::new(self.dim, 2 * self.dim).init(device),
+            linear: LinearConfig::new(self.dim, self.out).init(device),
+        }
+    }
+}
+
+impl<B: Backend> FinalLayer<B> {
     /// `h`: `[B, N, D]`, `c`: `[B, D]` → `[B, N, C_out]`.
     pub fn forward(&self, h: Tensor<B, 3>, c: Tensor<B, 2>) -> Tensor<B, 3> {
         let [shift, scale]: [Tensor<B, 2>; 2] = chunks(self.modulation.forward(silu(c)), 2).try_into().expect("two chunks");

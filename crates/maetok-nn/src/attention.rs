@@ -1,11 +1,12 @@
 //! Multi-head self-attention of MAETok's ViTs, with RoPE on a contiguous range of tokens.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::softmax, backend::Backend, module::attention, ops::AttentionModuleOptions, Tensor};
 
 use crate::io::{join, ParamVisitor, VisitParams};
-use crate::layer_norm::LayerNorm;
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::ops::linear3;
 use crate::rope::RopeFull;
 
@@ -24,26 +25,35 @@ pub struct Attention<B: Backend> {
     pub k_norm: Option<LayerNorm<B>>,
 }
 
-impl<B: Backend> Attention<B> {
-    pub fn new(dim: usize, heads: usize, device: &B::Device) -> Self {
-        Self {
-            qkv: LinearConfig::new(dim, 3 * dim).init(device),
-            proj: LinearConfig::new(dim, dim).init(device),
-            heads,
-            fused: false,
-            q_norm: None,
-            k_norm: None,
+/// Multi-head self-attention of width `dim` with `heads` heads.
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    pub dim: usize,
+    pub heads: usize,
+    /// Affine q/k LayerNorms over the head dimension with this eps (timm `qk_norm=True`, whose
+    /// `nn.LayerNorm` default is 1e-5); none when absent.
+    pub qk_norm_eps: Option<f64>,
+    /// Use the backend's fused attention op (see [`Attention::fused`]).
+    #[config(default = false)]
+    pub fused: bool,
+}
+
+impl AttentionConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
+        let hd = self.dim / self.heads;
+        let norm = || self.qk_norm_eps.map(|eps| LayerNormConfig::new(hd).with_eps(eps).init(device));
+        Attention {
+            qkv: LinearConfig::new(self.dim, 3 * self.dim).init(device),
+            proj: LinearConfig::new(self.dim, self.dim).init(device),
+            heads: self.heads,
+            fused: self.fused,
+            q_norm: norm(),
+            k_norm: norm(),
         }
     }
+}
 
-    /// Adds affine q/k LayerNorms over the head dimension (timm `qk_norm=True`).
-    pub fn with_qk_norm(mut self, eps: f64, device: &B::Device) -> Self {
-        let hd = self.qkv.weight.dims()[0] / self.heads;
-        self.q_norm = Some(LayerNorm::affine(hd, eps, device));
-        self.k_norm = Some(LayerNorm::affine(hd, eps, device));
-        self
-    }
-
+impl<B: Backend> Attention<B> {
     /// Attention scale `hd^-½`.
     pub fn scale(&self, dim: usize) -> f64 {
         ((dim / self.heads) as f64).powf(-0.5)
@@ -57,9 +67,7 @@ impl<B: Backend> Attention<B> {
         let h = self.heads;
         let hd = d / h;
         let qkv = linear3(&self.qkv, x);
-        let split = |i: usize| {
-            qkv.clone().slice([0..b, 0..n, i * d..(i + 1) * d]).reshape([b, n, h, hd]).swap_dims(1, 2)
-        };
+        let split = |i: usize| qkv.clone().slice([0..b, 0..n, i * d..(i + 1) * d]).reshape([b, n, h, hd]).swap_dims(1, 2);
         let (mut q, mut k, v) = (split(0), split(1), split(2));
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);

@@ -1,14 +1,15 @@
 //! Pre-norm ViT block with optional LayerScale (timm `Block`, MAETok encoder):
 //! `x += ls1 · attn(norm1 x)`, `x += ls2 · mlp(norm2 x)`.
 
+use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::attention::Attention;
-use crate::rope::RopeFull;
+use crate::attention::{Attention, AttentionConfig};
 use crate::io::{join, ParamVisitor, VisitParams};
-use crate::layer_norm::LayerNorm;
-use crate::mlp::Mlp;
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
+use crate::mlp::{Mlp, MlpConfig};
+use crate::rope::RopeFull;
 
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
@@ -21,20 +22,36 @@ pub struct Block<B: Backend> {
     pub ls2: Option<Param<Tensor<B, 1>>>,
 }
 
-impl<B: Backend> Block<B> {
-    /// `layer_scale`: initial LayerScale value (timm `init_values`), `None` for no LayerScale.
-    pub fn new(dim: usize, heads: usize, mlp_hidden: usize, layer_scale: Option<f64>, eps: f64, device: &B::Device) -> Self {
-        let ls = || layer_scale.map(|v| Param::from_tensor(Tensor::full([dim], v, device)));
-        Self {
-            norm1: LayerNorm::affine(dim, eps, device),
-            attn: Attention::new(dim, heads, device),
+/// A timm ViT block: `x += ls1·attn(norm1(x))`, `x += ls2·mlp(norm2(x))`.
+#[derive(Config, Debug)]
+pub struct BlockConfig {
+    pub dim: usize,
+    pub heads: usize,
+    pub mlp_hidden: usize,
+    /// Initial LayerScale value (timm `init_values`); no LayerScale when absent.
+    pub layer_scale: Option<f64>,
+    #[config(default = 1e-6)]
+    pub eps: f64,
+    #[config(default = false)]
+    pub tanh_gelu: bool,
+}
+
+impl BlockConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Block<B> {
+        let ls = || self.layer_scale.map(|v| Param::from_tensor(Tensor::full([self.dim], v, device)));
+        let norm = || LayerNormConfig::new(self.dim).with_eps(self.eps).init(device);
+        Block {
+            norm1: norm(),
+            attn: AttentionConfig::new(self.dim, self.heads).init(device),
             ls1: ls(),
-            norm2: LayerNorm::affine(dim, eps, device),
-            mlp: Mlp::new(dim, mlp_hidden, device),
+            norm2: norm(),
+            mlp: MlpConfig::new(self.dim, self.mlp_hidden).with_tanh_gelu(self.tanh_gelu).init(device),
             ls2: ls(),
         }
     }
+}
 
+impl<B: Backend> Block<B> {
     /// `x`: `[B, N, D]` → `[B, N, D]`.
     pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&RopeFull<B>>) -> Tensor<B, 3> {
         let scale = |y: Tensor<B, 3>, ls: &Option<Param<Tensor<B, 1>>>| match ls {

@@ -55,3 +55,42 @@ pub fn ema_update<B: Backend, M: VisitParams<B>>(ema: &mut M, online: &mut M, de
     online.visit_params("", &mut c);
     ema.visit_params("", &mut Update { src: &c.tensors, decay, skip });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer_norm::LayerNorm;
+    use burn::backend::NdArray;
+    use burn::tensor::TensorData;
+
+    type B = NdArray<f32>;
+
+    fn norm(w: [f32; 3], b: [f32; 3]) -> LayerNorm<B> {
+        let d = Default::default();
+        let mut m: LayerNorm<B> = crate::layer_norm::LayerNormConfig::new(3).init(&d);
+        m.weight = Some(Param::from_tensor(Tensor::from_data(TensorData::new(w.to_vec(), [3]), &d)));
+        m.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b.to_vec(), [3]), &d)));
+        m
+    }
+
+    fn values(p: &Option<Param<Tensor<B, 1>>>) -> Vec<f32> {
+        p.as_ref().unwrap().val().into_data().to_vec().unwrap()
+    }
+
+    #[test]
+    fn ema_moves_every_parameter_by_the_decay_and_skips_what_it_is_told() {
+        let mut online = norm([3.0, 2.0, -1.0], [10.0, 20.0, 30.0]);
+        let mut ema = norm([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]);
+        ema_update(&mut ema, &mut online, 0.75, &[]);
+        assert_eq!(values(&ema.weight), vec![0.75 * 1.0 + 0.25 * 3.0, 2.0, 0.75 * 3.0 - 0.25]);
+        assert_eq!(values(&ema.bias), vec![2.5, 5.0, 7.5]);
+        // A skipped key (a LayerNorm walked with an empty prefix names its bias ".bias") stays.
+        let mut ema2 = norm([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]);
+        ema_update(&mut ema2, &mut online, 0.5, &[".bias"]);
+        assert_eq!(values(&ema2.bias), vec![0.0, 0.0, 0.0]);
+        assert_eq!(values(&ema2.weight), vec![2.0, 2.0, 1.0]);
+        // decay 0 copies.
+        ema_update(&mut ema2, &mut online, 0.0, &[]);
+        assert_eq!((values(&ema2.weight), values(&ema2.bias)), (vec![3.0, 2.0, -1.0], vec![10.0, 20.0, 30.0]));
+    }
+}

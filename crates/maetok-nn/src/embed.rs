@@ -2,6 +2,7 @@
 //! (with the extra null row used for classifier-free guidance), and the fixed 1-D sin-cos
 //! position table of the latent-sequence mode.
 
+use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Int, Tensor, TensorData};
@@ -28,11 +29,22 @@ pub struct TimestepEmbedder<B: Backend> {
     pub mlp2: Linear<B>,
 }
 
-impl<B: Backend> TimestepEmbedder<B> {
-    pub fn new(dim: usize, device: &B::Device) -> Self {
-        Self { mlp0: LinearConfig::new(FREQ_DIM, dim).init(device), mlp2: LinearConfig::new(dim, dim).init(device) }
-    }
+/// The timestep MLP to width `dim`.
+#[derive(Config, Debug)]
+pub struct TimestepEmbedderConfig {
+    pub dim: usize,
+}
 
+impl TimestepEmbedderConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> TimestepEmbedder<B> {
+        TimestepEmbedder {
+            mlp0: LinearConfig::new(FREQ_DIM, self.dim).init(device),
+            mlp2: LinearConfig::new(self.dim, self.dim).init(device),
+        }
+    }
+}
+
+impl<B: Backend> TimestepEmbedder<B> {
     /// `t`: `[B]` → `[B, D]`.
     pub fn forward(&self, t: Tensor<B, 1>) -> Tensor<B, 2> {
         self.mlp2.forward(silu(self.mlp0.forward(timestep_features(t))))
@@ -52,11 +64,22 @@ pub struct LabelEmbedder<B: Backend> {
     pub table: Param<Tensor<B, 2>>,
 }
 
-impl<B: Backend> LabelEmbedder<B> {
-    pub fn new(num_classes: usize, dim: usize, device: &B::Device) -> Self {
-        Self { table: Param::from_tensor(Tensor::random([num_classes + 1, dim], burn::tensor::Distribution::Normal(0.0, 0.02), device)) }
-    }
+/// The class table: `num_classes` real classes plus the null class, width `dim`.
+#[derive(Config, Debug)]
+pub struct LabelEmbedderConfig {
+    pub num_classes: usize,
+    pub dim: usize,
+}
 
+impl LabelEmbedderConfig {
+    /// Rows `~ N(0, 0.02²)`.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LabelEmbedder<B> {
+        let table = Tensor::random([self.num_classes + 1, self.dim], burn::tensor::Distribution::Normal(0.0, 0.02), device);
+        LabelEmbedder { table: Param::from_tensor(table) }
+    }
+}
+
+impl<B: Backend> LabelEmbedder<B> {
     /// Number of real classes (the null class is index `num_classes()`).
     pub fn num_classes(&self) -> usize {
         self.table.dims()[0] - 1

@@ -96,9 +96,7 @@ fn to_f32(path: &Path, key: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>
     let chunks = |n: usize| bytes.chunks_exact(n);
     Ok(match dtype {
         Dtype::F32 => chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F64 => chunks(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect(),
+        Dtype::F64 => chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
         Dtype::F16 => chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::BF16 => chunks(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         other => {
@@ -120,8 +118,7 @@ impl<B: Backend> Loader<B> {
 
     /// Parses safetensors bytes; `path` is only used in messages.
     pub fn from_bytes(bytes: &[u8], path: PathBuf, device: &B::Device) -> Result<Self, CheckpointError> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| CheckpointError::Format { path: path.clone(), msg: e.to_string() })?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format { path: path.clone(), msg: e.to_string() })?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             let values = to_f32(&path, &name, view.dtype(), view.data())?;
@@ -145,9 +142,8 @@ impl<B: Backend> Loader<B> {
             .map_err(|e| CheckpointError::Format { path: path.clone(), msg: format!("not a readable PyTorch checkpoint: {e}") })?;
         let mut map = HashMap::new();
         for (name, snap) in reader.into_tensors() {
-            let data = snap
-                .to_data()
-                .map_err(|e| CheckpointError::Format { path: path.clone(), msg: format!("tensor '{name}': {e:?}") })?;
+            let data =
+                snap.to_data().map_err(|e| CheckpointError::Format { path: path.clone(), msg: format!("tensor '{name}': {e:?}") })?;
             let shape = data.shape.to_vec();
             let values = data
                 .convert::<f32>()
@@ -369,16 +365,13 @@ impl Exporter {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
         let path = path.as_ref();
         let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
-            .tensors
-            .iter()
-            .map(|(k, (s, v))| (k.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-            .collect();
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+            self.tensors.iter().map(|(k, (s, v))| (k.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
         let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
             .iter()
             .map(|(k, s, b)| {
-                let view = safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
-                    .expect("shape and byte length agree by construction");
+                let view =
+                    safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).expect("shape and byte length agree by construction");
                 (k.clone(), view)
             })
             .collect();

@@ -1,5 +1,6 @@
 //! LayerNorm with optional affine parameters (timm ViTs use eps 1e-6; MoVQ blocks use no affine).
 
+use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -16,21 +17,30 @@ pub struct LayerNorm<B: Backend> {
     pub eps: f64,
 }
 
+/// LayerNorm over the last dimension of width `dim`. The eps default is timm's ViT one
+/// (`partial(nn.LayerNorm, eps=1e-6)`), not PyTorch's 1e-5.
+#[derive(Config, Debug)]
+pub struct LayerNormConfig {
+    pub dim: usize,
+    #[config(default = 1e-6)]
+    pub eps: f64,
+    /// Learned weight (init 1) and bias (init 0); none for the adaLN/MoVQ norms.
+    #[config(default = true)]
+    pub affine: bool,
+}
+
+impl LayerNormConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LayerNorm<B> {
+        let (weight, bias) = if self.affine {
+            (Some(Param::from_tensor(Tensor::ones([self.dim], device))), Some(Param::from_tensor(Tensor::zeros([self.dim], device))))
+        } else {
+            (None, None)
+        };
+        LayerNorm { weight, bias, eps: self.eps }
+    }
+}
+
 impl<B: Backend> LayerNorm<B> {
-    /// Affine LayerNorm of width `d` (weight 1, bias 0).
-    pub fn affine(d: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            weight: Some(Param::from_tensor(Tensor::ones([d], device))),
-            bias: Some(Param::from_tensor(Tensor::zeros([d], device))),
-            eps,
-        }
-    }
-
-    /// Non-affine LayerNorm (no parameters).
-    pub fn plain(eps: f64) -> Self {
-        Self { weight: None, bias: None, eps }
-    }
-
     /// `x`: `[..., D]` → same shape.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let y = normalize(x, self.eps);

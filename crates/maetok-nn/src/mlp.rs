@@ -1,5 +1,6 @@
 //! timm `Mlp`: `fc1 → GELU → fc2`, GELU exact (erf; ViTs) or tanh-approximated (SiT/DiT).
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::gelu, backend::Backend, Tensor};
@@ -22,17 +23,27 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x * (inner.tanh() + 1.0) * 0.5
 }
 
+/// `fc1 (dim → hidden) → GELU → fc2 (hidden → dim)`.
+#[derive(Config, Debug)]
+pub struct MlpConfig {
+    pub dim: usize,
+    pub hidden: usize,
+    /// `GELU(approximate='tanh')` (SiT/DiT, the DINO discriminator) instead of the exact erf form.
+    #[config(default = false)]
+    pub tanh_gelu: bool,
+}
+
+impl MlpConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Mlp<B> {
+        Mlp {
+            fc1: LinearConfig::new(self.dim, self.hidden).init(device),
+            fc2: LinearConfig::new(self.hidden, self.dim).init(device),
+            tanh_gelu: self.tanh_gelu,
+        }
+    }
+}
+
 impl<B: Backend> Mlp<B> {
-    pub fn new(dim: usize, hidden: usize, device: &B::Device) -> Self {
-        Self { fc1: LinearConfig::new(dim, hidden).init(device), fc2: LinearConfig::new(hidden, dim).init(device), tanh_gelu: false }
-    }
-
-    /// The SiT/DiT variant with tanh-approximated GELU.
-    pub fn with_tanh_gelu(mut self) -> Self {
-        self.tanh_gelu = true;
-        self
-    }
-
     /// `[B, N, D]` → `[B, N, D]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = linear3(&self.fc1, x);

@@ -4,16 +4,17 @@
 //! `LN(x)·scale + shift` (no `1+`), with `(shift, scale)` from `Linear(SiLU(z))` where `z` is
 //! the raw latent `[B, T, C]`. LayerNorms have no affine parameters (eps 1e-6); no LayerScale.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
-use crate::attention::Attention;
-use crate::rope::RopeFull;
+use crate::attention::{Attention, AttentionConfig};
 use crate::io::{join, ParamVisitor, VisitParams};
 use crate::layer_norm::normalize;
-use crate::mlp::Mlp;
+use crate::mlp::{Mlp, MlpConfig};
 use crate::ops::linear3;
+use crate::rope::RopeFull;
 
 /// `LN(x)` with the last `T` rows replaced by `LN(x)·scale + shift`.
 /// `x`: `[B, N, D]`; `shift`, `scale`: `[B, T, D]`.
@@ -41,16 +42,29 @@ pub struct MovqBlock<B: Backend> {
     pub eps: f64,
 }
 
-impl<B: Backend> MovqBlock<B> {
-    pub fn new(dim: usize, heads: usize, mlp_hidden: usize, z_dim: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            attn: Attention::new(dim, heads, device),
-            mlp: Mlp::new(dim, mlp_hidden, device),
-            ada_ln: LinearConfig::new(z_dim, 4 * dim).init(device),
-            eps,
+/// `MoVQBlockv2` of width `dim`, modulated by latents with `z_dim` channels.
+#[derive(Config, Debug)]
+pub struct MovqBlockConfig {
+    pub dim: usize,
+    pub heads: usize,
+    pub mlp_hidden: usize,
+    pub z_dim: usize,
+    #[config(default = 1e-6)]
+    pub eps: f64,
+}
+
+impl MovqBlockConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> MovqBlock<B> {
+        MovqBlock {
+            attn: AttentionConfig::new(self.dim, self.heads).init(device),
+            mlp: MlpConfig::new(self.dim, self.mlp_hidden).init(device),
+            ada_ln: LinearConfig::new(self.z_dim, 4 * self.dim).init(device),
+            eps: self.eps,
         }
     }
+}
 
+impl<B: Backend> MovqBlock<B> {
     /// `x`: `[B, N, D]` (latent tokens last), `z`: raw latents `[B, T, C]` → `[B, N, D]`.
     pub fn forward(&self, x: Tensor<B, 3>, z: Tensor<B, 3>, rope: Option<&RopeFull<B>>) -> Tensor<B, 3> {
         let m = chunks(linear3(&self.ada_ln, silu(z)), 4);
@@ -77,11 +91,22 @@ pub struct MovqNorm<B: Backend> {
     pub eps: f64,
 }
 
-impl<B: Backend> MovqNorm<B> {
-    pub fn new(dim: usize, z_dim: usize, eps: f64, device: &B::Device) -> Self {
-        Self { ada_ln: LinearConfig::new(z_dim, 2 * dim).init(device), eps }
-    }
+/// `MoVQNorm` of width `dim`, modulated by latents with `z_dim` channels.
+#[derive(Config, Debug)]
+pub struct MovqNormConfig {
+    pub dim: usize,
+    pub z_dim: usize,
+    #[config(default = 1e-6)]
+    pub eps: f64,
+}
 
+impl MovqNormConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> MovqNorm<B> {
+        MovqNorm { ada_ln: LinearConfig::new(self.z_dim, 2 * self.dim).init(device), eps: self.eps }
+    }
+}
+
+impl<B: Backend> MovqNorm<B> {
     /// `x`: `[B, N, D]`, `z`: `[B, T, C]` → `[B, N, D]`.
     pub fn forward(&self, x: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 3> {
         let m = chunks(linear3(&self.ada_ln, silu(z)), 2);

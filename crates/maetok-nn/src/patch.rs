@@ -1,5 +1,6 @@
 //! Patch embedding (strided convolution as one GEMM) and the MAETok unpatchify.
 
+use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -15,28 +16,37 @@ pub struct PatchEmbed<B: Backend> {
     pub patch: usize,
 }
 
-impl<B: Backend> PatchEmbed<B> {
-    pub fn new(in_chans: usize, dim: usize, patch: usize, device: &B::Device) -> Self {
-        let fan_in = (in_chans * patch * patch) as f64;
-        let k = 1.0 / fan_in.sqrt();
+/// Non-overlapping `patch × patch` patches of `in_chans` channels projected to `dim`.
+#[derive(Config, Debug)]
+pub struct PatchEmbedConfig {
+    #[config(default = 3)]
+    pub in_chans: usize,
+    pub dim: usize,
+    pub patch: usize,
+}
+
+impl PatchEmbedConfig {
+    /// PyTorch's conv init: `U(−k, k)`, `k = 1/√fan_in`.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> PatchEmbed<B> {
+        let (c, p) = (self.in_chans, self.patch);
+        let k = 1.0 / ((c * p * p) as f64).sqrt();
         let dist = burn::tensor::Distribution::Uniform(-k, k);
-        Self {
-            weight: Param::from_tensor(Tensor::random([dim, in_chans, patch, patch], dist, device)),
-            bias: Param::from_tensor(Tensor::random([dim], dist, device)),
-            patch,
+        PatchEmbed {
+            weight: Param::from_tensor(Tensor::random([self.dim, c, p, p], dist, device)),
+            bias: Param::from_tensor(Tensor::random([self.dim], dist, device)),
+            patch: p,
         }
     }
+}
 
+impl<B: Backend> PatchEmbed<B> {
     /// `x`: `[B, C, H, W]` (H, W multiples of p) → `[B, (H/p)·(W/p), D]`, token `row·(W/p) + col`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, c, h, w] = x.dims();
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
         let [d, ..] = self.weight.lazy_shape().dims::<4>();
-        let cols = x
-            .reshape([b, c, gh, p, gw, p])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([b * gh * gw, c * p * p]);
+        let cols = x.reshape([b, c, gh, p, gw, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b * gh * gw, c * p * p]);
         let w = self.weight.val().reshape([d, c * p * p]).transpose();
         (cols.matmul(w) + self.bias.val().unsqueeze_dim::<2>(0)).reshape([b, gh * gw, d])
     }
@@ -53,7 +63,5 @@ impl<B: Backend> VisitParams<B> for PatchEmbed<B> {
 /// `img[b, c, P·hh + p, P·ww + q]`. `x`: `[B, gh·gw, P·P·C]` → `[B, C, gh·P, gw·P]`.
 pub fn unpatchify<B: Backend>(x: Tensor<B, 3>, patch: usize, gh: usize, gw: usize, chans: usize) -> Tensor<B, 4> {
     let b = x.dims()[0];
-    x.reshape([b, gh, gw, patch, patch, chans])
-        .permute([0, 5, 1, 3, 2, 4])
-        .reshape([b, chans, gh * patch, gw * patch])
+    x.reshape([b, gh, gw, patch, patch, chans]).permute([0, 5, 1, 3, 2, 4]).reshape([b, chans, gh * patch, gw * patch])
 }

@@ -47,7 +47,15 @@ impl<B: Backend> Rope<B> {
     /// Mixed learnable RoPE with the reference initialisation (`init_random_2d_freqs`): per layer
     /// and head a random angle α; the first `hd/4` frequency pairs point along α, the next along
     /// α+π/2, magnitudes `1/θ^(4k/hd)`.
-    pub fn mixed(depth: usize, heads: usize, head_dim: usize, theta: f64, base_grid: usize, rng: &mut impl Rng, device: &B::Device) -> Self {
+    pub fn mixed(
+        depth: usize,
+        heads: usize,
+        head_dim: usize,
+        theta: f64,
+        base_grid: usize,
+        rng: &mut impl Rng,
+        device: &B::Device,
+    ) -> Self {
         let half = head_dim / 2;
         let quarter = head_dim / 4;
         let mags: Vec<f64> = (0..quarter).map(|k| 1.0 / theta.powf((4 * k) as f64 / head_dim as f64)).collect();
@@ -92,9 +100,7 @@ impl<B: Backend> Rope<B> {
             }
             None => {
                 let quarter = self.head_dim / 4;
-                let f: Vec<f32> = (0..quarter)
-                    .map(|k| (1.0 / self.theta.powf((4 * k) as f64 / self.head_dim as f64)) as f32)
-                    .collect();
+                let f: Vec<f32> = (0..quarter).map(|k| (1.0 / self.theta.powf((4 * k) as f64 / self.head_dim as f64)) as f32).collect();
                 let f = Tensor::<B, 1>::from_data(TensorData::new(f, [quarter]), device).reshape([1, quarter]);
                 let ax = tx.reshape([n, 1]) * f.clone();
                 let ay = ty.reshape([n, 1]) * f;

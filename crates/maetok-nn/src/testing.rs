@@ -1,18 +1,19 @@
-//! Helpers for parity tests against the golden fixtures in `shared/fixtures/`.
+//! Helpers for parity tests against the golden fixtures (`fixtures/` at the repository root,
+//! or `$MAETOK_FIXTURES`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
-/// The fixtures folder: `$MAETOK_FIXTURES`, else `shared/fixtures` beside the repository root.
+/// The fixtures folder: `$MAETOK_FIXTURES`, else the copy vendored in the repository
+/// (`fixtures/` at its root; see its README for where the tensors come from).
 pub fn fixtures_dir() -> PathBuf {
     if let Ok(p) = std::env::var("MAETOK_FIXTURES") {
         return PathBuf::from(p);
     }
-    // crates/<crate>/ -> repository root -> ../shared/fixtures
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.join("../shared/fixtures")
+    // crates/<crate>/ -> repository root
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
 /// All tensors of a safetensors file as `(shape, f32 values)` (any dtype [`read_tensors_f64`] reads).
@@ -55,11 +56,160 @@ pub fn read_tensors_f64(path: impl AsRef<Path>) -> HashMap<String, (Vec<usize>, 
             let vals = match v.dtype() {
                 safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
                 safetensors::Dtype::F64 => v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-                safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64).collect(),
+                safetensors::Dtype::I64 => {
+                    v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64).collect()
+                }
                 safetensors::Dtype::U8 => v.data().iter().map(|&b| b as f64).collect(),
                 d => panic!("fixture tensor {k} has dtype {d:?}"),
             };
             (k, (v.shape().to_vec(), vals))
         })
         .collect()
+}
+
+/// A fixture folder whose `meta.json` lists every tensor with its own tolerance (the generative
+/// fixtures: per element `|a − b| ≤ atol + rtol·|b|`), read once.
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f64>)>,
+    pub meta: serde_json::Value,
+}
+
+impl Fixture {
+    /// `fixtures_dir()/name` with the tensors of `file` (and of every other file `meta.json`
+    /// names, when `file` is `None`).
+    pub fn open(name: &str, file: &str) -> Self {
+        let dir = fixtures_dir().join(name);
+        let meta_path = dir.join("meta.json");
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&meta_path).unwrap_or_else(|e| panic!("cannot read {}: {e}", meta_path.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", meta_path.display()));
+        let tensors = read_tensors_f64(dir.join(file));
+        Self { dir, tensors, meta }
+    }
+
+    /// The tensor `name`; panics naming it when the fixture lacks it.
+    pub fn get(&self, name: &str) -> &(Vec<usize>, Vec<f64>) {
+        self.tensors.get(name).unwrap_or_else(|| panic!("fixture {} has no tensor '{name}'", self.dir.display()))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The tensor `name` as an f32 tensor.
+    pub fn float<B: Backend, const D: usize>(&self, name: &str, device: &B::Device) -> Tensor<B, D> {
+        let (shape, v) = self.get(name);
+        Tensor::from_data(TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), shape.clone()), device)
+    }
+
+    /// The tensor `name` as an integer tensor.
+    pub fn int<B: Backend, const D: usize>(&self, name: &str, device: &B::Device) -> Tensor<B, D, burn::tensor::Int> {
+        let (shape, v) = self.get(name);
+        Tensor::from_data(TensorData::new(v.iter().map(|&x| x as i64).collect::<Vec<_>>(), shape.clone()), device)
+    }
+
+    /// The tensor `name` as integers.
+    pub fn ints(&self, name: &str) -> Vec<i64> {
+        self.get(name).1.iter().map(|&x| x as i64).collect()
+    }
+
+    /// Names of the tensors under `prefix` (sorted).
+    pub fn names(&self, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.tensors.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The distinct path segments right after `prefix` (e.g. the run names under `loss/`).
+    pub fn children(&self, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.tensors.keys().filter_map(|k| k.strip_prefix(prefix)).filter_map(|r| r.split('/').next()).map(str::to_string).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// `(atol, rtol)` of tensor `name` from `meta.json`.
+    pub fn tolerance(&self, name: &str) -> (f64, f64) {
+        let entry = self.meta["tensors"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["name"] == name))
+            .unwrap_or_else(|| panic!("meta.json of {} lists no tensor '{name}'", self.dir.display()));
+        let tol = &entry["tolerance"];
+        (tol["atol"].as_f64().unwrap_or(0.0), tol["rtol"].as_f64().unwrap_or(0.0))
+    }
+
+    /// A scalar's value from `meta.json` `scalars`.
+    pub fn scalar(&self, name: &str) -> f64 {
+        self.meta["scalars"][name]["value"].as_f64().unwrap_or_else(|| panic!("meta.json of {} has no scalar '{name}'", self.dir.display()))
+    }
+
+    /// Asserts `ours` equals tensor `name` element by element within its meta.json tolerance.
+    pub fn check_values(&self, name: &str, shape: &[usize], ours: &[f64]) {
+        let (want_shape, want) = self.get(name);
+        assert_eq!(shape, want_shape.as_slice(), "{name}: shape");
+        let (atol, rtol) = self.tolerance(name);
+        assert_close_elementwise(name, ours, want, atol, rtol);
+    }
+
+    /// [`Fixture::check_values`] for a tensor.
+    pub fn check<B: Backend, const D: usize>(&self, name: &str, ours: Tensor<B, D>) {
+        let shape = ours.dims().to_vec();
+        let v: Vec<f64> = ours.into_data().convert::<f64>().to_vec::<f64>().expect("f64");
+        self.check_values(name, &shape, &v);
+    }
+}
+
+/// Asserts `|a − b| ≤ atol + rtol·|b|` for every element; prints the worst excess.
+pub fn assert_close_elementwise(name: &str, ours: &[f64], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(ours.len(), want.len(), "{name}: length");
+    let mut worst = (0.0f64, 0usize);
+    for (i, (a, b)) in ours.iter().zip(want).enumerate() {
+        let excess = (a - b).abs() / (atol + rtol * b.abs()).max(f64::MIN_POSITIVE);
+        if !worst.0.is_nan() && (excess.is_nan() || excess > worst.0) {
+            worst = (excess, i);
+        }
+    }
+    let i = worst.1;
+    println!("{name}: worst |a-b| / (atol + rtol|b|) = {:.3} at {i}", worst.0);
+    assert!(worst.0 <= 1.0, "{name}[{i}]: {} vs {} (atol {atol:e}, rtol {rtol:e})", ours[i], want[i]);
+}
+
+/// Counts the values of every parameter a state-dict walk visits (buffers are not parameters).
+#[derive(Default)]
+pub struct ParamCensus {
+    pub values: usize,
+    pub keys: Vec<String>,
+}
+
+impl<B: Backend> crate::io::ParamVisitor<B> for ParamCensus {
+    fn param<const D: usize>(&mut self, key: &str, param: &mut burn::module::Param<Tensor<B, D>>) {
+        self.values += param.shape().num_elements();
+        self.keys.push(key.to_string());
+    }
+    fn param_transposed(&mut self, key: &str, param: &mut burn::module::Param<Tensor<B, 2>>) {
+        self.param(key, param);
+    }
+    fn buffer(&mut self, _key: &str, _shape: &[usize], _values: &[f32]) {}
+}
+
+/// Asserts that the walk export, EMA and clipping use ([`crate::io::VisitParams`]) visits every
+/// parameter of the module exactly once: the visited values equal `num_params()` and no key
+/// repeats. A field added to a model but forgotten in its walk fails here.
+pub fn assert_walk_covers_module<B: Backend, M: crate::io::VisitParams<B> + burn::module::Module<B>>(name: &str, model: &mut M) {
+    let mut census = ParamCensus::default();
+    model.visit_params("", &mut census);
+    let mut keys = census.keys.clone();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), census.keys.len(), "{name}: a key is visited twice");
+    assert_eq!(
+        census.values,
+        model.num_params(),
+        "{name}: the parameter walk visits {} values, the module holds {}",
+        census.values,
+        model.num_params()
+    );
 }

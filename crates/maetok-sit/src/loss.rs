@@ -1,42 +1,11 @@
 //! The stochastic-interpolant training objective (`losses/sit_loss.py`, `SILoss`, prediction
 //! `v`): `x_t = α_t·x0 + σ_t·ε`, target `v* = α'_t·x0 + σ'_t·ε`, per-sample mean squared error
-//! over the `L·C` latent values. t = 0 is data, t = 1 is noise (the REPA convention).
+//! over the `L·C` latent values.
 
 use burn::tensor::{backend::Backend, Bool, Distribution, Int, Tensor};
+use maetok_sampler::flow::{sample_times, PathType, TimeSampling};
 
-use crate::model::Sit;
-
-/// The interpolation path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PathType {
-    /// `α = 1 − t`, `σ = t`.
-    Linear,
-    /// `α = cos(πt/2)`, `σ = sin(πt/2)` (GVP).
-    Cosine,
-}
-
-/// How training times are drawn (no loss weighting either way).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TimeSampling {
-    /// `t ~ U[0, 1)`.
-    Uniform,
-    /// `s = exp(n)`, `n ~ N(0, 1)`: `t = s/(1+s)` (linear path: logit-normal) or `(2/π)·atan(s)` (cosine).
-    LogNormal,
-}
-
-/// `(α_t, σ_t, α'_t, σ'_t)` for times `t` of any shape.
-pub fn interpolant<B: Backend, const D: usize>(path: PathType, t: Tensor<B, D>) -> [Tensor<B, D>; 4] {
-    match path {
-        PathType::Linear => [t.clone().neg() + 1.0, t.clone(), t.clone().zeros_like() - 1.0, t.ones_like()],
-        PathType::Cosine => {
-            let h = std::f64::consts::FRAC_PI_2;
-            let a = t * h;
-            [a.clone().cos(), a.clone().sin(), a.clone().sin() * (-h), a.cos() * h]
-        }
-    }
-}
+use crate::Sit;
 
 /// The random numbers one loss evaluation uses, in the reference's draw order.
 #[derive(Debug, Clone)]
@@ -83,36 +52,44 @@ pub struct SiLossOutput<B: Backend> {
     pub labels: Tensor<B, 1, Int>,
 }
 
-/// Times from the draws: uniform as is, log-normal through the path's map.
-pub fn sample_times<B: Backend>(path: PathType, sampling: TimeSampling, draw: Tensor<B, 1>) -> Tensor<B, 1> {
-    match sampling {
-        TimeSampling::Uniform => draw,
-        TimeSampling::LogNormal => {
-            let s = draw.exp();
-            match path {
-                PathType::Linear => s.clone() / (s + 1.0),
-                PathType::Cosine => s.atan() * (2.0 / std::f64::consts::PI),
-            }
-        }
-    }
+/// Labels `y` `[B]` with those whose draw `u < p` replaced by `null`.
+pub fn drop_labels<B: Backend>(y: Tensor<B, 1, Int>, u: Tensor<B, 1>, p: f64, null: usize) -> Tensor<B, 1, Int> {
+    let drop: Tensor<B, 1, Bool> = u.lower_elem(p);
+    y.mask_fill(drop, null as i64)
 }
 
 /// The SiT loss on normalised latents `x0` `[B, L, C]` with labels `y` `[B]`.
-pub fn si_loss<B: Backend>(model: &Sit<B>, x0: Tensor<B, 3>, y: Tensor<B, 1, Int>, path: PathType, sampling: TimeSampling, class_dropout_prob: f64, draws: LossDraws<B>) -> SiLossOutput<B> {
+pub fn si_loss<B: Backend>(
+    model: &Sit<B>,
+    x0: Tensor<B, 3>,
+    y: Tensor<B, 1, Int>,
+    path: PathType,
+    sampling: TimeSampling,
+    class_dropout_prob: f64,
+    draws: LossDraws<B>,
+) -> SiLossOutput<B> {
     let [b, l, c] = x0.dims();
     let t = sample_times(path, sampling, draws.time);
-    let [alpha, sigma, d_alpha, d_sigma] = interpolant(path, t.clone());
+    let k = path.coefficients(t.clone());
     let col = |v: &Tensor<B, 1>| v.clone().reshape([b, 1, 1]);
-    let model_input = x0.clone() * col(&alpha) + draws.noise.clone() * col(&sigma);
-    let target = x0 * col(&d_alpha) + draws.noise * col(&d_sigma);
+    let model_input = x0.clone() * col(&k.alpha) + draws.noise.clone() * col(&k.sigma);
+    let target = x0 * col(&k.d_alpha) + draws.noise * col(&k.d_sigma);
     let labels = match draws.label_drop {
-        Some(u) => {
-            let drop: Tensor<B, 1, Bool> = u.lower_elem(class_dropout_prob);
-            y.mask_fill(drop, model.null_class() as i64)
-        }
+        Some(u) => drop_labels(y, u, class_dropout_prob, model.null_class()),
         None => y,
     };
     let model_output = model.forward(model_input.clone(), t.clone(), labels.clone());
     let per_sample = (model_output.clone() - target.clone()).powi_scalar(2).reshape([b, l * c]).mean_dim(1).reshape([b]);
-    SiLossOutput { per_sample, t, alpha, sigma, d_alpha, d_sigma, model_input, target, model_output, labels }
+    SiLossOutput {
+        per_sample,
+        t,
+        alpha: k.alpha,
+        sigma: k.sigma,
+        d_alpha: k.d_alpha,
+        d_sigma: k.d_sigma,
+        model_input,
+        target,
+        model_output,
+        labels,
+    }
 }

@@ -8,6 +8,7 @@ pub mod disc;
 pub mod hog;
 pub mod lpips;
 pub mod resample;
+pub mod testing;
 pub mod timm;
 pub mod vit;
 

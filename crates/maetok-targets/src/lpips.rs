@@ -9,7 +9,9 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation::relu, backend::Backend, module::conv2d, module::max_pool2d, ops::ConvOptions, Distribution, Tensor, TensorData};
+use burn::tensor::{
+    activation::relu, backend::Backend, module::conv2d, module::max_pool2d, ops::ConvOptions, Distribution, Tensor, TensorData,
+};
 use maetok_nn::io::{CheckpointError, LoadReport, Loader, ParamVisitor, VisitParams};
 
 /// `(output channels, convolutions)` of the five VGG16 slices; torchvision `features` indices.
@@ -49,7 +51,10 @@ impl<B: Backend> Lpips<B> {
         for (s, idx) in SLICES.iter().enumerate() {
             for _ in idx.iter() {
                 let cout = WIDTHS[s];
-                convs.push(Conv { weight: Param::from_tensor(Tensor::zeros([cout, cin, 3, 3], device)), bias: Param::from_tensor(Tensor::zeros([cout], device)) });
+                convs.push(Conv {
+                    weight: Param::from_tensor(Tensor::zeros([cout, cin, 3, 3], device)),
+                    bias: Param::from_tensor(Tensor::zeros([cout], device)),
+                });
                 cin = cout;
             }
         }
@@ -147,7 +152,11 @@ impl<B: Backend> VisitParams<B> for LinKeys<'_, B> {
 
 /// Builds LPIPS from already-open loaders: the torchvision VGG16 state dict (`features.*`; the
 /// classifier is ignored) and the LPIPS linear layers (`lin{k}.model.1.weight`).
-pub fn load_lpips_from<B: Backend>(mut vgg: Loader<B>, mut lin: Loader<B>, device: &B::Device) -> Result<(Lpips<B>, LoadReport), CheckpointError> {
+pub fn load_lpips_from<B: Backend>(
+    mut vgg: Loader<B>,
+    mut lin: Loader<B>,
+    device: &B::Device,
+) -> Result<(Lpips<B>, LoadReport), CheckpointError> {
     let mut m = Lpips::new(device);
     VggKeys(&mut m).visit_params("", &mut vgg);
     let report = vgg.finish(&["classifier."])?;
@@ -158,6 +167,26 @@ pub fn load_lpips_from<B: Backend>(mut vgg: Loader<B>, mut lin: Loader<B>, devic
 
 /// Loads LPIPS from torchvision's `vgg16-397923af.pth` (or a safetensors copy) and LPIPS's
 /// `vgg.pth` linear layers (or a safetensors copy).
-pub fn load_lpips<B: Backend>(vgg16: impl AsRef<Path>, lin: impl AsRef<Path>, device: &B::Device) -> Result<(Lpips<B>, LoadReport), CheckpointError> {
+pub fn load_lpips<B: Backend>(
+    vgg16: impl AsRef<Path>,
+    lin: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<(Lpips<B>, LoadReport), CheckpointError> {
     load_lpips_from(Loader::from_any(vgg16, device)?, Loader::from_any(lin, device)?, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maetok_nn::testing::ParamCensus;
+
+    #[test]
+    fn the_two_checkpoint_walks_cover_every_parameter() {
+        type B = burn::backend::NdArray<f32>;
+        let mut m = Lpips::<B>::new(&Default::default());
+        let mut census = ParamCensus::default();
+        VggKeys(&mut m).visit_params("", &mut census);
+        LinKeys(&mut m).visit_params("", &mut census);
+        assert_eq!(census.values, m.num_params());
+    }
 }

@@ -56,8 +56,14 @@ pub fn filter_timm_checkpoint<B: Backend>(loader: &mut Loader<B>, config: &VitCo
 }
 
 /// Builds a [`Vit`] of shape `config` from an open checkpoint, resampling as timm does.
-pub fn load_vit_from<B: Backend>(mut loader: Loader<B>, config: &VitConfig, device: &B::Device) -> Result<(Vit<B>, LoadReport), CheckpointError> {
-    config.validate().map_err(|e| CheckpointError::Mismatch { path: loader.path().to_path_buf(), details: format!("  invalid ViT config: {e}\n") })?;
+pub fn load_vit_from<B: Backend>(
+    mut loader: Loader<B>,
+    config: &VitConfig,
+    device: &B::Device,
+) -> Result<(Vit<B>, LoadReport), CheckpointError> {
+    config
+        .validate()
+        .map_err(|e| CheckpointError::Mismatch { path: loader.path().to_path_buf(), details: format!("  invalid ViT config: {e}\n") })?;
     filter_timm_checkpoint(&mut loader, config)?;
     let mut model = Vit::new(config, device);
     model.visit_params("", &mut loader);
@@ -67,6 +73,10 @@ pub fn load_vit_from<B: Backend>(mut loader: Loader<B>, config: &VitConfig, devi
 
 /// Loads a timm / OpenCLIP checkpoint (`model.safetensors`, or a PyTorch `.bin`/`.pth`) into a
 /// ViT of shape `config` (e.g. [`VitConfig::dinov2_large`], [`VitConfig::siglip_so400m`]).
-pub fn load_vit<B: Backend>(path: impl AsRef<Path>, config: &VitConfig, device: &B::Device) -> Result<(Vit<B>, LoadReport), CheckpointError> {
+pub fn load_vit<B: Backend>(
+    path: impl AsRef<Path>,
+    config: &VitConfig,
+    device: &B::Device,
+) -> Result<(Vit<B>, LoadReport), CheckpointError> {
     load_vit_from(Loader::from_any(path, device)?, config, device)
 }

@@ -15,7 +15,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
-use maetok_nn::{Block, LayerNorm, PatchEmbed};
+use maetok_nn::{Block, BlockConfig, LayerNorm, LayerNormConfig, PatchEmbed, PatchEmbedConfig};
 
 use crate::resample::{bicubic_aa_matrix, resize_with};
 
@@ -48,18 +48,51 @@ pub struct VitConfig {
 impl VitConfig {
     /// DINOv2 ViT-L/14 as MAETok builds it: `img_size=256, patch_size=16`.
     pub fn dinov2_large() -> Self {
-        Self { img_size: 256, patch_size: 16, dim: 1024, depth: 24, heads: 16, mlp_hidden: 4096, class_token: true, layer_scale: true, tanh_gelu: false, dynamic_img_size: false }
+        Self {
+            img_size: 256,
+            patch_size: 16,
+            dim: 1024,
+            depth: 24,
+            heads: 16,
+            mlp_hidden: 4096,
+            class_token: true,
+            layer_scale: true,
+            tanh_gelu: false,
+            dynamic_img_size: false,
+        }
     }
 
     /// SigLIP so400m/14 (GAP) as MAETok builds it: `img_size=256, patch_size=16`,
     /// `dynamic_img_size` on. MLP width `int(1152 · 3.7362) = 4304`.
     pub fn siglip_so400m() -> Self {
-        Self { img_size: 256, patch_size: 16, dim: 1152, depth: 27, heads: 16, mlp_hidden: 4304, class_token: false, layer_scale: false, tanh_gelu: false, dynamic_img_size: true }
+        Self {
+            img_size: 256,
+            patch_size: 16,
+            dim: 1152,
+            depth: 27,
+            heads: 16,
+            mlp_hidden: 4304,
+            class_token: false,
+            layer_scale: false,
+            tanh_gelu: false,
+            dynamic_img_size: true,
+        }
     }
 
     /// The DINO ViT-S/16 trunk of the discriminator (`FrozenDINOSmallNoDrop`), 224 px.
     pub fn dino_small() -> Self {
-        Self { img_size: 224, patch_size: 16, dim: 384, depth: 12, heads: 6, mlp_hidden: 1536, class_token: true, layer_scale: false, tanh_gelu: true, dynamic_img_size: false }
+        Self {
+            img_size: 224,
+            patch_size: 16,
+            dim: 384,
+            depth: 12,
+            heads: 6,
+            mlp_hidden: 1536,
+            class_token: true,
+            layer_scale: false,
+            tanh_gelu: true,
+            dynamic_img_size: false,
+        }
     }
 
     /// A preset by name: `dinov2-l`, `siglip-so400m`, `dino-s`.
@@ -82,16 +115,25 @@ impl VitConfig {
         usize::from(self.class_token)
     }
 
-    /// Checks the numbers fit together; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the numbers fit together; the error names the field.
+    pub fn validate(&self) -> Result<(), VitConfigError> {
         if self.patch_size == 0 || !self.img_size.is_multiple_of(self.patch_size) {
-            return Err(format!("img_size {} is not a multiple of patch_size {}", self.img_size, self.patch_size));
+            return Err(VitConfigError::PatchGrid { img_size: self.img_size, patch_size: self.patch_size });
         }
         if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
-            return Err(format!("dim {} is not divisible by heads {}", self.dim, self.heads));
+            return Err(VitConfigError::Heads { dim: self.dim, heads: self.heads });
         }
         Ok(())
     }
+}
+
+/// A ViT configuration whose numbers do not fit together.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VitConfigError {
+    #[error("img_size {img_size} is not a multiple of patch_size {patch_size}")]
+    PatchGrid { img_size: usize, patch_size: usize },
+    #[error("dim {dim} is not divisible by heads {heads}")]
+    Heads { dim: usize, heads: usize },
 }
 
 /// Input images the model cannot take.
@@ -123,19 +165,14 @@ impl<B: Backend> Vit<B> {
     /// The architecture with placeholder weights (load real ones with [`crate::timm::load_vit`]).
     pub fn new(c: &VitConfig, device: &B::Device) -> Self {
         let g = c.grid();
-        let blocks = (0..c.depth)
-            .map(|_| {
-                let mut b = Block::new(c.dim, c.heads, c.mlp_hidden, c.layer_scale.then_some(1e-5), 1e-6, device);
-                b.mlp.tanh_gelu = c.tanh_gelu;
-                b
-            })
-            .collect();
+        let block =
+            BlockConfig::new(c.dim, c.heads, c.mlp_hidden).with_layer_scale(c.layer_scale.then_some(1e-5)).with_tanh_gelu(c.tanh_gelu);
         Self {
-            patch_embed: PatchEmbed::new(3, c.dim, c.patch_size, device),
+            patch_embed: PatchEmbedConfig::new(c.dim, c.patch_size).init(device),
             cls_token: c.class_token.then(|| Param::from_tensor(Tensor::zeros([1, 1, c.dim], device))),
             pos_embed: Param::from_tensor(Tensor::zeros([1, c.prefix_tokens() + g * g, c.dim], device)),
-            blocks,
-            norm: LayerNorm::affine(c.dim, 1e-6, device),
+            blocks: (0..c.depth).map(|_| block.init(device)).collect(),
+            norm: LayerNormConfig::new(c.dim).init(device),
             img_size: c.img_size,
             dynamic_img_size: c.dynamic_img_size,
         }
@@ -243,5 +280,19 @@ impl<B: Backend> VisitParams<B> for Vit<B> {
             blk.visit_params(&join(prefix, &format!("blocks.{i}")), v);
         }
         self.norm.visit_params(&join(prefix, "norm"), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpoint_walk_covers_every_parameter() {
+        type B = burn::backend::NdArray<f32>;
+        for preset in [VitConfig::dinov2_large(), VitConfig::siglip_so400m(), VitConfig::dino_small()] {
+            let cfg = VitConfig { img_size: 64, dim: 32, depth: 2, heads: 4, mlp_hidden: 50, ..preset };
+            maetok_nn::testing::assert_walk_covers_module("ViT", &mut Vit::<B>::new(&cfg, &Default::default()));
+        }
     }
 }

@@ -8,7 +8,6 @@ use burn::tensor::Tensor;
 use maetok_nn::io::{Exporter, Loader};
 use maetok_nn::testing::{assert_close, errors, fixtures_dir, read_tensors, tensor};
 use maetok_targets::disc::{load_dino_disc, load_dino_disc_from, DinoDisc, DiscConfig, DiscResize};
-use maetok_targets::vit::VitConfig;
 
 type B = NdArray<f32>;
 
@@ -16,9 +15,10 @@ fn dir() -> std::path::PathBuf {
     fixtures_dir().join("disc-tiny")
 }
 
+mod common;
+
 fn config() -> DiscConfig {
-    let backbone = VitConfig { img_size: 224, patch_size: 16, dim: 48, depth: 6, heads: 6, mlp_hidden: 192, class_token: true, layer_scale: false, tanh_gelu: true, dynamic_img_size: false };
-    DiscConfig { backbone, key_depths: vec![2, 5, 8, 11], kernel: 9, norm_eps: 1e-6 }
+    common::disc_config()
 }
 
 fn load() -> DinoDisc<B> {
@@ -32,13 +32,16 @@ fn eval_and_train_forward_match_the_reference() {
     let io = read_tensors(dir().join("io.safetensors"));
     let x: Tensor<B, 4> = tensor(&io["input"], &device);
     let mut disc = load();
-    assert_eq!(config().logits_per_image(), 588);
+    let cfg = config();
+    let b = x.dims()[0];
+    assert_eq!(cfg.logits_per_image() * b, io["logits_eval"].0.iter().product::<usize>());
 
     let pre = disc.preprocess(x.clone(), DiscResize::Interpolate);
-    assert_eq!(pre.dims(), [2, 3, 224, 224]);
-    assert_close("backbone_in_224_mean", pre.clone().mean_dim(3).mean_dim(2).reshape([2, 3]), &io["backbone_in_224_mean"], 1e-5, 1e-5);
+    let s = cfg.backbone.img_size;
+    assert_eq!(pre.dims(), [b, 3, s, s]);
+    assert_close("backbone_in_224_mean", pre.clone().mean_dim(3).mean_dim(2).reshape([b, 3]), &io["backbone_in_224_mean"], 1e-5, 1e-5);
     let acts = disc.readouts(pre).unwrap();
-    assert_eq!(acts.len(), 3);
+    assert_eq!(acts.len(), cfg.used_key_depths().len() + 1);
     for (i, a) in acts.into_iter().enumerate() {
         assert_close(&format!("act{i}"), a, &io[&format!("act{i}")], 1e-5, 1e-5);
     }
@@ -82,7 +85,9 @@ fn crops_and_area_resizing_of_large_inputs() {
     use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     assert!((0..50).all(|_| DiscResize::draw(64, 64, 224, &mut rng) == DiscResize::Interpolate));
-    let crops = (0..1000).filter(|_| matches!(DiscResize::draw(256, 256, 224, &mut rng), DiscResize::Crop { top, left } if top <= 32 && left <= 32)).count();
+    let crops = (0..1000)
+        .filter(|_| matches!(DiscResize::draw(256, 256, 224, &mut rng), DiscResize::Crop { top, left } if top <= 32 && left <= 32))
+        .count();
     assert!((430..570).contains(&crops), "{crops} crops of 1000");
 }
 
@@ -91,12 +96,16 @@ fn bad_discriminator_checkpoints_are_named() {
     let device = Default::default();
     let mut trunk = read_tensors(dir().join("dino_backbone.safetensors"));
     trunk.insert("x_scale".into(), (vec![1, 3, 1, 1], vec![1.0, 1.0, 1.0]));
-    let err = load_dino_disc_from::<B>(Loader::from_map(trunk, dir().join("dino_backbone.safetensors"), &device), None, &config(), &device).unwrap_err().to_string();
+    let err = load_dino_disc_from::<B>(Loader::from_map(trunk, dir().join("dino_backbone.safetensors"), &device), None, &config(), &device)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("x_scale"), "{err}");
     let mut heads = read_tensors(dir().join("disc_heads.safetensors"));
     heads.remove("heads.2.1.fn.0.weight_v");
     let trunk = Loader::from_map(read_tensors(dir().join("dino_backbone.safetensors")), dir().join("trunk"), &device);
-    let err = load_dino_disc_from::<B>(trunk, Some(Loader::from_map(heads, dir().join("heads.safetensors"), &device)), &config(), &device).unwrap_err().to_string();
+    let err = load_dino_disc_from::<B>(trunk, Some(Loader::from_map(heads, dir().join("heads.safetensors"), &device)), &config(), &device)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("heads.2.1.fn.0.weight_v") && err.contains("heads.safetensors"), "{err}");
     // A config that cannot be built is refused before any tensor is touched.
     let trunk = Loader::from_map(read_tensors(dir().join("dino_backbone.safetensors")), dir().join("trunk"), &device);

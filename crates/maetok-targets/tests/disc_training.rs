@@ -10,16 +10,16 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Tensor, TensorData};
 use maetok_nn::io::Exporter;
 use maetok_nn::testing::fixtures_dir;
-use maetok_targets::disc::{discriminator_loss, hinge_g_loss, load_dino_disc, DiffAugPolicy, DinoDisc, DiscConfig, DiscResize, GanWeights, LeCam};
-use maetok_targets::vit::VitConfig;
+use maetok_targets::disc::{discriminator_loss, hinge_g_loss, load_dino_disc, DiffAugPolicy, DinoDisc, DiscResize, GanWeights, LeCam};
 use rand::{Rng, SeedableRng};
+
+mod common;
 
 type B = Autodiff<NdArray<f32>>;
 
 fn load() -> DinoDisc<B> {
     let dir = fixtures_dir().join("disc-tiny");
-    let backbone = VitConfig { img_size: 224, patch_size: 16, dim: 48, depth: 6, heads: 6, mlp_hidden: 192, class_token: true, layer_scale: false, tanh_gelu: true, dynamic_img_size: false };
-    let config = DiscConfig { backbone, key_depths: vec![2, 5, 8, 11], kernel: 9, norm_eps: 1e-6 };
+    let config = common::disc_config();
     let heads = dir.join("disc_heads.safetensors");
     load_dino_disc::<B>(dir.join("dino_backbone.safetensors"), Some(heads.as_path()), &config, &Default::default()).unwrap().0
 }

@@ -1,7 +1,7 @@
 //! HOG parity with `utils/hog.py` (`fixtures/hog`). The bin index comes from `floor()`, so a
-//! gradient whose `gx` should cancel to 0 can land in bin 0 or 8 depending on summation order;
-//! the fixture lists how many pixels sit that close to a bin edge. The quantised input must match
-//! everywhere; for the others only a tiny share of features may differ.
+//! gradient whose phase sits on a bin edge can land in either bin depending on summation order;
+//! the fixture's meta.json counts the pixels that close to an edge, which bounds how many values
+//! may differ (none for the quantised input).
 
 use std::collections::HashMap;
 
@@ -21,41 +21,55 @@ fn input(t: &(Vec<usize>, Vec<f32>)) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(t.1.clone(), t.0.clone()), &Default::default())
 }
 
-/// `(max_abs, share of values off by more than 1e-5)`.
-fn compare<const D: usize>(name: &str, ours: Tensor<B, D>, want: &(Vec<usize>, Vec<f32>)) -> (f32, f64) {
+/// How many values differ from the fixture by more than 1e-5 (the README's tolerance).
+fn count_off<const D: usize>(name: &str, ours: Tensor<B, D>, want: &(Vec<usize>, Vec<f32>)) -> usize {
     assert_eq!(ours.dims().to_vec(), want.0, "{name}: shape");
     let a = ours.into_data().to_vec::<f32>().unwrap();
     let diffs: Vec<f32> = a.iter().zip(&want.1).map(|(x, y)| (x - y).abs()).collect();
     let max = diffs.iter().cloned().fold(0.0, f32::max);
-    let share = diffs.iter().filter(|&&d| d > 1e-5).count() as f64 / diffs.len() as f64;
-    println!("{name}: max_abs {max:.2e}, {:.4}% above 1e-5", share * 100.0);
-    (max, share)
+    let off = diffs.iter().filter(|&&d| d > 1e-5).count();
+    println!("{name}: max_abs {max:.2e}, {off} of {} values above 1e-5", diffs.len());
+    off
+}
+
+/// The values a case may miss: a pixel whose phase lies within 1e-5 of a bin edge can change
+/// bin under another summation order, which changes the 9 bins of its (L2-normalised) cell;
+/// `meta.json` counts such pixels per case (0 for the quantised input: it must match everywhere).
+fn allowed_off(meta: &serde_json::Value, case: &str) -> usize {
+    let n = meta["results"][case]["phase_margin"]["count_margin_below_1e-5"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("meta.json results.{case}.phase_margin"));
+    9 * n as usize
 }
 
 #[test]
 fn hog_matches_the_reference() {
     let f = fx();
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("hog/meta.json")).unwrap()).unwrap();
     let win = gaussian_window();
     let (ea, _) = maetok_nn::testing::errors(&win, &f["gaussian_kernel"].1);
     assert!(ea < 1e-8, "window differs by {ea}");
     let hog = HogGenerator::new();
-    // The quantised image has no near-cancellations: exact to 1e-5.
-    let (max, _) = compare("quant256_hog", hog.forward(input(&f["quant256_input"])).unwrap(), &f["quant256_hog"]);
-    assert!(max <= 1e-5);
-    for (name, cells) in [("rand256", Some("rand256_cells")), ("photo", Some("photo_cells"))] {
+    // Every case the fixture holds: the token features where it records them, the per-cell
+    // histograms where it records those.
+    let mut cases: Vec<String> = f.keys().filter_map(|k| k.strip_suffix("_input")).map(str::to_string).collect();
+    cases.sort();
+    assert!(!cases.is_empty());
+    for name in cases {
         let x = input(&f[&format!("{name}_input")]);
-        let (_, share) = compare(&format!("{name}_hog"), hog.forward(x.clone()).unwrap(), &f[&format!("{name}_hog")]);
-        assert!(share < 0.005, "{name}: {:.3}% of the features differ", share * 100.0);
-        if let Some(c) = cells {
-            let (_, share) = compare(&format!("{name}_cells"), hog.cells(x).unwrap(), &f[c]);
-            assert!(share < 0.005);
+        let allowed = allowed_off(&meta, &name);
+        if let Some(want) = f.get(&format!("{name}_hog")) {
+            let off = count_off(&format!("{name}_hog"), hog.forward(x.clone()).unwrap(), want);
+            assert!(off <= allowed, "{name}_hog: {off} values differ, at most {allowed} may");
+        } else {
+            // The reference fails on inputs narrower than 128 px; so do we, clearly.
+            assert_eq!(hog.forward(x.clone()).unwrap_err(), HogError::TooNarrow { w: x.dims()[3] });
+        }
+        if let Some(want) = f.get(&format!("{name}_cells")) {
+            let off = count_off(&format!("{name}_cells"), hog.cells(x).unwrap(), want);
+            assert!(off <= allowed, "{name}_cells: {off} values differ, at most {allowed} may");
         }
     }
-    // 64x64: the per-cell histograms work; the token grouping fails as in the reference, clearly.
-    let x = input(&f["rand64_input"]);
-    let (_, share) = compare("rand64_cells", hog.cells(x.clone()).unwrap(), &f["rand64_cells"]);
-    assert!(share < 0.005);
-    assert_eq!(hog.forward(x).unwrap_err(), HogError::TooNarrow { w: 64 });
     let odd = Tensor::<B, 4>::zeros([1, 3, 256, 200], &Default::default());
     assert!(hog.forward(odd).unwrap_err().to_string().contains("multiples of 16"));
     let grey = Tensor::<B, 4>::zeros([1, 1, 256, 256], &Default::default());

@@ -27,7 +27,21 @@ fn splitmix_uniform(n: usize, stream: u64) -> Vec<f64> {
 }
 
 fn vgg_state_dict() -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let layers = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256), (17, 256, 512), (19, 512, 512), (21, 512, 512), (24, 512, 512), (26, 512, 512), (28, 512, 512)];
+    let layers = [
+        (0, 3, 64),
+        (2, 64, 64),
+        (5, 64, 128),
+        (7, 128, 128),
+        (10, 128, 256),
+        (12, 256, 256),
+        (14, 256, 256),
+        (17, 256, 512),
+        (19, 512, 512),
+        (21, 512, 512),
+        (24, 512, 512),
+        (26, 512, 512),
+        (28, 512, 512),
+    ];
     let mut m = HashMap::new();
     for (j, cin, cout) in layers {
         let fan_in = (cin * 9) as f64;
@@ -57,7 +71,8 @@ fn lpips_matches_the_reference() {
     assert_eq!(report.ignored, vec!["classifier.0.weight".to_string()]);
     let io = read_tensors(dir.join("io.safetensors"));
     let t = |k: &str| Tensor::<B, 4>::from_data(TensorData::new(io[k].1.clone(), io[k].0.clone()), &device);
-    for (feat, name) in m.features(t("input")).into_iter().zip(["vgg_relu1_2", "vgg_relu2_2", "vgg_relu3_3", "vgg_relu4_3", "vgg_relu5_3"]) {
+    for (feat, name) in m.features(t("input")).into_iter().zip(["vgg_relu1_2", "vgg_relu2_2", "vgg_relu3_3", "vgg_relu4_3", "vgg_relu5_3"])
+    {
         let (ea, er) = errors(&feat.into_data().to_vec::<f32>().unwrap(), &io[name].1);
         println!("{name}: max_abs {ea:.2e} rel {er:.2e}");
         assert!(ea <= 1e-4 || er <= 1e-4, "{name}");

@@ -20,12 +20,17 @@ fn dir() -> std::path::PathBuf {
     fixtures_dir().join("teachers-tiny")
 }
 
+/// A teacher preset narrowed as meta.json records (`config.teachers.<name>`: `shrink`, `target`).
+fn teacher_cfg(name: &str, preset: VitConfig) -> VitConfig {
+    maetok_targets::testing::teachers_tiny(&dir(), name, preset).unwrap()
+}
+
 fn dino_cfg() -> VitConfig {
-    VitConfig { img_size: 64, patch_size: 16, dim: 48, depth: 2, heads: 4, mlp_hidden: 192, class_token: true, layer_scale: true, tanh_gelu: false, dynamic_img_size: false }
+    teacher_cfg("dino", VitConfig::dinov2_large())
 }
 
 fn siglip_cfg() -> VitConfig {
-    VitConfig { img_size: 64, patch_size: 16, dim: 48, depth: 2, heads: 4, mlp_hidden: 179, class_token: false, layer_scale: false, tanh_gelu: false, dynamic_img_size: true }
+    teacher_cfg("siglip", VitConfig::siglip_so400m())
 }
 
 /// Every tensor the model holds after loading equals timm's resampled state dict.
@@ -58,19 +63,25 @@ fn resampling_matches_timm() {
         ("siglip", &sig["visual.trunk.patch_embed.proj.weight"], &io["siglip_patch_weight_img256"]),
     ] {
         let s = [src.0[0], src.0[1], src.0[2], src.0[3]];
-        let got = resample_patch_embed(&src.1, s, [16, 16]);
+        // The target kernel size is the resampled tensor's own.
+        let got = resample_patch_embed(&src.1, s, [want.0[2], want.0[3]]);
         let (ea, er) = errors(&got, &want.1);
-        println!("{name} patch 14->16: max_abs {ea:.2e} rel {er:.2e}");
+        println!("{name} patch {}->{}: max_abs {ea:.2e} rel {er:.2e}", s[2], want.0[2]);
         assert!(ea <= 1e-5 || er <= 1e-5);
     }
-    // DINOv2 at 256 px: 37x37 -> 16x16 with the cls row kept; SigLIP's 16x16 grid is kept.
+    // The position grids: DINOv2's with the cls row kept, SigLIP's without prefix; the target
+    // grid side follows from the resampled tensor's row count.
+    let side = |rows: usize, prefix: usize| ((rows - prefix) as f64).sqrt().round() as usize;
     let p = &dino["pos_embed"];
-    let got = resample_pos_embed(&p.1, p.0[1], p.0[2], 1, [16, 16]).unwrap();
-    let (ea, _) = errors(&got, &io["dino_pos_embed_img256"].1);
-    println!("dino pos 37->16: max_abs {ea:.2e}");
+    let want = &io["dino_pos_embed_img256"];
+    let g = side(want.0[1], 1);
+    let got = resample_pos_embed(&p.1, p.0[1], p.0[2], 1, [g, g]).unwrap();
+    let (ea, _) = errors(&got, &want.1);
+    println!("dino pos {}->{g}: max_abs {ea:.2e}", side(p.0[1], 1));
     assert!(ea <= 1e-5);
     let p = &sig["visual.trunk.pos_embed"];
-    let got = resample_pos_embed(&p.1, p.0[1], p.0[2], 0, [16, 16]).unwrap();
+    let g = side(io["siglip_pos_embed_img256"].0[1], 0);
+    let got = resample_pos_embed(&p.1, p.0[1], p.0[2], 0, [g, g]).unwrap();
     assert_eq!(got, io["siglip_pos_embed_img256"].1);
 }
 
@@ -86,33 +97,44 @@ fn teachers_match_timm() {
     assert!(report.ignored.is_empty());
     check_state("dino", &mut dino, &read_tensors(dir().join("dino_resampled_img64_p16.safetensors")));
     assert_close("dino_features", dino.forward_features(xin.clone()).unwrap(), &io["dino_features"], 1e-4, 1e-4);
+    let (cfg, b) = (dino_cfg(), x.dims()[0]);
     let t = dino.target_features(x.clone()).unwrap();
-    assert_eq!(t.dims(), [2, 16, 48]);
+    assert_eq!(t.dims(), [b, cfg.grid() * cfg.grid(), cfg.dim]);
 
     let (mut sig, report) = load_vit::<B>(dir().join("siglip_src_patch14.safetensors"), &siglip_cfg(), &device).unwrap();
     assert_eq!(report.ignored, vec!["attn_pool.latent".to_string()]);
     check_state("siglip", &mut sig, &read_tensors(dir().join("siglip_resampled_img64_p16.safetensors")));
     assert_close("siglip_features", sig.forward_features(xin).unwrap(), &io["siglip_features"], 1e-4, 1e-4);
-    assert_eq!(sig.target_features(x).unwrap().dims(), [2, 16, 48]);
+    assert_eq!(sig.target_features(x).unwrap().dims(), [b, cfg.grid() * cfg.grid(), siglip_cfg().dim]);
     // The fused attention op gives the same features.
     dino.set_fused_attention(true);
-    assert_close("dino_features_fused", dino.forward_features(tensor(&io["input_imagenet"], &device)).unwrap(), &io["dino_features"], 1e-4, 1e-4);
+    assert_close(
+        "dino_features_fused",
+        dino.forward_features(tensor(&io["input_imagenet"], &device)).unwrap(),
+        &io["dino_features"],
+        1e-4,
+        1e-4,
+    );
 }
 
 #[test]
 fn image_sizes_are_checked() {
     let device = Default::default();
-    let (dino, _) = load_vit::<B>(dir().join("dino_src_patch14.safetensors"), &dino_cfg(), &device).unwrap();
-    let x = Tensor::<B, 4>::zeros([1, 3, 48, 48], &device);
-    let err = dino.forward_features(x).unwrap_err();
-    assert_eq!(err, VitInputError::Size { h: 48, w: 48, expected: 64 });
-    assert!(err.to_string().contains("48x48"));
-    let err = dino.forward_features(Tensor::zeros([1, 1, 64, 64], &device)).unwrap_err();
+    let cfg = dino_cfg();
+    let (s, p) = (cfg.img_size, cfg.patch_size);
+    let (dino, _) = load_vit::<B>(dir().join("dino_src_patch14.safetensors"), &cfg, &device).unwrap();
+    let small = s - p;
+    let err = dino.forward_features(Tensor::<B, 4>::zeros([1, 3, small, small], &device)).unwrap_err();
+    assert_eq!(err, VitInputError::Size { h: small, w: small, expected: s });
+    assert!(err.to_string().contains(&format!("{small}x{small}")));
+    let err = dino.forward_features(Tensor::zeros([1, 1, s, s], &device)).unwrap_err();
     assert!(matches!(err, VitInputError::Channels(_)));
-    // SigLIP is dynamic: another multiple of 16 works (position grid resampled), 40 px does not.
-    let (sig, _) = load_vit::<B>(dir().join("siglip_src_patch14.safetensors"), &siglip_cfg(), &device).unwrap();
-    assert_eq!(sig.target_features(Tensor::zeros([1, 3, 96, 32], &device)).unwrap().dims(), [1, 12, 48]);
-    let err = sig.forward_features(Tensor::zeros([1, 3, 40, 64], &device)).unwrap_err();
+    // SigLIP is dynamic: other multiples of the patch work (position grid resampled), others do not.
+    let scfg = siglip_cfg();
+    let p = scfg.patch_size;
+    let (sig, _) = load_vit::<B>(dir().join("siglip_src_patch14.safetensors"), &scfg, &device).unwrap();
+    assert_eq!(sig.target_features(Tensor::zeros([1, 3, 6 * p, 2 * p], &device)).unwrap().dims(), [1, 12, scfg.dim]);
+    let err = sig.forward_features(Tensor::zeros([1, 3, 2 * p + p / 2, s], &device)).unwrap_err();
     assert!(matches!(err, VitInputError::NotMultiple { .. }), "{err}");
 }
 
@@ -123,12 +145,14 @@ fn bad_checkpoints_name_the_keys() {
     let path = dir().join("dino_src_patch14.safetensors");
     // Missing key, extra key, mis-shaped key.
     let mut map = src.clone();
-    map.remove("blocks.1.ls2.gamma");
-    map.insert("head.weight".into(), (vec![10, 48], vec![0.0; 480]));
-    map.insert("blocks.0.norm1.bias".into(), (vec![47], vec![0.0; 47]));
-    let err = load_vit_from(Loader::<B>::from_map(map, path.clone(), &device), &dino_cfg(), &device).unwrap_err().to_string();
+    let cfg = dino_cfg();
+    let last = format!("blocks.{}.ls2.gamma", cfg.depth - 1);
+    map.remove(&last);
+    map.insert("head.weight".into(), (vec![10, cfg.dim], vec![0.0; 10 * cfg.dim]));
+    map.insert("blocks.0.norm1.bias".into(), (vec![cfg.dim - 1], vec![0.0; cfg.dim - 1]));
+    let err = load_vit_from(Loader::<B>::from_map(map, path.clone(), &device), &cfg, &device).unwrap_err().to_string();
     println!("{err}");
-    for k in ["blocks.1.ls2.gamma", "head.weight", "blocks.0.norm1.bias", "dino_src_patch14.safetensors"] {
+    for k in [last.as_str(), "head.weight", "blocks.0.norm1.bias", "dino_src_patch14.safetensors"] {
         assert!(err.contains(k), "message lacks {k}");
     }
     // A SigLIP checkpoint offered to the DINOv2 shape: the missing cls token / LayerScale are named.
@@ -136,7 +160,8 @@ fn bad_checkpoints_name_the_keys() {
     assert!(err.contains("cls_token") && err.contains("blocks.0.ls1.gamma") && err.contains("pos_embed"), "{err}");
     // A non-square position grid cannot be resampled: reported as mis-shaped.
     let mut map = src;
-    map.insert("pos_embed".into(), (vec![1, 1 + 30, 48], vec![0.0; 31 * 48]));
-    let err = load_vit_from(Loader::<B>::from_map(map, path, &device), &dino_cfg(), &device).unwrap_err().to_string();
-    assert!(err.contains("pos_embed: file has [1, 31, 48], model expects [1, 17, 48]"), "{err}");
+    let (g, d) = (cfg.grid(), cfg.dim);
+    map.insert("pos_embed".into(), (vec![1, 1 + 30, d], vec![0.0; 31 * d]));
+    let err = load_vit_from(Loader::<B>::from_map(map, path, &device), &cfg, &device).unwrap_err().to_string();
+    assert!(err.contains(&format!("pos_embed: file has [1, 31, {d}], model expects [1, {}, {d}]", 1 + g * g)), "{err}");
 }

@@ -171,12 +171,26 @@ impl TokenizerConfig {
     }
 }
 
+/// Width, depth and heads of a ViT: what a custom or tiny model changes in a timm preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VitSize {
+    #[serde(rename = "embed_dim")]
+    pub width: usize,
+    pub depth: usize,
+    #[serde(rename = "num_heads")]
+    pub heads: usize,
+}
+
 impl ModelArgs {
-    /// Sets the width/depth/heads overrides (`enc_embed_dim` …) of encoder and decoder, each
-    /// given as `(width, depth, heads)`.
-    pub fn with_dims(mut self, enc: (usize, usize, usize), dec: (usize, usize, usize)) -> Self {
-        (self.enc_embed_dim, self.enc_depth, self.enc_num_heads) = (Some(enc.0), Some(enc.1), Some(enc.2));
-        (self.dec_embed_dim, self.dec_depth, self.dec_num_heads) = (Some(dec.0), Some(dec.1), Some(dec.2));
+    /// Overrides the encoder preset's size (`enc_embed_dim`, `enc_depth`, `enc_num_heads`).
+    pub fn with_encoder_size(mut self, size: VitSize) -> Self {
+        (self.enc_embed_dim, self.enc_depth, self.enc_num_heads) = (Some(size.width), Some(size.depth), Some(size.heads));
+        self
+    }
+
+    /// Overrides the decoder preset's size (`dec_embed_dim`, `dec_depth`, `dec_num_heads`).
+    pub fn with_decoder_size(mut self, size: VitSize) -> Self {
+        (self.dec_embed_dim, self.dec_depth, self.dec_num_heads) = (Some(size.width), Some(size.depth), Some(size.heads));
         self
     }
 
@@ -196,7 +210,10 @@ impl ModelArgs {
                     let mut one = serde_json::Map::new();
                     one.insert(key.clone(), value.clone());
                     if let Err(e) = serde_json::from_value::<ModelArgs>(serde_json::Value::Object(one)) {
-                        return ConfigError::Invalid { path: origin.to_string(), msg: format!("key '{key}' has invalid value {value}: {e}") };
+                        return ConfigError::Invalid {
+                            path: origin.to_string(),
+                            msg: format!("key '{key}' has invalid value {value}: {e}"),
+                        };
                     }
                 }
             }
@@ -228,12 +245,10 @@ impl ModelArgs {
         if !self.use_rope {
             return Err(bad("use_rope=false (APE-only MAETok) is not supported; the published models use RoPE".into()));
         }
-        let mut enc = preset(&self.encoder_model).ok_or_else(|| {
-            bad(format!("unknown encoder_model '{}'; known presets: {}", self.encoder_model, known_names()))
-        })?;
-        let mut dec = preset(&self.decoder_model).ok_or_else(|| {
-            bad(format!("unknown decoder_model '{}'; known presets: {}", self.decoder_model, known_names()))
-        })?;
+        let mut enc = preset(&self.encoder_model)
+            .ok_or_else(|| bad(format!("unknown encoder_model '{}'; known presets: {}", self.encoder_model, known_names())))?;
+        let mut dec = preset(&self.decoder_model)
+            .ok_or_else(|| bad(format!("unknown decoder_model '{}'; known presets: {}", self.decoder_model, known_names())))?;
         let arch = self.decoder_model.split('.').next().unwrap_or_default();
         if !(arch.ends_with("_movqv2") || arch.ends_with("_movq2")) {
             return Err(bad(format!(
@@ -241,12 +256,26 @@ impl ModelArgs {
                 self.decoder_model
             )));
         }
-        if let Some(w) = self.enc_embed_dim { enc.width = w; enc.mlp_hidden = 4 * w; }
-        if let Some(d) = self.enc_depth { enc.depth = d; }
-        if let Some(h) = self.enc_num_heads { enc.heads = h; }
-        if let Some(w) = self.dec_embed_dim { dec.width = w; dec.mlp_hidden = 4 * w; }
-        if let Some(d) = self.dec_depth { dec.depth = d; }
-        if let Some(h) = self.dec_num_heads { dec.heads = h; }
+        if let Some(w) = self.enc_embed_dim {
+            enc.width = w;
+            enc.mlp_hidden = 4 * w;
+        }
+        if let Some(d) = self.enc_depth {
+            enc.depth = d;
+        }
+        if let Some(h) = self.enc_num_heads {
+            enc.heads = h;
+        }
+        if let Some(w) = self.dec_embed_dim {
+            dec.width = w;
+            dec.mlp_hidden = 4 * w;
+        }
+        if let Some(d) = self.dec_depth {
+            dec.depth = d;
+        }
+        if let Some(h) = self.dec_num_heads {
+            dec.heads = h;
+        }
         for (name, v, key) in [("encoder", enc, "enc_num_heads"), ("decoder", dec, "dec_num_heads")] {
             if v.heads == 0 || v.width % v.heads != 0 {
                 return Err(bad(format!("{name} width {} is not divisible by {key} = {}", v.width, v.heads)));

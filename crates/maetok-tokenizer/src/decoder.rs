@@ -6,13 +6,14 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{backend::Backend, Distribution, Tensor};
+use burn::tensor::{activation::silu, backend::Backend, Distribution, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
-use maetok_nn::{unpatchify, MovqBlock, MovqNorm, PatchEmbed, Rope, RopeFull};
+use maetok_nn::{
+    unpatchify, MovqBlock, MovqBlockConfig, MovqNorm, MovqNormConfig, PatchEmbed, PatchEmbedConfig, Rope, RopeFull, RopeTable,
+};
 use rand::Rng;
 
 use crate::config::{RopeKind, TokenizerConfig};
-use crate::trace::Trace;
 
 #[derive(Module, Debug)]
 pub struct Decoder<B: Backend> {
@@ -56,9 +57,11 @@ impl<B: Backend> Decoder<B> {
             latent_pos_embed: normal([1, cfg.latent_tokens, e.width], 0.02, device),
             cls_token: cfg.dec_cls_token.then(|| normal([1, 1, e.width], 0.02, device)),
             pos_embed: normal([1, 1 + n, e.width], 0.02, device),
-            patch_embed: PatchEmbed::new(3, e.width, cfg.dec_patch, device),
-            blocks: (0..e.depth).map(|_| MovqBlock::new(e.width, e.heads, e.mlp_hidden, z, cfg.ln_eps, device)).collect(),
-            norm: MovqNorm::new(e.width, z, cfg.ln_eps, device),
+            patch_embed: PatchEmbedConfig::new(e.width, cfg.dec_patch).init(device),
+            blocks: (0..e.depth)
+                .map(|_| MovqBlockConfig::new(e.width, e.heads, e.mlp_hidden, z).with_eps(cfg.ln_eps).init(device))
+                .collect(),
+            norm: MovqNormConfig::new(e.width, z).with_eps(cfg.ln_eps).init(device),
             to_pixel: LinearConfig::new(e.width, cfg.dec_patch * cfg.dec_patch * 3).init(device),
             rope,
             grid,
@@ -68,38 +71,80 @@ impl<B: Backend> Decoder<B> {
 
     /// `zq`: `post_quant_conv(z)` `[B, T, D]`, `z`: raw latents `[B, T, C]` → image `[B, 3, H, W]`
     /// (not clamped).
-    pub fn forward(&self, zq: Tensor<B, 3>, z: Tensor<B, 3>, trace: &mut Trace<B>) -> Tensor<B, 4> {
+    pub fn forward(&self, zq: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 4> {
         let device = zq.device();
+        let mut h = self.tokens(zq); // [B, cls? + N + T, D]
+        for i in 0..self.blocks.len() {
+            h = self.block(i, h, z.clone(), &self.rope.table(i, self.grid, self.grid, &device));
+        }
+        self.to_image(h) // [B, 3, H, W]
+    }
+
+    /// [`Decoder::forward`] with every intermediate (for parity tests and inspection).
+    pub fn forward_intermediates(&self, zq: Tensor<B, 3>, z: Tensor<B, 3>) -> (Tensor<B, 4>, DecoderIntermediates<B>) {
+        let device = zq.device();
+        let post_quant = zq.clone();
+        let tokens_in = self.tokens(zq);
+        let (mut h, mut rope, mut modulation, mut blocks) = (tokens_in.clone(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..self.blocks.len() {
+            let table = self.rope.table(i, self.grid, self.grid, &device);
+            modulation.push(maetok_nn::ops::linear3(&self.blocks[i].ada_ln, silu(z.clone())));
+            h = self.block(i, h, z.clone(), &table);
+            rope.push(table);
+            blocks.push(h.clone());
+        }
+        let norm_out = self.norm.forward(h.clone(), z);
+        (self.to_image(h), DecoderIntermediates { post_quant, tokens_in, rope, modulation, blocks, norm_out })
+    }
+
+    /// Prefix tokens before the image positions (the optional cls token).
+    fn prefix(&self) -> usize {
+        usize::from(self.cls_token.is_some())
+    }
+
+    /// `[cls? | mask_token × N | zq + latent_pos_embed]`: `[B, T, D]` → `[B, cls? + N + T, D]`.
+    fn tokens(&self, zq: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, _, d] = zq.dims();
         let n = self.grid * self.grid;
-        let mut parts = Vec::new();
+        let mut parts = Vec::with_capacity(3);
         if let Some(cls) = &self.cls_token {
             parts.push(cls.val().expand([b, 1, d]));
         }
-        let prefix = parts.len();
         parts.push(self.mask_token.val().expand([b, n, d]));
         parts.push(zq + self.latent_pos_embed.val());
-        let mut x = Tensor::cat(parts, 1);
-        trace.record("dec_tokens_in", || x.clone());
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let table = self.rope.table(i, self.grid, self.grid, &device);
-            if i == 0 {
-                trace.record("dec_rope_cos_block0", || table.cos.clone());
-                trace.record("dec_rope_sin_block0", || table.sin.clone());
-                trace.record("dec_block0_adaln", || maetok_nn::ops::linear3(&blk.ada_ln, burn::tensor::activation::silu(z.clone())));
-            }
-            let full = RopeFull::new(&table, x.dims()[1], prefix, blk.attn.scale(d));
-            x = blk.forward(x, z.clone(), Some(&full));
-            if i == 0 {
-                trace.record("dec_block0_out", || x.clone());
-            }
-        }
-        trace.record("dec_norm_out", || self.norm.forward(x.clone(), z.clone()));
-        // The MoVQNorm modulation touches only the latent rows, which are discarded here.
-        let img_tokens = self.norm.forward_prefix(x, prefix, n);
-        let pix = maetok_nn::ops::linear3(&self.to_pixel, img_tokens);
+        Tensor::cat(parts, 1)
+    }
+
+    /// MoVQ block `i` modulated by the raw latents `z`, RoPE on the image positions.
+    fn block(&self, i: usize, h: Tensor<B, 3>, z: Tensor<B, 3>, table: &RopeTable<B>) -> Tensor<B, 3> {
+        let blk = &self.blocks[i];
+        let [_, n, d] = h.dims();
+        blk.forward(h, z, Some(&RopeFull::new(table, n, self.prefix(), blk.attn.scale(d))))
+    }
+
+    /// Final MoVQNorm on the image rows, `to_pixel` and unpatchify → `[B, 3, H, W]`.
+    /// (The MoVQNorm modulation touches only the latent rows, which are discarded here.)
+    fn to_image(&self, h: Tensor<B, 3>) -> Tensor<B, 4> {
+        let image_rows = self.norm.forward_prefix(h, self.prefix(), self.grid * self.grid);
+        let pix = maetok_nn::ops::linear3(&self.to_pixel, image_rows);
         unpatchify(pix, self.patch, self.grid, self.grid, 3)
     }
+}
+
+/// What [`Decoder::forward_intermediates`] returns besides the image.
+pub struct DecoderIntermediates<B: Backend> {
+    /// `[B, T, D]` the decoder's input `post_quant_conv(z)`.
+    pub post_quant: Tensor<B, 3>,
+    /// `[B, cls? + N + T, D]` the sequence entering block 0.
+    pub tokens_in: Tensor<B, 3>,
+    /// The RoPE table of each block.
+    pub rope: Vec<RopeTable<B>>,
+    /// `[B, T, 4D]` each block's `adaLN_modulation(SiLU(z))`.
+    pub modulation: Vec<Tensor<B, 3>>,
+    /// `[B, cls? + N + T, D]` after each block.
+    pub blocks: Vec<Tensor<B, 3>>,
+    /// `[B, cls? + N + T, D]` the final MoVQNorm over every row (latent rows modulated).
+    pub norm_out: Tensor<B, 3>,
 }
 
 impl<B: Backend> VisitParams<B> for Decoder<B> {

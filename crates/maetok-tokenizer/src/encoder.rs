@@ -7,11 +7,10 @@
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Distribution, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
-use maetok_nn::{Block, LayerNorm, PatchEmbed, Rope, RopeFull};
+use maetok_nn::{Block, BlockConfig, LayerNorm, LayerNormConfig, PatchEmbed, PatchEmbedConfig, Rope, RopeFull, RopeTable};
 use rand::Rng;
 
 use crate::config::{RopeKind, TokenizerConfig};
-use crate::trace::Trace;
 
 #[derive(Module, Debug)]
 pub struct Encoder<B: Backend> {
@@ -51,11 +50,13 @@ impl<B: Backend> Encoder<B> {
         };
         let ls = cfg.encoder_layer_scale.then_some(0.1);
         Self {
-            patch_embed: PatchEmbed::new(3, e.width, cfg.enc_patch, device),
+            patch_embed: PatchEmbedConfig::new(e.width, cfg.enc_patch).init(device),
             cls_token: normal([1, 1, e.width], 0.02, device),
             pos_embed: normal([1, 1 + n, e.width], 0.02, device),
-            blocks: (0..e.depth).map(|_| Block::new(e.width, e.heads, e.mlp_hidden, ls, cfg.ln_eps, device)).collect(),
-            norm: LayerNorm::affine(e.width, cfg.ln_eps, device),
+            blocks: (0..e.depth)
+                .map(|_| BlockConfig::new(e.width, e.heads, e.mlp_hidden).with_layer_scale(ls).with_eps(cfg.ln_eps).init(device))
+                .collect(),
+            norm: LayerNormConfig::new(e.width).with_eps(cfg.ln_eps).init(device),
             latent_tokens: normal([1, cfg.latent_tokens, e.width], 0.02, device),
             latent_pos_embed: normal([1, cfg.latent_tokens, e.width], 0.02, device),
             mask_token: cfg.enc_mask_token.then(|| normal([1, 1, e.width], 0.02, device)),
@@ -66,37 +67,70 @@ impl<B: Backend> Encoder<B> {
 
     /// `x`: `[B, 3, H, W]` in [-1, 1], H = W = image_size → latent-token features `[B, T, D]`
     /// (after the final LayerNorm, before `quant_conv`).
-    pub fn forward(&self, x: Tensor<B, 4>, trace: &mut Trace<B>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
         let device = x.device();
-        let b = x.dims()[0];
-        let tokens = self.patch_embed.forward(x);
-        trace.record("enc_patch_embed", || tokens.clone());
-        let d = tokens.dims()[2];
-        let cls = self.cls_token.val().expand([b, 1, d]);
-        let x = Tensor::cat(vec![cls, tokens], 1) + self.pos_embed.val();
-        let t = self.latent_tokens.dims()[1];
-        let lat = (self.latent_tokens.val() + self.latent_pos_embed.val()).expand([b, t, d]);
-        let mut x = Tensor::cat(vec![x, lat], 1);
-        trace.record("enc_tokens_in", || x.clone());
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let table = self.rope.table(i, self.grid, self.grid, &device);
-            if i == 0 {
-                trace.record("enc_rope_cos_block0", || table.cos.clone());
-                trace.record("enc_rope_sin_block0", || table.sin.clone());
-            }
-            let full = RopeFull::new(&table, x.dims()[1], 1, blk.attn.scale(d));
-            x = blk.forward(x, Some(&full));
-            if i == 0 {
-                trace.record("enc_block0_out", || x.clone());
-            }
+        let mut h = self.tokens(self.patch_embed.forward(x)); // [B, 1+N+T, D]
+        for i in 0..self.blocks.len() {
+            h = self.block(i, h, &self.rope.table(i, self.grid, self.grid, &device));
         }
-        let x = self.norm.forward(x);
-        trace.record("enc_norm_out", || x.clone());
-        let n = x.dims()[1];
-        let out = x.slice([0..b, n - t..n, 0..d]);
-        trace.record("enc_out", || out.clone());
-        out
+        self.latent_rows(self.norm.forward(h)) // [B, T, D]
     }
+
+    /// [`Encoder::forward`] with every intermediate (for parity tests and inspection).
+    pub fn forward_intermediates(&self, x: Tensor<B, 4>) -> (Tensor<B, 3>, EncoderIntermediates<B>) {
+        let device = x.device();
+        let patch_embed = self.patch_embed.forward(x);
+        let tokens_in = self.tokens(patch_embed.clone());
+        let (mut h, mut rope, mut blocks) = (tokens_in.clone(), Vec::new(), Vec::new());
+        for i in 0..self.blocks.len() {
+            let table = self.rope.table(i, self.grid, self.grid, &device);
+            h = self.block(i, h, &table);
+            rope.push(table);
+            blocks.push(h.clone());
+        }
+        let norm_out = self.norm.forward(h);
+        let out = self.latent_rows(norm_out.clone());
+        (out, EncoderIntermediates { patch_embed, tokens_in, rope, blocks, norm_out })
+    }
+
+    /// `[cls | patches] + pos_embed` followed by `latent_tokens + latent_pos_embed`:
+    /// `[B, N, D]` patch tokens → `[B, 1+N+T, D]`.
+    fn tokens(&self, patches: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, _, d] = patches.dims();
+        let t = self.latent_tokens.dims()[1];
+        let cls = self.cls_token.val().expand([b, 1, d]);
+        let image = Tensor::cat(vec![cls, patches], 1) + self.pos_embed.val();
+        let latent = (self.latent_tokens.val() + self.latent_pos_embed.val()).expand([b, t, d]);
+        Tensor::cat(vec![image, latent], 1)
+    }
+
+    /// Block `i` with RoPE on the image tokens (after the cls token).
+    fn block(&self, i: usize, h: Tensor<B, 3>, table: &RopeTable<B>) -> Tensor<B, 3> {
+        let blk = &self.blocks[i];
+        let [_, n, d] = h.dims();
+        blk.forward(h, Some(&RopeFull::new(table, n, 1, blk.attn.scale(d))))
+    }
+
+    /// The last `T` rows: `[B, 1+N+T, D]` → `[B, T, D]`.
+    fn latent_rows(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, n, d] = h.dims();
+        let t = self.latent_tokens.dims()[1];
+        h.slice([0..b, n - t..n, 0..d])
+    }
+}
+
+/// What [`Encoder::forward_intermediates`] returns besides the output.
+pub struct EncoderIntermediates<B: Backend> {
+    /// `[B, N, D]` patch embeddings.
+    pub patch_embed: Tensor<B, 3>,
+    /// `[B, 1+N+T, D]` the sequence entering block 0.
+    pub tokens_in: Tensor<B, 3>,
+    /// The RoPE table of each block (`[heads, N, hd/2]` cos and sin).
+    pub rope: Vec<RopeTable<B>>,
+    /// `[B, 1+N+T, D]` after each block.
+    pub blocks: Vec<Tensor<B, 3>>,
+    /// `[B, 1+N+T, D]` after the final LayerNorm.
+    pub norm_out: Tensor<B, 3>,
 }
 
 impl<B: Backend> VisitParams<B> for Encoder<B> {

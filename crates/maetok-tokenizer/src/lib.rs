@@ -6,9 +6,10 @@ pub mod decoder;
 pub mod encoder;
 pub mod model;
 pub mod pretrained;
-pub mod trace;
+pub mod testing;
 
-pub use config::{ConfigError, ModelArgs, TokenizerConfig};
+pub use config::{ConfigError, ModelArgs, TokenizerConfig, VitSize};
+pub use decoder::DecoderIntermediates;
+pub use encoder::EncoderIntermediates;
 pub use model::{InputError, MaeTok};
 pub use pretrained::{load_pretrained, load_with_args, save_pretrained, PretrainedError};
-pub use trace::Trace;

@@ -8,9 +8,8 @@ use maetok_nn::ops::linear3;
 use rand::Rng;
 
 use crate::config::TokenizerConfig;
-use crate::decoder::Decoder;
-use crate::encoder::Encoder;
-use crate::trace::Trace;
+use crate::decoder::{Decoder, DecoderIntermediates};
+use crate::encoder::{Encoder, EncoderIntermediates};
 
 /// Wrong input to [`MaeTok::encode`] / [`MaeTok::decode`].
 #[derive(Debug, thiserror::Error)]
@@ -58,34 +57,47 @@ impl<B: Backend> MaeTok<B> {
 
     /// Images `[B, 3, S, S]` in [-1, 1] (S = `image_size`) → latents `[B, T, C]`.
     pub fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 3>, InputError> {
-        self.encode_traced(images, &mut Trace::off())
+        self.check_images(&images)?;
+        Ok(linear3(&self.quant_conv, self.encoder.forward(images)))
     }
 
-    /// [`encode`](Self::encode), recording intermediates into `trace`.
-    pub fn encode_traced(&self, images: Tensor<B, 4>, trace: &mut Trace<B>) -> Result<Tensor<B, 3>, InputError> {
+    /// [`encode`](Self::encode) with the encoder's intermediates.
+    pub fn encode_intermediates(&self, images: Tensor<B, 4>) -> Result<(Tensor<B, 3>, EncoderIntermediates<B>), InputError> {
+        self.check_images(&images)?;
+        let (h, inter) = self.encoder.forward_intermediates(images);
+        Ok((linear3(&self.quant_conv, h), inter))
+    }
+
+    /// Latents `[B, T, C]` → images `[B, 3, S, S]` (not clamped).
+    pub fn decode(&self, latents: Tensor<B, 3>) -> Result<Tensor<B, 4>, InputError> {
+        self.check_latents(&latents)?;
+        let zq = linear3(&self.post_quant_conv, latents.clone()); // [B, T, D]
+        Ok(self.decoder.forward(zq, latents))
+    }
+
+    /// [`decode`](Self::decode) with the decoder's intermediates.
+    pub fn decode_intermediates(&self, latents: Tensor<B, 3>) -> Result<(Tensor<B, 4>, DecoderIntermediates<B>), InputError> {
+        self.check_latents(&latents)?;
+        let zq = linear3(&self.post_quant_conv, latents.clone());
+        Ok(self.decoder.forward_intermediates(zq, latents))
+    }
+
+    fn check_images(&self, images: &Tensor<B, 4>) -> Result<(), InputError> {
         let s = self.config.image_size;
         let dims = images.dims();
         if dims[1] != 3 || dims[2] != s || dims[3] != s {
             return Err(InputError::ImageShape { got: dims.to_vec(), size: s });
         }
-        Ok(linear3(&self.quant_conv, self.encoder.forward(images, trace)))
+        Ok(())
     }
 
-    /// Latents `[B, T, C]` → images `[B, 3, S, S]` (not clamped).
-    pub fn decode(&self, latents: Tensor<B, 3>) -> Result<Tensor<B, 4>, InputError> {
-        self.decode_traced(latents, &mut Trace::off())
-    }
-
-    /// [`decode`](Self::decode), recording intermediates into `trace`.
-    pub fn decode_traced(&self, latents: Tensor<B, 3>, trace: &mut Trace<B>) -> Result<Tensor<B, 4>, InputError> {
+    fn check_latents(&self, latents: &Tensor<B, 3>) -> Result<(), InputError> {
         let dims = latents.dims();
         let (t, c) = (self.config.latent_tokens, self.config.latent_dim);
         if dims[1] != t || dims[2] != c {
             return Err(InputError::LatentShape { got: dims.to_vec(), tokens: t, channels: c });
         }
-        let zq = linear3(&self.post_quant_conv, latents.clone());
-        trace.record("dec_post_quant", || zq.clone());
-        Ok(self.decoder.forward(zq, latents, trace))
+        Ok(())
     }
 
     /// Encode then decode (the reference `AEModel.forward(x)[0]`).

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use burn::backend::NdArray;
 use maetok_nn::io::Exporter;
 use maetok_nn::testing::{fixtures_dir, read_tensors};
-use maetok_tokenizer::{load_pretrained, load_with_args, save_pretrained, MaeTok, ModelArgs, PretrainedError};
+use maetok_tokenizer::{load_pretrained, load_with_args, save_pretrained, MaeTok, ModelArgs, PretrainedError, VitSize};
 use rand::SeedableRng;
 
 type B = NdArray<f32>;
 
 fn tiny_args() -> ModelArgs {
     let dir = fixtures_dir().join("tokenizer-ae-tiny");
-    ModelArgs::from_file(dir.join("config.json")).unwrap().with_dims((64, 2, 4), (64, 2, 4))
+    maetok_tokenizer::testing::fixture_args(&dir).unwrap()
 }
 
 /// The published MAETok-B-128 settings (spec §1.1).
@@ -149,7 +149,7 @@ fn export_round_trip_keeps_every_tensor_and_key() {
 #[test]
 fn maskae_training_checkpoint_loads_for_inference() {
     let dir = fixtures_dir().join("tokenizer-maskae-tiny");
-    let args = ModelArgs::from_file(dir.join("config.json")).unwrap().with_dims((32, 2, 2), (32, 2, 2));
+    let args = maetok_tokenizer::testing::fixture_args(&dir).unwrap();
     let (_, report) = load_with_args::<B>(&args, "maskae", dir.join("model.safetensors"), &Default::default()).unwrap();
     assert!(report.ignored.iter().any(|k| k.starts_with("decoder_hog.")));
     assert!(report.ignored.iter().any(|k| k.starts_with("repa_model.")));
@@ -192,7 +192,8 @@ fn larger_image_than_base_grid_runs_and_round_trips() {
         codebook_embed_dim: 4,
         ..ModelArgs::default()
     }
-    .with_dims((16, 1, 2), (16, 1, 2));
+    .with_encoder_size(VitSize { width: 16, depth: 1, heads: 2 })
+    .with_decoder_size(VitSize { width: 16, depth: 1, heads: 2 });
     let cfg = args.resolve("t").unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut model = MaeTok::<B>::new(&cfg, &mut rng, &device);
@@ -208,4 +209,13 @@ fn larger_image_than_base_grid_runs_and_round_trips() {
     let y2 = loaded.reconstruct(x).unwrap();
     let diff = (y - y2).abs().max().into_scalar();
     assert!(diff < 1e-6, "reloaded model differs by {diff}");
+}
+
+#[test]
+fn the_checkpoint_walk_covers_every_parameter() {
+    let dir = fixtures_dir().join("tokenizer-ae-tiny");
+    let cfg = maetok_tokenizer::testing::fixture_args(&dir).unwrap().resolve("tiny").unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut model = MaeTok::<B>::new(&cfg, &mut rng, &Default::default());
+    maetok_nn::testing::assert_walk_covers_module("MAETok", &mut model);
 }

@@ -1,43 +1,51 @@
 //! Parity of the MAETok autoencoder with the official PyTorch code on the tiny fixture
-//! (`shared/fixtures/tokenizer-ae-tiny`), loaded through the same Hugging Face loader users use.
+//! (`fixtures/tokenizer-ae-tiny`), loaded through the same Hugging Face loader users use.
 
 use burn::backend::NdArray;
 use maetok_nn::testing::{assert_close, fixtures_dir, read_tensors, tensor};
-use maetok_tokenizer::{load_with_args, ModelArgs, Trace};
+use maetok_tokenizer::{load_with_args, ModelArgs};
 
 type B = NdArray<f32>;
 
-/// The fixture's config.json with the tiny dimensions of its meta.json (width 64, depth 2, 4 heads).
+/// The fixture's config.json with the tiny sizes its meta.json records.
 fn tiny_args() -> ModelArgs {
     let dir = fixtures_dir().join("tokenizer-ae-tiny");
-    ModelArgs::from_file(dir.join("config.json")).unwrap().with_dims((64, 2, 4), (64, 2, 4))
+    maetok_tokenizer::testing::fixture_args(&dir).unwrap()
 }
 
 #[test]
 fn ae_tiny_matches_reference() {
     let device = Default::default();
     let dir = fixtures_dir().join("tokenizer-ae-tiny");
-    let (model, report) = load_with_args::<B>(&tiny_args(), "tokenizer-ae-tiny/config.json", dir.join("model.safetensors"), &device).unwrap();
+    let (model, report) =
+        load_with_args::<B>(&tiny_args(), "tokenizer-ae-tiny/config.json", dir.join("model.safetensors"), &device).unwrap();
     assert!(report.ignored.is_empty(), "{:?}", report.ignored);
     let io = read_tensors(dir.join("io.safetensors"));
     let input = tensor::<B, 4>(&io["input"], &device);
 
-    let mut trace = Trace::on();
-    let latent = model.encode_traced(input, &mut trace).unwrap();
-    let mut dtrace = Trace::on();
+    let (latent, enc) = model.encode_intermediates(input).unwrap();
     let fix_latent = tensor::<B, 3>(&io["latent"], &device);
-    let output = model.decode_traced(fix_latent, &mut dtrace).unwrap();
+    let (output, dec) = model.decode_intermediates(fix_latent).unwrap();
 
+    // Intermediates at the fixture README's tolerance; block 0 is the recorded one.
     let (ia, ir) = (1e-5, 1e-5);
-    for name in ["enc_patch_embed", "enc_tokens_in", "enc_block0_out", "enc_norm_out", "enc_out"] {
-        assert_close(name, trace.get(name).unwrap().clone(), &io[name], ia, ir);
-    }
-    for name in ["enc_rope_cos_block0", "enc_rope_sin_block0"] {
-        assert_close(name, trace.get(name).unwrap().clone(), &io[name], ia, ir);
-    }
-    for name in ["dec_post_quant", "dec_tokens_in", "dec_block0_adaln", "dec_block0_out", "dec_norm_out", "dec_rope_cos_block0", "dec_rope_sin_block0"] {
-        assert_close(name, dtrace.get(name).unwrap().clone(), &io[name], ia, ir);
-    }
+    let check = |name: &str, t: burn::tensor::Tensor<B, 3>| assert_close(name, t, &io[name], ia, ir);
+    check("enc_patch_embed", enc.patch_embed);
+    check("enc_tokens_in", enc.tokens_in);
+    check("enc_rope_cos_block0", enc.rope[0].cos.clone());
+    check("enc_rope_sin_block0", enc.rope[0].sin.clone());
+    check("enc_block0_out", enc.blocks[0].clone());
+    check("enc_norm_out", enc.norm_out.clone());
+    let [b, n, d] = enc.norm_out.dims();
+    let t = model.config.latent_tokens;
+    check("enc_out", enc.norm_out.slice([0..b, n - t..n, 0..d]));
+    check("dec_post_quant", dec.post_quant);
+    check("dec_tokens_in", dec.tokens_in);
+    check("dec_rope_cos_block0", dec.rope[0].cos.clone());
+    check("dec_rope_sin_block0", dec.rope[0].sin.clone());
+    check("dec_block0_adaln", dec.modulation[0].clone());
+    check("dec_block0_out", dec.blocks[0].clone());
+    check("dec_norm_out", dec.norm_out);
     assert_close("latent", latent.clone(), &io["latent"], 1e-4, 1e-4);
     assert_close("output (decode of fixture latent)", output, &io["output"], 1e-4, 1e-4);
     // End to end: our own latents through our decoder.
@@ -49,7 +57,8 @@ fn ae_tiny_matches_reference() {
 fn ae_tiny_fused_attention_path_matches_reference() {
     let device = Default::default();
     let dir = fixtures_dir().join("tokenizer-ae-tiny");
-    let (mut model, _) = load_with_args::<B>(&tiny_args(), "tokenizer-ae-tiny/config.json", dir.join("model.safetensors"), &device).unwrap();
+    let (mut model, _) =
+        load_with_args::<B>(&tiny_args(), "tokenizer-ae-tiny/config.json", dir.join("model.safetensors"), &device).unwrap();
     model.set_fused_attention(true);
     let io = read_tensors(dir.join("io.safetensors"));
     let latent = model.encode(tensor::<B, 4>(&io["input"], &device)).unwrap();

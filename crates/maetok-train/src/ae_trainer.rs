@@ -60,12 +60,8 @@ pub fn train_autoencoder<B: AutodiffBackend>(
 where
     MaeTok<B>: AutodiffModule<B>,
 {
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.95)
-        .with_epsilon(1e-8)
-        .with_weight_decay(cfg.weight_decay)
-        .init::<B, MaeTok<B>>();
+    let mut optim =
+        AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.95).with_epsilon(1e-8).with_weight_decay(cfg.weight_decay).init::<B, MaeTok<B>>();
     let mut losses = Vec::with_capacity(cfg.steps);
     for step in 0..cfg.steps {
         let (imgs, _) = data.batch(cfg.data_offset + (step * cfg.batch_size) as u64, cfg.batch_size);

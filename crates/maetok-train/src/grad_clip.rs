@@ -50,7 +50,11 @@ impl<B: AutodiffBackend> ParamVisitor<B> for Register<'_, B> {
 
 /// The gradients of `module`'s parameters, scaled by `min(1, max_norm / ‖g‖)` when `max_norm`
 /// is given; also returns the norm before clipping.
-pub fn clipped_gradients<B: AutodiffBackend, M: VisitParams<B>>(module: &mut M, grads: &B::Gradients, max_norm: Option<f64>) -> (GradientsParams, f64) {
+pub fn clipped_gradients<B: AutodiffBackend, M: VisitParams<B>>(
+    module: &mut M,
+    grads: &B::Gradients,
+    max_norm: Option<f64>,
+) -> (GradientsParams, f64) {
     let mut n = SquaredNorm::<B> { grads, total: None };
     module.visit_params("", &mut n);
     let norm = n.total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0);
@@ -61,4 +65,42 @@ pub fn clipped_gradients<B: AutodiffBackend, M: VisitParams<B>>(module: &mut M, 
     let mut r = Register::<B> { grads, scale, out: GradientsParams::new() };
     module.visit_params("", &mut r);
     (r.out, norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::TensorData;
+    use maetok_nn::{LayerNorm, LayerNormConfig};
+
+    type A = Autodiff<NdArray<f32>>;
+
+    /// `loss = Σ weight·a + Σ bias·b`: the gradients are exactly `a` and `b`.
+    fn grads(a: [f32; 2], b: [f32; 2], max_norm: Option<f64>) -> (Vec<f32>, Vec<f32>, f64) {
+        let d = Default::default();
+        let mut m: LayerNorm<A> = LayerNormConfig::new(2).init(&d);
+        let t = |v: [f32; 2]| Tensor::<A, 1>::from_data(TensorData::new(v.to_vec(), [2]), &d);
+        let loss = (m.weight.as_ref().unwrap().val() * t(a)).sum() + (m.bias.as_ref().unwrap().val() * t(b)).sum();
+        let g = loss.backward();
+        let (gp, norm) = clipped_gradients(&mut m, &g, max_norm);
+        let get = |p: &Param<Tensor<A, 1>>| gp.get::<NdArray<f32>, 1>(p.id).unwrap().into_data().to_vec::<f32>().unwrap();
+        (get(m.weight.as_ref().unwrap()), get(m.bias.as_ref().unwrap()), norm)
+    }
+
+    #[test]
+    fn clips_the_global_norm_as_pytorch_does() {
+        // ‖(3, 4, 0, 12)‖ = 13.
+        let (w, b, norm) = grads([3.0, 4.0], [0.0, 12.0], Some(6.5));
+        assert!((norm - 13.0).abs() < 1e-6);
+        let s = (6.5 / (13.0 + 1e-6)) as f32;
+        for (got, want) in w.iter().chain(&b).zip([3.0 * s, 4.0 * s, 0.0, 12.0 * s]) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        // Below the threshold, or without one, the gradients are untouched.
+        assert_eq!(grads([3.0, 4.0], [0.0, 12.0], Some(20.0)).0, vec![3.0, 4.0]);
+        let (w, b, norm) = grads([3.0, 4.0], [0.0, 12.0], None);
+        assert_eq!((w, b), (vec![3.0, 4.0], vec![0.0, 12.0]));
+        assert!((norm - 13.0).abs() < 1e-6);
+    }
 }

@@ -2,9 +2,9 @@
 
 pub mod ae_trainer;
 pub mod data;
+pub mod generator_trainer;
 pub mod grad_clip;
-pub mod latent_trainer;
 pub mod viz;
 
 pub use ae_trainer::{train_autoencoder, AeTrainConfig, AeTrainResult};
-pub use latent_trainer::{DitTrainConfig, DitTrainer, LatentTrainer, SitTrainConfig, SitTrainError, SitTrainer, TrainableGenerator};
+pub use generator_trainer::{objective_loss, GeneratorTrainConfig, GeneratorTrainError, GeneratorTrainer, Objective};

@@ -19,34 +19,44 @@ pub fn grid(images: &[RgbImage], cols: usize) -> RgbImage {
     out
 }
 
+/// A plot that could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("{0}: nothing to plot")]
+    Empty(std::path::PathBuf),
+    #[error("cannot draw {path}: {msg}")]
+    Draw { path: std::path::PathBuf, msg: String },
+}
+
 /// Writes a line plot of `series` (name, points) as SVG.
-pub fn line_plot_svg(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<(), String> {
+pub fn line_plot_svg(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<(), PlotError> {
     let pts: Vec<&(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter()).collect();
     if pts.is_empty() {
-        return Err("nothing to plot".into());
+        return Err(PlotError::Empty(path.to_path_buf()));
     }
+    let draw = |e: &dyn std::fmt::Display| PlotError::Draw { path: path.to_path_buf(), msg: e.to_string() };
     let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let pad = ((y1 - y0) * 0.05).max(1e-9);
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
-        .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| e.to_string())?;
+        .map_err(|e| draw(&e))?;
+    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| draw(&e))?;
     let colours = [BLUE, RED, GREEN, MAGENTA, CYAN];
     for (i, (name, p)) in series.iter().enumerate() {
         let c = colours[i % colours.len()];
         chart
             .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| draw(&e))?
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))
 }

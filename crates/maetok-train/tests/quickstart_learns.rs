@@ -1,7 +1,7 @@
 //! A short autoencoder run on the procedural dataset lowers the pixel loss clearly.
 
 use burn::backend::{Autodiff, NdArray};
-use maetok_tokenizer::{MaeTok, ModelArgs};
+use maetok_tokenizer::{MaeTok, ModelArgs, VitSize};
 use maetok_train::data::ProceduralShapes;
 use maetok_train::{train_autoencoder, AeTrainConfig};
 use rand::SeedableRng;
@@ -21,7 +21,8 @@ fn short_training_run_lowers_the_loss() {
         codebook_embed_dim: 8,
         ..ModelArgs::default()
     }
-    .with_dims((32, 1, 2), (32, 1, 2));
+    .with_encoder_size(VitSize { width: 32, depth: 1, heads: 2 })
+    .with_decoder_size(VitSize { width: 32, depth: 1, heads: 2 });
     let cfg = args.resolve("test").unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let model = MaeTok::<B>::new(&cfg, &mut rng, &device);

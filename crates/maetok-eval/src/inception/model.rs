@@ -117,8 +117,7 @@ impl<B: Backend> InceptionV3<B> {
     /// Features of images `[N, 3, H, W]` with values in [0, 255] (any size; resized to 299 as
     /// [`InceptionV3::preprocess`] says).
     pub fn features(&self, images: Tensor<B, 4>) -> InceptionFeatures<B> {
-        let BlockOutputs { blocks: [_, _, _, b3], mixed_6d_branch1x1: b1x1 } =
-            self.forward_blocks(self.preprocess.apply(images));
+        let BlockOutputs { blocks: [_, _, _, b3], mixed_6d_branch1x1: b1x1 } = self.forward_blocks(self.preprocess.apply(images));
         let n = b3.dims()[0];
         let pool = b3.reshape([n, POOL_DIM]);
         let [_, _, h, w] = b1x1.dims();
@@ -149,5 +148,16 @@ impl<B: Backend> VisitParams<B> for InceptionV3<B> {
         if let Some(fc) = self.fc.as_mut() {
             v.param("fc.weight", fc);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpoint_walk_covers_every_parameter() {
+        type B = burn::backend::NdArray<f32>;
+        maetok_nn::testing::assert_walk_covers_module("Inception-v3", &mut InceptionV3::<B>::new(true, &Default::default()));
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// `$MAETOK_FIXTURES`, else `shared/fixtures` beside the repository.
+/// `$MAETOK_FIXTURES`, else the repository's vendored `fixtures/`.
 pub fn fixtures() -> PathBuf {
     maetok_nn::testing::fixtures_dir()
 }

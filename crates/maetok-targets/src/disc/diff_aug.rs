@@ -26,6 +26,17 @@ pub enum Augment {
     Cutout { ratio: f64 },
 }
 
+/// A DiffAugment policy string or probability that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DiffAugError {
+    #[error("DiffAugment policy '{policy}': bad ratio in '{item}'")]
+    Ratio { policy: String, item: String },
+    #[error("DiffAugment policy '{policy}': unknown element '{item}' (expected color, translation[_r], cutout[_r])")]
+    Unknown { policy: String, item: String },
+    #[error("DiffAugment probability {0} is not in [0, 1]")]
+    Probability(f64),
+}
+
 /// A policy such as `color,translation,cutout_0.2` with its application probability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiffAugPolicy {
@@ -36,22 +47,24 @@ pub struct DiffAugPolicy {
 impl DiffAugPolicy {
     /// Parses the reference's policy strings: `color`, `translation[_ratio]`, `cutout[_ratio]`,
     /// comma-separated.
-    pub fn parse(policy: &str, prob: f64) -> Result<Self, String> {
+    pub fn parse(policy: &str, prob: f64) -> Result<Self, DiffAugError> {
         let mut ops = Vec::new();
         for item in policy.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (name, ratio) = match item.split_once('_') {
-                Some((n, r)) => (n, Some(r.parse::<f64>().map_err(|_| format!("DiffAugment policy '{policy}': bad ratio in '{item}'"))?)),
+                Some((n, r)) => {
+                    (n, Some(r.parse::<f64>().map_err(|_| DiffAugError::Ratio { policy: policy.to_string(), item: item.to_string() })?))
+                }
                 None => (item, None),
             };
             ops.push(match name {
                 "color" if ratio.is_none() => Augment::Color,
                 "translation" => Augment::Translation { ratio: ratio.unwrap_or(0.125) },
                 "cutout" => Augment::Cutout { ratio: ratio.unwrap_or(0.5) },
-                _ => return Err(format!("DiffAugment policy '{policy}': unknown element '{item}' (expected color, translation[_r], cutout[_r])")),
+                _ => return Err(DiffAugError::Unknown { policy: policy.to_string(), item: item.to_string() }),
             });
         }
         if !(0.0..=1.0).contains(&prob) {
-            return Err(format!("DiffAugment probability {prob} is not in [0, 1]"));
+            return Err(DiffAugError::Probability(prob));
         }
         Ok(Self { ops, prob })
     }
@@ -195,8 +208,8 @@ mod tests {
     fn policies_parse_and_reject() {
         assert_eq!(DiffAugPolicy::parse("color,translation,cutout_0.2", 0.5).unwrap(), DiffAugPolicy::weak());
         assert_eq!(DiffAugPolicy::parse("color,translation,cutout_0.5", 1.0).unwrap(), DiffAugPolicy::strong());
-        assert!(DiffAugPolicy::parse("colour", 0.5).unwrap_err().contains("colour"));
-        assert!(DiffAugPolicy::parse("cutout_x", 0.5).unwrap_err().contains("cutout_x"));
+        assert!(DiffAugPolicy::parse("colour", 0.5).unwrap_err().to_string().contains("colour"));
+        assert!(DiffAugPolicy::parse("cutout_x", 0.5).unwrap_err().to_string().contains("cutout_x"));
         assert!(DiffAugPolicy::parse("color", 1.5).is_err());
     }
 
@@ -247,7 +260,10 @@ mod tests {
     fn colour_ops_follow_the_formulas() {
         let x = img(1, 4, 4);
         let xv = x.clone().into_data().to_vec::<f32>().unwrap();
-        let d = AugDraws { steps: vec![AugStep::Color { brightness: vec![0.75], saturation: vec![0.5], contrast: vec![0.25] }], dims: (1, 4, 4) };
+        let d = AugDraws {
+            steps: vec![AugStep::Color { brightness: vec![0.75], saturation: vec![0.5], contrast: vec![0.25] }],
+            dims: (1, 4, 4),
+        };
         let y = d.apply(x).into_data().to_vec::<f32>().unwrap();
         // Brightness +0.25; saturation factor 1 (identity); contrast factor 0.75 about the mean.
         let b: Vec<f32> = xv.iter().map(|v| v + 0.25).collect();

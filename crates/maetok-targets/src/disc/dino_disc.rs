@@ -41,11 +41,11 @@ impl DiscConfig {
         Self { backbone: VitConfig::dino_small(), key_depths: vec![2, 5, 8, 11], kernel: 9, norm_eps: 1e-6 }
     }
 
-    /// Checks the numbers fit together; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the numbers fit together; the error names the field.
+    pub fn validate(&self) -> Result<(), DiscConfigError> {
         self.backbone.validate()?;
         if self.kernel.is_multiple_of(2) {
-            return Err(format!("kernel {} must be odd (circular padding kernel/2 on both sides)", self.kernel));
+            return Err(DiscConfigError::EvenKernel(self.kernel));
         }
         Ok(())
     }
@@ -59,6 +59,15 @@ impl DiscConfig {
     pub fn logits_per_image(&self) -> usize {
         (self.used_key_depths().len() + 1) * self.backbone.grid() * self.backbone.grid()
     }
+}
+
+/// A discriminator configuration that cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DiscConfigError {
+    #[error("backbone: {0}")]
+    Backbone(#[from] crate::vit::VitConfigError),
+    #[error("kernel {0} must be odd (circular padding kernel/2 on both sides)")]
+    EvenKernel(usize),
 }
 
 /// The trunk's input affine map from `[-1, 1]`: `x·(0.5/s) + (0.5 − m)/s` per channel (the
@@ -193,7 +202,12 @@ impl<B: Backend> DinoDisc<B> {
 /// discriminator state dict (`heads.*`, e.g. from a training checkpoint). The k-part of every
 /// `qkv` bias is zeroed, as the reference does when loading. Without `heads` they are freshly
 /// initialised.
-pub fn load_dino_disc_from<B: Backend>(mut trunk: Loader<B>, heads: Option<Loader<B>>, config: &DiscConfig, device: &B::Device) -> Result<(DinoDisc<B>, LoadReport), CheckpointError> {
+pub fn load_dino_disc_from<B: Backend>(
+    mut trunk: Loader<B>,
+    heads: Option<Loader<B>>,
+    config: &DiscConfig,
+    device: &B::Device,
+) -> Result<(DinoDisc<B>, LoadReport), CheckpointError> {
     let path = trunk.path().to_path_buf();
     if let Err(e) = config.validate() {
         return Err(CheckpointError::Mismatch { path, details: format!("  invalid discriminator config: {e}\n") });
@@ -232,7 +246,31 @@ pub fn load_dino_disc_from<B: Backend>(mut trunk: Loader<B>, heads: Option<Loade
 }
 
 /// [`load_dino_disc_from`] on files (`.safetensors`, or PyTorch `.pth`/`.bin`).
-pub fn load_dino_disc<B: Backend>(trunk: impl AsRef<Path>, heads: Option<&Path>, config: &DiscConfig, device: &B::Device) -> Result<(DinoDisc<B>, LoadReport), CheckpointError> {
+pub fn load_dino_disc<B: Backend>(
+    trunk: impl AsRef<Path>,
+    heads: Option<&Path>,
+    config: &DiscConfig,
+    device: &B::Device,
+) -> Result<(DinoDisc<B>, LoadReport), CheckpointError> {
     let heads = heads.map(|p| Loader::from_any(p, device)).transpose()?;
     load_dino_disc_from(Loader::from_any(trunk, device)?, heads, config, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maetok_nn::testing::{assert_walk_covers_module, ParamCensus};
+
+    #[test]
+    fn trunk_and_head_walks_cover_every_parameter() {
+        type B = burn::backend::NdArray<f32>;
+        let backbone = VitConfig { dim: 24, depth: 3, heads: 2, mlp_hidden: 40, ..VitConfig::dino_small() };
+        let config = DiscConfig { backbone, key_depths: vec![0, 2, 5], ..DiscConfig::dino_small() };
+        let mut disc = DinoDisc::<B>::new(&config, &Default::default());
+        assert_walk_covers_module("DINO trunk", &mut disc.backbone);
+        let mut census = ParamCensus::default();
+        disc.backbone.visit_params("", &mut census);
+        disc.visit_heads(&mut census);
+        assert_eq!(census.values, disc.num_params());
+    }
 }

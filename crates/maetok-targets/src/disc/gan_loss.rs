@@ -77,7 +77,15 @@ pub struct GanWeights {
 
 impl Default for GanWeights {
     fn default() -> Self {
-        Self { disc_weight: 0.4, disc_start: 30_000, lecam_weight: 0.001, cr_weight: 4.0, perceptual_warmup: 10_000, perceptual_weight: 1.0, max_adaptive_weight: 1e4 }
+        Self {
+            disc_weight: 0.4,
+            disc_start: 30_000,
+            lecam_weight: 0.001,
+            cr_weight: 4.0,
+            perceptual_warmup: 10_000,
+            perceptual_weight: 1.0,
+            max_adaptive_weight: 1e4,
+        }
     }
 }
 

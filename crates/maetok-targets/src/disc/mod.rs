@@ -11,5 +11,5 @@ pub mod spectral_conv;
 
 pub use diff_aug::{AugDraws, AugStep, Augment, DiffAugPolicy};
 pub use dino_disc::{load_dino_disc, load_dino_disc_from, DinoDisc, DiscConfig, DiscResize};
-pub use head::DiscHead;
 pub use gan_loss::{consistency_loss, discriminator_loss, hinge_d_loss, hinge_g_loss, DiscLoss, GanWeights, LeCam};
+pub use head::DiscHead;

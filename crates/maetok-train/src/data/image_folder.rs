@@ -22,14 +22,19 @@ pub enum Layout {
     TinyImageNet,
 }
 
+/// A layout name that is not one of the known ones.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown layout '{0}'; choose imagefolder, imagenet or tiny-imagenet")]
+pub struct UnknownLayout(pub String);
+
 impl std::str::FromStr for Layout {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownLayout;
+    fn from_str(s: &str) -> Result<Self, UnknownLayout> {
         match s {
             "imagefolder" | "image-folder" => Ok(Self::ImageFolder),
             "imagenet" => Ok(Self::ImageNet),
             "tiny-imagenet" | "tinyimagenet" => Ok(Self::TinyImageNet),
-            other => Err(format!("unknown layout '{other}'; choose imagefolder, imagenet or tiny-imagenet")),
+            other => Err(UnknownLayout(other.to_string())),
         }
     }
 }
@@ -97,7 +102,9 @@ impl ImageFolder {
             return Err(ImageError::NoClasses(root));
         }
         let mut dirs = dirs;
-        dirs.sort_by(|a, b| a.file_name().map(|n| n.as_encoded_bytes().to_vec()).cmp(&b.file_name().map(|n| n.as_encoded_bytes().to_vec())));
+        dirs.sort_by(|a, b| {
+            a.file_name().map(|n| n.as_encoded_bytes().to_vec()).cmp(&b.file_name().map(|n| n.as_encoded_bytes().to_vec()))
+        });
         let mut classes = Vec::new();
         let mut samples = Vec::new();
         for (c, d) in dirs.iter().enumerate() {

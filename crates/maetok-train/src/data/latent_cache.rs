@@ -82,7 +82,15 @@ pub struct CacheManifest {
 
 impl CacheManifest {
     /// A manifest for a new cache.
-    pub fn new(tokenizer: String, source: String, image_size: usize, latent_shape: [usize; 2], classes: Vec<String>, dataset_len: usize, shard_size: usize) -> Self {
+    pub fn new(
+        tokenizer: String,
+        source: String,
+        image_size: usize,
+        latent_shape: [usize; 2],
+        classes: Vec<String>,
+        dataset_len: usize,
+        shard_size: usize,
+    ) -> Self {
         Self {
             format: FORMAT.into(),
             version: 1,
@@ -202,7 +210,10 @@ impl LatentCacheWriter {
 
     fn advance(&mut self, index: usize) -> Result<(), CacheError> {
         if index < self.manifest.next_index || self.last_index.is_some_and(|l| index <= l) {
-            return Err(CacheError::Format { path: self.dir.clone(), msg: format!("image {index} was already written or is out of order") });
+            return Err(CacheError::Format {
+                path: self.dir.clone(),
+                msg: format!("image {index} was already written or is out of order"),
+            });
         }
         self.last_index = Some(index);
         Ok(())
@@ -212,7 +223,10 @@ impl LatentCacheWriter {
     pub fn push(&mut self, record: LatentRecord) -> Result<(), CacheError> {
         let want = self.manifest.latent_shape[0] * self.manifest.latent_shape[1];
         if record.zq.len() != want || record.zq_flip.len() != want {
-            return Err(CacheError::Format { path: self.dir.clone(), msg: format!("latent of {} has {} values, the cache holds {:?}", record.path, record.zq.len(), self.manifest.latent_shape) });
+            return Err(CacheError::Format {
+                path: self.dir.clone(),
+                msg: format!("latent of {} has {} values, the cache holds {:?}", record.path, record.zq.len(), self.manifest.latent_shape),
+            });
         }
         self.advance(record.index)?;
         self.pending.push(record);
@@ -249,7 +263,8 @@ impl LatentCacheWriter {
                 ("indices", TensorView::new(Dtype::I64, vec![n], &indices).expect("sizes")),
             ];
             let meta = HashMap::from([("paths".to_string(), serde_json::to_string(&paths).expect("json"))]);
-            let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| CacheError::Format { path: self.dir.join(&file), msg: e.to_string() })?;
+            let bytes = safetensors::serialize(views, Some(meta))
+                .map_err(|e| CacheError::Format { path: self.dir.join(&file), msg: e.to_string() })?;
             let path = self.dir.join(&file);
             write_atomic(&path, &bytes).map_err(|source| CacheError::Io { path, source })?;
             self.manifest.shards.push(ShardInfo { file, count: n });
@@ -328,7 +343,9 @@ impl LatentCache {
             let n = info.count;
             let zq = info_of("zq", safetensors::Dtype::F32, vec![n, l, c])?;
             let zq_flip = info_of("zq_flip", safetensors::Dtype::F32, vec![n, l, c])?;
-            let ints = |off: usize| -> Vec<usize> { map[off..off + 8 * n].chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8")) as usize).collect() };
+            let ints = |off: usize| -> Vec<usize> {
+                map[off..off + 8 * n].chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8")) as usize).collect()
+            };
             let labels = ints(info_of("labels", safetensors::Dtype::I64, vec![n])?);
             let indices = ints(info_of("indices", safetensors::Dtype::I64, vec![n])?);
             let paths: Vec<String> = meta

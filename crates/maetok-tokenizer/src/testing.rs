@@ -1,0 +1,35 @@
+//! Reading the golden tokenizer fixtures (`fixtures/tokenizer-*`) at their own sizes.
+
+use std::path::Path;
+
+use crate::config::{ConfigError, ModelArgs, VitSize};
+
+/// The `ModelArgs` of a fixture folder: its `config.json` with the encoder and decoder sizes its
+/// `meta.json` records under `config.create_model_overrides` (the fixture script shrinks the
+/// timm presets named by `encoder_model` / `decoder_model` that way).
+pub fn fixture_args(dir: &Path) -> Result<ModelArgs, ConfigError> {
+    let args = ModelArgs::from_file(dir.join("config.json"))?;
+    let meta_path = dir.join("meta.json");
+    let origin = meta_path.display().to_string();
+    let text = std::fs::read_to_string(&meta_path).map_err(|source| ConfigError::Io { path: origin.clone(), source })?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ConfigError::Invalid { path: origin.clone(), msg: e.to_string() })?;
+    let overrides = &meta["config"]["create_model_overrides"];
+    let size = |model: &str| -> Result<Option<VitSize>, ConfigError> {
+        match overrides.get(model) {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| ConfigError::Invalid { path: origin.clone(), msg: format!("create_model_overrides.{model}: {e}") }),
+        }
+    };
+    let (enc, dec) = (size(&args.encoder_model)?, size(&args.decoder_model)?);
+    let args = match enc {
+        Some(s) => args.with_encoder_size(s),
+        None => args,
+    };
+    Ok(match dec {
+        Some(s) => args.with_decoder_size(s),
+        None => args,
+    })
+}
