@@ -22,4 +22,5 @@ pub mod gmm_fit;
 pub mod quickstart;
 pub mod reconstruct;
 pub mod teacher_features;
+pub mod train_cli;
 pub mod train_generator;
