@@ -26,22 +26,29 @@ fn splitmix_uniform(n: usize, stream: u64) -> Vec<f64> {
         .collect()
 }
 
+/// The fixture's meta.json.
+fn meta() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("lpips-tiny/meta.json")).unwrap()).unwrap()
+}
+
+/// The VGG16 convolutions `(features index, in, out)` that meta.json's weight formula lists.
+fn vgg_layers() -> Vec<(u64, usize, usize)> {
+    let meta = meta();
+    let layers = meta["config"]["vgg_weight_formula"]["conv layers"].as_object().expect("conv layers").clone();
+    let mut v: Vec<(u64, usize, usize)> = layers
+        .iter()
+        .map(|(k, l)| {
+            let j: u64 = k.trim_start_matches("features.").parse().unwrap();
+            let shape: Vec<usize> = l["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            (j, shape[1], shape[0])
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 fn vgg_state_dict() -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let layers = [
-        (0, 3, 64),
-        (2, 64, 64),
-        (5, 64, 128),
-        (7, 128, 128),
-        (10, 128, 256),
-        (12, 256, 256),
-        (14, 256, 256),
-        (17, 256, 512),
-        (19, 512, 512),
-        (21, 512, 512),
-        (24, 512, 512),
-        (26, 512, 512),
-        (28, 512, 512),
-    ];
+    let layers = vgg_layers();
     let mut m = HashMap::new();
     for (j, cin, cout) in layers {
         let fan_in = (cin * 9) as f64;
@@ -60,11 +67,20 @@ fn lpips_matches_the_reference() {
     let dir = fixtures_dir().join("lpips-tiny");
     let device = Default::default();
     let vgg = vgg_state_dict();
-    // meta.json `vgg_weight_checks["slice1.0.weight"].first4` (f64 values of the f32 weights).
-    let first4: Vec<f64> = vgg["features.0.weight"].1[..4].iter().map(|&v| v as f64).collect();
-    let want: [f64; 4] = [0.3613888919353485, 0.06275485455989838, 0.08597450703382492, -0.36444252729415894];
-    let ea = first4.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    assert!(ea < 1e-7, "weight formula");
+    // meta.json `vgg_weight_checks["slice{s}.{j}.weight|bias"]`: the first four values and the sum
+    // of each generated tensor (f64 values of the f32 weights).
+    let checks = meta()["config"]["vgg_weight_checks"].as_object().expect("vgg_weight_checks").clone();
+    assert!(!checks.is_empty());
+    for (key, check) in checks {
+        let (_, rest) = key.split_once('.').unwrap();
+        let ours = &vgg[&format!("features.{rest}")].1;
+        let first4: Vec<f64> = check["first4"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let ea = ours.iter().zip(&first4).map(|(&a, b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+        assert!(ea < 1e-7, "{key}: weight formula");
+        let sum: f64 = ours.iter().map(|&v| v as f64).sum();
+        let want = check["sum"].as_f64().unwrap();
+        assert!((sum - want).abs() <= 1e-6 * ours.len() as f64, "{key}: sum {sum} vs {want}");
+    }
     let vgg = Loader::<B>::from_map(vgg, PathBuf::from("vgg16.pth"), &device);
     let lin = Loader::<B>::from_file(dir.join("lpips_lin_vgg.safetensors"), &device).unwrap();
     let (m, report) = load_lpips_from(vgg, lin, &device).unwrap();
