@@ -68,25 +68,31 @@ fn eval_and_train_forward_match_the_reference() {
 fn crops_and_area_resizing_of_large_inputs() {
     let device = Default::default();
     let disc = load();
-    let x = Tensor::<B, 4>::random([1, 3, 256, 256], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
-    let crop = disc.preprocess(x.clone(), DiscResize::Crop { top: 10, left: 20 });
+    // An input larger than the trunk's side s: a crop or an area resize to s x s.
+    let s = config().backbone.img_size;
+    let big = s + s / 7;
+    let x = Tensor::<B, 4>::random([1, 3, big, big], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+    let margin = big - s;
+    let (top, left) = (margin / 3, 2 * margin / 3);
+    let crop = disc.preprocess(x.clone(), DiscResize::Crop { top, left });
     let whole = disc.preprocess(x.clone(), DiscResize::Crop { top: 0, left: 0 });
-    assert_eq!(crop.dims(), [1, 3, 224, 224]);
+    assert_eq!(crop.dims(), [1, 3, s, s]);
     let a = crop.slice([0..1, 0..1, 0..1, 0..1]).into_scalar();
-    let b = whole.slice([0..1, 0..1, 10..11, 20..21]).into_scalar();
+    let b = whole.slice([0..1, 0..1, top..top + 1, left..left + 1]).into_scalar();
     assert_eq!(a, b);
     // Area resize of a constant image stays constant.
-    let ones = Tensor::<B, 4>::ones([1, 3, 256, 256], &device);
+    let ones = Tensor::<B, 4>::ones([1, 3, big, big], &device);
     let r = disc.preprocess(ones, DiscResize::Interpolate);
     let v = r.clone().into_data().to_vec::<f32>().unwrap();
     let first = v[0];
-    assert!(v[..224 * 224].iter().all(|x| (x - first).abs() < 1e-5));
+    assert!(v[..s * s].iter().all(|x| (x - first).abs() < 1e-5));
     // The random choice: small inputs are always interpolated; large ones cropped about half the time.
     use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    assert!((0..50).all(|_| DiscResize::draw(64, 64, 224, &mut rng) == DiscResize::Interpolate));
+    let small = s / 2;
+    assert!((0..50).all(|_| DiscResize::draw(small, small, s, &mut rng) == DiscResize::Interpolate));
     let crops = (0..1000)
-        .filter(|_| matches!(DiscResize::draw(256, 256, 224, &mut rng), DiscResize::Crop { top, left } if top <= 32 && left <= 32))
+        .filter(|_| matches!(DiscResize::draw(big, big, s, &mut rng), DiscResize::Crop { top, left } if top <= margin && left <= margin))
         .count();
     assert!((430..570).contains(&crops), "{crops} crops of 1000");
 }
