@@ -55,8 +55,9 @@ fn inception_score_matches_adm_evaluator() {
 #[test]
 fn precision_recall_matches_adm_manifold_estimator() {
     let t = read("metrics/fixture.safetensors");
-    for (case, d) in [("prec_recall", 32), ("prec_recall_int", 16)] {
-        let refs = f32s(&t[&format!("{case}/ref_features")].1);
+    for case in ["prec_recall", "prec_recall_int"] {
+        let (shape, refs) = &t[&format!("{case}/ref_features")];
+        let (d, refs) = (shape[1], f32s(refs));
         let samples = f32s(&t[&format!("{case}/sample_features")].1);
         let radii = maetok_eval::ManifoldRadii::new(&refs, d, 3);
         let want_r = &t[&format!("{case}/ref_radii")].1;

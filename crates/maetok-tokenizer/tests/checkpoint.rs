@@ -71,17 +71,24 @@ fn load_err(dir: &std::path::Path) -> String {
 
 #[test]
 fn missing_extra_and_misshaped_tensors_are_named_in_one_error() {
+    // quant_conv.weight is [latent_dim, width] (PyTorch layout); store it transposed.
+    let mut shape = Vec::new();
     let dir = edited_checkpoint(|ex| {
-        ex.remove("encoder.model.blocks.1.attn.qkv.bias").unwrap();
-        ex.insert("decoder.model.blocks.7.mlp.fc1.weight", vec![2, 2], vec![0.0; 4]);
-        let (_, v) = ex.remove("quant_conv.weight").unwrap();
-        ex.insert("quant_conv.weight", vec![64, 8], v);
+        ex.remove("encoder.model.blocks.0.attn.qkv.bias").unwrap();
+        ex.insert("decoder.model.blocks.999.mlp.fc1.weight", vec![2, 2], vec![0.0; 4]);
+        let (s, v) = ex.remove("quant_conv.weight").unwrap();
+        shape = s;
+        ex.insert("quant_conv.weight", vec![shape[1], shape[0]], v);
     });
+    let (c, w) = (shape[0], shape[1]);
     let msg = load_err(dir.path());
     assert!(msg.contains("model.safetensors"), "{msg}");
-    assert!(msg.contains("missing keys") && msg.contains("encoder.model.blocks.1.attn.qkv.bias"), "{msg}");
-    assert!(msg.contains("unexpected keys") && msg.contains("decoder.model.blocks.7.mlp.fc1.weight"), "{msg}");
-    assert!(msg.contains("mis-shaped") && msg.contains("quant_conv.weight: file has [64, 8], model expects [8, 64]"), "{msg}");
+    assert!(msg.contains("missing keys") && msg.contains("encoder.model.blocks.0.attn.qkv.bias"), "{msg}");
+    assert!(msg.contains("unexpected keys") && msg.contains("decoder.model.blocks.999.mlp.fc1.weight"), "{msg}");
+    assert!(
+        msg.contains("mis-shaped") && msg.contains(&format!("quant_conv.weight: file has [{w}, {c}], model expects [{c}, {w}]")),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -160,10 +167,14 @@ fn wrong_image_and_latent_shapes_are_errors() {
     let device = Default::default();
     let src = fixtures_dir().join("tokenizer-ae-tiny");
     let (model, _) = load_with_args::<B>(&tiny_args(), "tiny", src.join("model.safetensors"), &device).unwrap();
-    let err = model.encode(burn::tensor::Tensor::zeros([1, 3, 32, 64], &device)).unwrap_err();
-    assert!(err.to_string().contains("[1, 3, 32, 64]") && err.to_string().contains("[B, 3, 64, 64]"), "{err}");
-    let err = model.decode(burn::tensor::Tensor::zeros([1, 16, 9], &device)).unwrap_err();
-    assert!(err.to_string().contains("[B, 16, 8]"), "{err}");
+    let (s, t, c) = (model.config.image_size, model.config.latent_tokens, model.config.latent_dim);
+    let err = model.encode(burn::tensor::Tensor::zeros([1, 3, s / 2, s], &device)).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("[1, 3, {}, {s}]", s / 2)) && err.to_string().contains(&format!("[B, 3, {s}, {s}]")),
+        "{err}"
+    );
+    let err = model.decode(burn::tensor::Tensor::zeros([1, t, c + 1], &device)).unwrap_err();
+    assert!(err.to_string().contains(&format!("[B, {t}, {c}]")), "{err}");
 }
 
 #[test]
