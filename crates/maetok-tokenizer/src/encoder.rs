@@ -76,11 +76,37 @@ impl<B: Backend> Encoder<B> {
         self.latent_rows(self.norm.forward(h)) // [B, T, D]
     }
 
-    /// [`Encoder::forward`] with every intermediate (for parity tests and inspection).
-    pub fn forward_intermediates(&self, x: Tensor<B, 4>) -> (Tensor<B, 3>, EncoderIntermediates<B>) {
+    /// The training forward (spec §4.1): the patches where `mask` `[B, N]` is 1 are replaced by
+    /// `mask_token` right after the patch embedding, so they still receive APE and RoPE; nothing
+    /// is dropped. `None` without a mask token.
+    pub fn forward_masked(&self, x: Tensor<B, 4>, mask: Tensor<B, 2>) -> Option<Tensor<B, 3>> {
+        let device = x.device();
+        let mut h = self.tokens(self.mask_patches(self.patch_embed.forward(x), mask)?);
+        for i in 0..self.blocks.len() {
+            h = self.block(i, h, &self.rope.table(i, self.grid, self.grid, &device));
+        }
+        Some(self.latent_rows(self.norm.forward(h)))
+    }
+
+    /// `patches` `[B, N, D]` with the rows where `mask` `[B, N]` is 1 replaced by `mask_token`.
+    fn mask_patches(&self, patches: Tensor<B, 3>, mask: Tensor<B, 2>) -> Option<Tensor<B, 3>> {
+        let token = self.mask_token.as_ref()?.val();
+        let [b, n, d] = patches.dims();
+        let masked = mask.greater_elem(0.5).unsqueeze_dim::<3>(2).expand([b, n, d]);
+        Some(patches.mask_where(masked, token.expand([b, n, d])))
+    }
+
+    /// [`Encoder::forward`] (or with `mask`, [`Encoder::forward_masked`]) with every intermediate
+    /// (for parity tests and inspection). `None` when a mask is given to an encoder without a
+    /// mask token.
+    pub fn forward_intermediates(&self, x: Tensor<B, 4>, mask: Option<Tensor<B, 2>>) -> Option<(Tensor<B, 3>, EncoderIntermediates<B>)> {
         let device = x.device();
         let patch_embed = self.patch_embed.forward(x);
-        let tokens_in = self.tokens(patch_embed.clone());
+        let patches = match mask {
+            Some(m) => self.mask_patches(patch_embed.clone(), m)?,
+            None => patch_embed.clone(),
+        };
+        let tokens_in = self.tokens(patches);
         let (mut h, mut rope, mut blocks) = (tokens_in.clone(), Vec::new(), Vec::new());
         for i in 0..self.blocks.len() {
             let table = self.rope.table(i, self.grid, self.grid, &device);
@@ -90,7 +116,7 @@ impl<B: Backend> Encoder<B> {
         }
         let norm_out = self.norm.forward(h);
         let out = self.latent_rows(norm_out.clone());
-        (out, EncoderIntermediates { patch_embed, tokens_in, rope, blocks, norm_out })
+        Some((out, EncoderIntermediates { patch_embed, tokens_in, rope, blocks, norm_out }))
     }
 
     /// `[cls | patches] + pos_embed` followed by `latent_tokens + latent_pos_embed`:
@@ -121,7 +147,7 @@ impl<B: Backend> Encoder<B> {
 
 /// What [`Encoder::forward_intermediates`] returns besides the output.
 pub struct EncoderIntermediates<B: Backend> {
-    /// `[B, N, D]` patch embeddings.
+    /// `[B, N, D]` patch embeddings (before any masking).
     pub patch_embed: Tensor<B, 3>,
     /// `[B, 1+N+T, D]` the sequence entering block 0.
     pub tokens_in: Tensor<B, 3>,

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod decoder;
 pub mod encoder;
+pub mod masking;
 pub mod model;
 pub mod pretrained;
 pub mod testing;
@@ -11,5 +12,6 @@ pub mod testing;
 pub use config::{ConfigError, ModelArgs, TokenizerConfig, VitSize};
 pub use decoder::DecoderIntermediates;
 pub use encoder::EncoderIntermediates;
+pub use masking::{MaskError, TokenMask};
 pub use model::{InputError, MaeTok};
 pub use pretrained::{load_pretrained, load_with_args, save_pretrained, PretrainedError};

@@ -10,14 +10,19 @@ use rand::Rng;
 use crate::config::TokenizerConfig;
 use crate::decoder::{Decoder, DecoderIntermediates};
 use crate::encoder::{Encoder, EncoderIntermediates};
+use crate::masking::TokenMask;
 
 /// Wrong input to [`MaeTok::encode`] / [`MaeTok::decode`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InputError {
     #[error("image batch has shape {got:?}; this model takes [B, 3, {size}, {size}] images in [-1, 1]")]
     ImageShape { got: Vec<usize>, size: usize },
     #[error("latent batch has shape {got:?}; this model takes [B, {tokens}, {channels}] latents")]
     LatentShape { got: Vec<usize>, tokens: usize, channels: usize },
+    #[error("token mask is for {got:?} (batch, patches); the images need {want:?}")]
+    MaskShape { got: [usize; 2], want: [usize; 2] },
+    #[error("this encoder has no mask_token (its config has enc_token_drop = 0): it cannot encode with token masking")]
+    NoMaskToken,
 }
 
 #[derive(Module, Debug)]
@@ -61,11 +66,36 @@ impl<B: Backend> MaeTok<B> {
         Ok(linear3(&self.quant_conv, self.encoder.forward(images)))
     }
 
-    /// [`encode`](Self::encode) with the encoder's intermediates.
-    pub fn encode_intermediates(&self, images: Tensor<B, 4>) -> Result<(Tensor<B, 3>, EncoderIntermediates<B>), InputError> {
+    /// The training encode (MAETok's token masking, spec §4.1): images `[B, 3, S, S]` with the
+    /// patches where `mask` `[B, N]` is 1 replaced by the encoder's mask token → latents
+    /// `[B, T, C]`. Draw masks with [`crate::TokenMask::draw`].
+    pub fn encode_masked(&self, images: Tensor<B, 4>, mask: &TokenMask) -> Result<Tensor<B, 3>, InputError> {
         self.check_images(&images)?;
-        let (h, inter) = self.encoder.forward_intermediates(images);
+        let m = self.check_mask(&images, mask)?;
+        let h = self.encoder.forward_masked(images, m).ok_or(InputError::NoMaskToken)?;
+        Ok(linear3(&self.quant_conv, h))
+    }
+
+    /// [`encode`](Self::encode), or with a mask [`encode_masked`](Self::encode_masked), with the
+    /// encoder's intermediates.
+    pub fn encode_intermediates(
+        &self,
+        images: Tensor<B, 4>,
+        mask: Option<&TokenMask>,
+    ) -> Result<(Tensor<B, 3>, EncoderIntermediates<B>), InputError> {
+        self.check_images(&images)?;
+        let m = mask.map(|m| self.check_mask(&images, m)).transpose()?;
+        let (h, inter) = self.encoder.forward_intermediates(images, m).ok_or(InputError::NoMaskToken)?;
         Ok((linear3(&self.quant_conv, h), inter))
+    }
+
+    /// `mask` as a `[B, N]` tensor, after checking it fits the batch and the patch grid.
+    fn check_mask(&self, images: &Tensor<B, 4>, mask: &TokenMask) -> Result<Tensor<B, 2>, InputError> {
+        let (b, n) = (images.dims()[0], self.encoder.grid * self.encoder.grid);
+        if (mask.batch, mask.tokens) != (b, n) {
+            return Err(InputError::MaskShape { got: [mask.batch, mask.tokens], want: [b, n] });
+        }
+        Ok(mask.to_tensor(&images.device()))
     }
 
     /// Latents `[B, T, C]` → images `[B, 3, S, S]` (not clamped).

@@ -23,7 +23,7 @@ fn ae_tiny_matches_reference() {
     let io = read_tensors(dir.join("io.safetensors"));
     let input = tensor::<B, 4>(&io["input"], &device);
 
-    let (latent, enc) = model.encode_intermediates(input).unwrap();
+    let (latent, enc) = model.encode_intermediates(input, None).unwrap();
     let fix_latent = tensor::<B, 3>(&io["latent"], &device);
     let (output, dec) = model.decode_intermediates(fix_latent).unwrap();
 

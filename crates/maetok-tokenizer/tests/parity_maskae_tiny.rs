@@ -1,0 +1,73 @@
+//! MAETok's masked encoder (training mode, spec §4.1) against `fixtures/tokenizer-maskae-tiny`:
+//! the recorded order and ratio give the recorded mask; the masked patch tokens, the encoder
+//! output and the latent match, for the recorded batch of one and the batch of two (`b2_*`).
+//! Sizes come from the fixture (config.json + meta.json), tolerances from its meta.json.
+
+use burn::backend::NdArray;
+use burn::tensor::Tensor;
+use maetok_nn::testing::{assert_close, fixtures_dir, read_tensors, tensor};
+use maetok_tokenizer::{load_with_args, InputError, TokenMask};
+
+type B = NdArray<f32>;
+
+/// Per-sample orders `[B, N]` (stored as floats) and the mask they give at `ratio`.
+fn mask(orders: &(Vec<usize>, Vec<f32>), ratio: f64) -> TokenMask {
+    let n = orders.0[1];
+    let rows: Vec<Vec<usize>> = orders.1.chunks(n).map(|r| r.iter().map(|&v| v as usize).collect()).collect();
+    TokenMask::from_orders(&rows, n, ratio).unwrap()
+}
+
+#[test]
+fn masked_encoder_matches_maskae_for_both_recorded_batches() {
+    let dir = fixtures_dir().join("tokenizer-maskae-tiny");
+    let device = Default::default();
+    let args = maetok_tokenizer::testing::fixture_args(&dir).unwrap();
+    let (model, _) = load_with_args::<B>(&args, "maskae", dir.join("model.safetensors"), &device).unwrap();
+    let io = read_tensors(dir.join("io.safetensors"));
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let tol = &meta["tolerance"]["features/recon"];
+    let (atol, rtol) = (tol["max_abs"].as_f64().unwrap() as f32, tol["rel"].as_f64().unwrap() as f32);
+    let ratio = io["mask_ratio"].1[0] as f64;
+
+    // The recorded order and ratio give the recorded mask.
+    let m = mask(&io["orders"], ratio);
+    assert_eq!(m.mask, io["mask"].1, "mask from orders and ratio");
+    let x: Tensor<B, 4> = tensor(&io["input"], &device);
+    let (latent, enc) = model.encode_intermediates(x.clone(), Some(&m)).unwrap();
+    assert_close("enc_patch_embed", enc.patch_embed, &io["enc_patch_embed"], atol, rtol);
+    assert_close("enc_tokens_in", enc.tokens_in, &io["enc_tokens_in"], atol, rtol);
+    let [b, n, d] = enc.norm_out.dims();
+    let t = model.config.latent_tokens;
+    assert_close("enc_out", enc.norm_out.slice([0..b, n - t..n, 0..d]), &io["enc_out"], atol, rtol);
+    assert_close("latent", latent.clone(), &io["latent"], atol, rtol);
+    // The plain training entry point gives the same latent; the unmasked encode does not.
+    let again = model.encode_masked(x.clone(), &m).unwrap();
+    assert_eq!(again.into_data().to_vec::<f32>().unwrap(), latent.into_data().to_vec::<f32>().unwrap());
+    let plain = model.encode(x.clone()).unwrap().into_data().to_vec::<f32>().unwrap();
+    let diff = plain.iter().zip(&io["latent"].1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff > 1e-3, "masking must change the latent ({diff})");
+
+    // The batch of two: the image and its mirror, each with its own order.
+    let m2 = mask(&io["b2_orders"], ratio);
+    assert_eq!(m2.mask, io["b2_mask"].1, "b2 mask");
+    let x2 = Tensor::cat(vec![x.clone(), x.clone().flip([3])], 0);
+    assert_close("b2_latent", model.encode_masked(x2, &m2).unwrap(), &io["b2_latent"], atol, rtol);
+
+    // A mask for another batch or grid is refused, naming both shapes.
+    let err = model.encode_masked(x, &m2).unwrap_err();
+    assert!(matches!(err, InputError::MaskShape { .. }), "{err}");
+}
+
+#[test]
+fn an_encoder_without_mask_token_refuses_masking() {
+    let dir = fixtures_dir().join("tokenizer-ae-tiny");
+    let device = Default::default();
+    let args = maetok_tokenizer::testing::fixture_args(&dir).unwrap();
+    let (model, _) = load_with_args::<B>(&args, "ae", dir.join("model.safetensors"), &device).unwrap();
+    let s = model.config.image_size;
+    let n = model.encoder.grid * model.encoder.grid;
+    let m = TokenMask::from_orders(&[(0..n).collect()], n, 0.5).unwrap();
+    let err = model.encode_masked(Tensor::zeros([1, 3, s, s], &device), &m).unwrap_err();
+    assert_eq!(err, InputError::NoMaskToken);
+    assert!(err.to_string().contains("mask_token"), "{err}");
+}
