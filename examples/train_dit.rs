@@ -19,6 +19,8 @@ enum CliSchedule {
     Cosine,
 }
 
+/// Train a DiT (DDPM with learned variance, hybrid MSE + VB loss) on cached MAETok latents;
+/// re-running with the same --out resumes exactly.
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

@@ -25,6 +25,8 @@ enum CliPath {
     Cosine,
 }
 
+/// Train a SiT (flow matching on the stochastic interpolant) on cached MAETok latents; re-running
+/// with the same --out resumes exactly.
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

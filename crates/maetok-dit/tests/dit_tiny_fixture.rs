@@ -122,7 +122,7 @@ fn hybrid_losses_match() {
         let p = |key: &str| format!("loss/{name}/{key}");
         let mut y = fx.int::<B, 1>("loss/y", &d);
         if fx.has(&p("draws/01_rand")) {
-            y = drop_labels(y, fx.float::<B, 1>(&p("draws/01_rand"), &d), cfg_p, m.null_class());
+            y = m.drop_labels(y, fx.float::<B, 1>(&p("draws/01_rand"), &d), cfg_p);
             assert_eq!(y.clone().into_data().to_vec::<i64>().unwrap(), fx.ints(&p("effective_y")));
         }
         let out = hybrid_loss(&m, &dif, x0.clone(), &k, fx.float::<B, 3>(&p("draws/00_randn"), &d), y);
@@ -137,11 +137,6 @@ fn hybrid_losses_match() {
             assert_close_elementwise(&scalar, &[mean], &[fx.scalar(&scalar)], tol["atol"].as_f64().unwrap(), tol["rtol"].as_f64().unwrap());
         }
     }
-}
-
-/// Label dropout as the trainer does it (`rand(B) < p` → null).
-fn drop_labels(y: Tensor<B, 1, burn::tensor::Int>, u: Tensor<B, 1>, p: f64, null: usize) -> Tensor<B, 1, burn::tensor::Int> {
-    y.mask_fill(u.lower_elem(p), null as i64)
 }
 
 #[test]

@@ -74,6 +74,12 @@ impl<B: Backend> LatentTransformer<B> {
         self.num_classes()
     }
 
+    /// Label dropout of classifier-free-guidance training: labels `y` `[B]` whose draw `u`
+    /// `[B]` (`U[0, 1)`) is below `p` become the null class.
+    pub fn drop_labels(&self, y: Tensor<B, 1, Int>, u: Tensor<B, 1>, p: f64) -> Tensor<B, 1, Int> {
+        y.mask_fill(u.lower_elem(p), self.null_class() as i64)
+    }
+
     /// `[L, C]` of the latents this model takes.
     pub fn latent_shape(&self) -> [usize; 2] {
         let [_, l, _] = self.pos_embed.dims();

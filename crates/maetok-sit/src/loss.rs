@@ -2,7 +2,7 @@
 //! `v`): `x_t = α_t·x0 + σ_t·ε`, target `v* = α'_t·x0 + σ'_t·ε`, per-sample mean squared error
 //! over the `L·C` latent values.
 
-use burn::tensor::{backend::Backend, Bool, Distribution, Int, Tensor};
+use burn::tensor::{backend::Backend, Distribution, Int, Tensor};
 use maetok_sampler::flow::{sample_times, PathType, TimeSampling};
 
 use crate::Sit;
@@ -52,12 +52,6 @@ pub struct SiLossOutput<B: Backend> {
     pub labels: Tensor<B, 1, Int>,
 }
 
-/// Labels `y` `[B]` with those whose draw `u < p` replaced by `null`.
-pub fn drop_labels<B: Backend>(y: Tensor<B, 1, Int>, u: Tensor<B, 1>, p: f64, null: usize) -> Tensor<B, 1, Int> {
-    let drop: Tensor<B, 1, Bool> = u.lower_elem(p);
-    y.mask_fill(drop, null as i64)
-}
-
 /// The SiT loss on normalised latents `x0` `[B, L, C]` with labels `y` `[B]`.
 pub fn si_loss<B: Backend>(
     model: &Sit<B>,
@@ -75,7 +69,7 @@ pub fn si_loss<B: Backend>(
     let model_input = x0.clone() * col(&k.alpha) + draws.noise.clone() * col(&k.sigma);
     let target = x0 * col(&k.d_alpha) + draws.noise * col(&k.d_sigma);
     let labels = match draws.label_drop {
-        Some(u) => drop_labels(y, u, class_dropout_prob, model.null_class()),
+        Some(u) => model.drop_labels(y, u, class_dropout_prob),
         None => y,
     };
     let model_output = model.forward(model_input.clone(), t.clone(), labels.clone());

@@ -23,7 +23,6 @@ use maetok_generator::{load_folder, save_folder, LatentTransformer, LatentTransf
 use maetok_nn::ema::ema_update;
 use maetok_nn::io::write_atomic;
 use maetok_sampler::{GaussianDiffusion, PathType, Schedule, TimeSampling};
-use maetok_sit::loss::drop_labels;
 use maetok_sit::{si_loss, LossDraws};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -139,7 +138,7 @@ pub fn objective_loss<B: Backend>(
                 .collect();
             let noise = Tensor::<B, 3>::random([b, l, c], Distribution::Normal(0.0, 1.0), device);
             let u = Tensor::<B, 1>::random([b], Distribution::Uniform(0.0, 1.0), device);
-            let y = drop_labels(y, u, cfg.class_dropout_prob, model.null_class());
+            let y = model.drop_labels(y, u, cfg.class_dropout_prob);
             hybrid_loss(model, training_diffusion(schedule), x0, &steps, noise, y).loss
         }
     }

@@ -55,6 +55,10 @@ pub(crate) fn guided_rows(rows: &[f64], n: usize, guided: bool, scale: f64, f: i
         return f(rows);
     }
     let (c, u) = rows.split_at(n);
-    let (c, u) = (f(c), f(u));
-    c.into_iter().zip(u).map(|(c, u)| crate::guidance::combine(c, u, scale)).collect()
+    guide_halves(&f(c), &f(u), scale)
+}
+
+/// `combine` over the elements of the conditional and unconditional halves.
+pub(crate) fn guide_halves(cond: &[f64], uncond: &[f64], scale: f64) -> Vec<f64> {
+    cond.iter().zip(uncond).map(|(&c, &u)| crate::guidance::combine(c, u, scale)).collect()
 }

@@ -2,7 +2,7 @@
 
 use burn::tensor::backend::Backend;
 
-use super::{guided_rows, linspace, velocity_rows};
+use super::{guide_halves, linspace, velocity_rows};
 use crate::{Denoiser, Guidance, SamplerError};
 
 /// Deterministic sampler on the grid `linspace(1, 0, steps + 1)`; with `heun`, a second
@@ -23,7 +23,8 @@ pub fn euler_sampler<B: Backend, M: Denoiser<B> + ?Sized>(
     let n = x.len();
     let grid = linspace(1.0, 0.0, steps + 1);
     let velocity = |x: &[f64], t: f64, guided: bool| -> Result<Vec<f64>, SamplerError> {
-        Ok(guided_rows(&velocity_rows(model, x, shape, t, y, guided, device)?, n, guided, guidance.scale, |v| v.to_vec()))
+        let rows = velocity_rows(model, x, shape, t, y, guided, device)?;
+        Ok(if guided { guide_halves(&rows[..n], &rows[n..], guidance.scale) } else { rows })
     };
     let mut x = x.to_vec();
     for i in 0..steps {
