@@ -26,5 +26,5 @@ pub use io::{CheckpointError, Exporter, LoadReport, Loader, ParamVisitor, VisitP
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use movq::{MovqBlock, MovqBlockConfig, MovqNorm, MovqNormConfig};
-pub use patch::{unpatchify, PatchEmbed, PatchEmbedConfig};
+pub use patch::{patchify, unpatchify, PatchEmbed, PatchEmbedConfig};
 pub use rope::{Rope, RopeFull, RopeTable};

@@ -23,6 +23,19 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x * (inner.tanh() + 1.0) * 0.5
 }
 
+/// `0.5·x·(1 + erf(x/√2))`, PyTorch's exact `GELU()`.
+///
+/// Burn 0.21's `activation::gelu` computes this forward but back-propagates the derivative of
+/// the *tanh approximation* (`burn-backend` `gelu_backward`), which put every training gradient
+/// of the ViTs ~1e-3 off PyTorch's (fixtures/tokenizer-train-step). On an autodiff backend the
+/// composed form, whose autodiff is exact, is used; other backends keep Burn's op.
+pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if !B::ad_enabled(&x.device()) {
+        return gelu(x);
+    }
+    x.clone() * ((x * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5
+}
+
 /// `fc1 (dim → hidden) → GELU → fc2 (hidden → dim)`.
 #[derive(Config, Debug)]
 pub struct MlpConfig {
@@ -47,7 +60,7 @@ impl<B: Backend> Mlp<B> {
     /// `[B, N, D]` → `[B, N, D]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = linear3(&self.fc1, x);
-        let h = if self.tanh_gelu { gelu_tanh(h) } else { gelu(h) };
+        let h = if self.tanh_gelu { gelu_tanh(h) } else { gelu_erf(h) };
         linear3(&self.fc2, h)
     }
 }
@@ -56,5 +69,44 @@ impl<B: Backend> VisitParams<B> for Mlp<B> {
     fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
         v.linear(&join(prefix, "fc1"), &mut self.fc1);
         v.linear(&join(prefix, "fc2"), &mut self.fc2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::TensorData;
+
+    /// The gradient of the exact GELU is `Φ(x) + x·φ(x)`, not the tanh form's derivative.
+    #[test]
+    fn exact_gelu_has_the_exact_gradient() {
+        type A = Autodiff<NdArray<f32>>;
+        let xs = [-2.0, -0.7, 0.0, 0.3, 1.5];
+        let f32s: Vec<f32> = xs.iter().map(|&v| v as f32).collect();
+        let x = Tensor::<A, 1>::from_data(TensorData::new(f32s.clone(), [5]), &Default::default()).require_grad();
+        let y = gelu_erf(x.clone());
+        let vals = |d: TensorData| d.convert::<f64>().to_vec::<f64>().unwrap();
+        let g = vals(x.grad(&y.clone().sum().backward()).unwrap().into_data());
+        let plain = gelu(Tensor::<NdArray<f32>, 1>::from_data(TensorData::new(f32s, [5]), &Default::default()));
+        let (ours, burn) = (vals(y.inner().into_data()), vals(plain.into_data()));
+        for ((x, g), (a, b)) in xs.iter().zip(g).zip(ours.iter().zip(&burn)) {
+            assert!((a - b).abs() < 1e-6, "forward at {x}: {a} vs {b}");
+            // Φ(x) from erf; φ(x) the standard normal density.
+            let cdf = 0.5 * (1.0 + libm_erf(x / std::f64::consts::SQRT_2));
+            let want = cdf + x * (-x * x / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            // The tanh form's derivative is up to ~1e-3 away from this.
+            assert!((g - want).abs() < 2e-6, "gradient at {x}: {g} vs {want}");
+        }
+    }
+
+    /// erf by its Taylor series (|x| ≤ 1.5 here; 60 terms are exact to f64).
+    fn libm_erf(x: f64) -> f64 {
+        let (mut term, mut sum) = (x, x);
+        for n in 1..60 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
     }
 }

@@ -65,3 +65,32 @@ pub fn unpatchify<B: Backend>(x: Tensor<B, 3>, patch: usize, gh: usize, gw: usiz
     let b = x.dims()[0];
     x.reshape([b, gh, gw, patch, patch, chans]).permute([0, 5, 1, 3, 2, 4]).reshape([b, chans, gh * patch, gw * patch])
 }
+
+/// The inverse of [`unpatchify`]: `img` `[B, C, gh·P, gw·P]` → tokens `[B, gh·gw, P·P·C]` in the
+/// `ToPixel` layout (used to carry an image-space gradient back to the last linear layer).
+pub fn patchify<B: Backend>(img: Tensor<B, 4>, patch: usize) -> Tensor<B, 3> {
+    let [b, c, h, w] = img.dims();
+    let (gh, gw) = (h / patch, w / patch);
+    img.reshape([b, c, gh, patch, gw, patch]).permute([0, 2, 4, 3, 5, 1]).reshape([b, gh * gw, patch * patch * c])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn patchify_inverts_unpatchify() {
+        let (p, gh, gw, c) = (2, 3, 2, 3);
+        let n = gh * gw * p * p * c;
+        let x = Tensor::<NdArray<f32>, 3>::from_data(
+            TensorData::new((0..n).map(|v| v as f32).collect::<Vec<_>>(), [1, gh * gw, p * p * c]),
+            &Default::default(),
+        );
+        let img = unpatchify(x.clone(), p, gh, gw, c);
+        // token 1 (hh 0, ww 1), p 1, q 0, c 2 → value (1·2 + 0)·3 + 2 = 8 plus 12 for the token.
+        assert_eq!(img.clone().slice([0..1, 2..3, 1..2, 2..3]).into_scalar(), 20.0);
+        assert_eq!(patchify(img, p).into_data().to_vec::<f32>().unwrap(), x.into_data().to_vec::<f32>().unwrap());
+    }
+}
