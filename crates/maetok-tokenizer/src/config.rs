@@ -42,6 +42,19 @@ pub struct ModelArgs {
     pub to_pixel: String,
     pub vq_mean: f64,
     pub vq_std: f64,
+    /// MaskAE training: the shallow auxiliary decoders predicting HOG, DINOv2 and SigLIP
+    /// features of the masked patches (spec §4.3). Inference never builds them.
+    pub aux_hog_dec: bool,
+    pub aux_dino_dec: bool,
+    pub aux_clip_dec: bool,
+    /// timm preset of the auxiliary decoders (a `*_movq2` MoVQ decoder).
+    pub aux_dec_model: String,
+    /// The auxiliary decoders carry a cls token (the reference default, never overridden).
+    pub aux_dec_cls_token: bool,
+    /// Average the auxiliary losses over the masked tokens only (else over all tokens).
+    pub aux_loss_mask: bool,
+    /// The DINOv2 teacher whose features the DINO auxiliary decoder predicts.
+    pub repa_model: String,
     /// Our extension for custom and tiny models: override the preset's width/depth/heads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enc_embed_dim: Option<usize>,
@@ -55,6 +68,18 @@ pub struct ModelArgs {
     pub dec_depth: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dec_num_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_dec_embed_dim: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_dec_depth: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_dec_num_heads: Option<usize>,
+    /// Feature width of the DINOv2 teacher (default: the width of the `repa_model` preset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_dino_dim: Option<usize>,
+    /// Feature width of the SigLIP teacher (default 1152, SigLIP so400m).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_clip_dim: Option<usize>,
     /// Every other key of the file, written back unchanged on export.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -83,12 +108,24 @@ impl Default for ModelArgs {
             to_pixel: "linear".into(),
             vq_mean: 0.0,
             vq_std: 1.0,
+            aux_hog_dec: false,
+            aux_dino_dec: false,
+            aux_clip_dec: false,
+            aux_dec_model: "vit_tinytiny_patch14_dinov2_movq2".into(),
+            aux_dec_cls_token: true,
+            aux_loss_mask: true,
+            repa_model: "vit_large_patch14_dinov2.lvd142m".into(),
             enc_embed_dim: None,
             enc_depth: None,
             enc_num_heads: None,
             dec_embed_dim: None,
             dec_depth: None,
             dec_num_heads: None,
+            aux_dec_embed_dim: None,
+            aux_dec_depth: None,
+            aux_dec_num_heads: None,
+            aux_dino_dim: None,
+            aux_clip_dim: None,
             extra: serde_json::Map::new(),
         }
     }
@@ -111,6 +148,18 @@ pub const PRESETS: &[(&str, usize, usize, usize)] = &[
     ("vit_base", 768, 12, 12),
     ("vit_large", 1024, 24, 16),
 ];
+
+/// The SigLIP teacher of the CLIP auxiliary decoder (hard-coded in the reference).
+pub const SIGLIP_TEACHER: &str = "vit_so400m_patch14_siglip_gap_224";
+
+/// Feature widths of the teachers the reference names (`repa_model`, the SigLIP teacher).
+const TEACHER_WIDTHS: &[(&str, usize)] =
+    &[("vit_small", 384), ("vit_base", 768), ("vit_large", 1024), ("vit_giant", 1536), ("vit_so400m", 1152)];
+
+fn teacher_width(name: &str) -> Option<usize> {
+    let arch = name.split('.').next().unwrap_or(name);
+    TEACHER_WIDTHS.iter().find(|(p, _)| arch.starts_with(&format!("{p}_"))).map(|&(_, w)| w)
+}
 
 fn preset(name: &str) -> Option<VitDims> {
     let arch = name.split('.').next().unwrap_or(name);
@@ -181,7 +230,69 @@ pub struct VitSize {
     pub heads: usize,
 }
 
+/// The auxiliary decoders of MaskAE training (spec §4.3): one shared architecture, one head each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuxConfig {
+    /// Width, depth and heads of each auxiliary MoVQ decoder.
+    pub decoder: VitDims,
+    pub cls_token: bool,
+    /// Average the losses over the masked tokens only.
+    pub loss_mask: bool,
+    /// Output width of each switched-on head: HOG (`27·(p/8)²`, 108 at patch 16), DINOv2 and
+    /// SigLIP (their teachers' widths).
+    pub hog: Option<usize>,
+    pub dino: Option<usize>,
+    pub clip: Option<usize>,
+}
+
+impl AuxConfig {
+    /// No auxiliary decoder is switched on.
+    pub fn is_empty(&self) -> bool {
+        self.hog.is_none() && self.dino.is_none() && self.clip.is_none()
+    }
+}
+
 impl ModelArgs {
+    /// Overrides the auxiliary decoders' preset size (`aux_dec_embed_dim`, `aux_dec_depth`,
+    /// `aux_dec_num_heads`).
+    pub fn with_aux_decoder_size(mut self, size: VitSize) -> Self {
+        (self.aux_dec_embed_dim, self.aux_dec_depth, self.aux_dec_num_heads) = (Some(size.width), Some(size.depth), Some(size.heads));
+        self
+    }
+
+    /// Resolves the MaskAE auxiliary decoders this config switches on; `origin` names the file.
+    pub fn resolve_aux(&self, origin: &str) -> Result<AuxConfig, ConfigError> {
+        let bad = |msg: String| ConfigError::Invalid { path: origin.to_string(), msg };
+        let mut dec = preset(&self.aux_dec_model)
+            .ok_or_else(|| bad(format!("unknown aux_dec_model '{}'; known presets: {}", self.aux_dec_model, known_names())))?;
+        if let Some(w) = self.aux_dec_embed_dim {
+            dec.width = w;
+            dec.mlp_hidden = 4 * w;
+        }
+        dec.depth = self.aux_dec_depth.unwrap_or(dec.depth);
+        dec.heads = self.aux_dec_num_heads.unwrap_or(dec.heads);
+        check_dims("auxiliary decoder", "aux_dec_num_heads", dec).map_err(bad)?;
+        let p = self.dec_patch_size;
+        let hog = if self.aux_hog_dec {
+            if !p.is_multiple_of(8) {
+                return Err(bad(format!("the HOG auxiliary decoder needs dec_patch_size divisible by the 8-pixel HOG cell, got {p}")));
+            }
+            Some(27 * (p / 8) * (p / 8))
+        } else {
+            None
+        };
+        let dino = match (self.aux_dino_dec, self.aux_dino_dim) {
+            (false, _) => None,
+            (true, Some(d)) => Some(d),
+            (true, None) => Some(
+                teacher_width(&self.repa_model)
+                    .ok_or_else(|| bad(format!("unknown repa_model '{}': give its feature width as aux_dino_dim", self.repa_model)))?,
+            ),
+        };
+        let clip = self.aux_clip_dec.then(|| self.aux_clip_dim.unwrap_or(1152));
+        Ok(AuxConfig { decoder: dec, cls_token: self.aux_dec_cls_token, loss_mask: self.aux_loss_mask, hog, dino, clip })
+    }
+
     /// Overrides the encoder preset's size (`enc_embed_dim`, `enc_depth`, `enc_num_heads`).
     pub fn with_encoder_size(mut self, size: VitSize) -> Self {
         (self.enc_embed_dim, self.enc_depth, self.enc_num_heads) = (Some(size.width), Some(size.depth), Some(size.heads));
@@ -277,15 +388,7 @@ impl ModelArgs {
             dec.heads = h;
         }
         for (name, v, key) in [("encoder", enc, "enc_num_heads"), ("decoder", dec, "dec_num_heads")] {
-            if v.heads == 0 || v.width % v.heads != 0 {
-                return Err(bad(format!("{name} width {} is not divisible by {key} = {}", v.width, v.heads)));
-            }
-            if (v.width / v.heads) % 4 != 0 {
-                return Err(bad(format!("{name} head dim {} must be a multiple of 4 for 2-D RoPE", v.width / v.heads)));
-            }
-            if v.depth == 0 {
-                return Err(bad(format!("{name} depth must be positive")));
-            }
+            check_dims(name, key, v).map_err(bad)?;
         }
         for (key, p) in [("enc_patch_size", self.enc_patch_size), ("dec_patch_size", self.dec_patch_size)] {
             if p == 0 || !self.image_size.is_multiple_of(p) {
@@ -321,4 +424,18 @@ impl ModelArgs {
             vq_std: self.vq_std,
         })
     }
+}
+
+/// Heads divide the width, the head dim suits 2-D RoPE, depth is positive.
+fn check_dims(name: &str, key: &str, v: VitDims) -> Result<(), String> {
+    if v.heads == 0 || !v.width.is_multiple_of(v.heads) {
+        return Err(format!("{name} width {} is not divisible by {key} = {}", v.width, v.heads));
+    }
+    if !(v.width / v.heads).is_multiple_of(4) {
+        return Err(format!("{name} head dim {} must be a multiple of 4 for 2-D RoPE", v.width / v.heads));
+    }
+    if v.depth == 0 {
+        return Err(format!("{name} depth must be positive"));
+    }
+    Ok(())
 }

@@ -1,5 +1,7 @@
-//! MAETok MoVQ pixel decoder (`TimmViTDecoder`): learned mask tokens at every image position,
-//! followed by the projected latent tokens; MoVQ blocks modulated by the raw latents.
+//! MAETok's MoVQ decoder trunk (`TimmViTDecoder`): learned mask tokens at every image position,
+//! followed by the projected latent tokens; MoVQ blocks modulated by the raw latents. The pixel
+//! decoder and the three auxiliary decoders of MaskAE training are this trunk with different
+//! sizes and output heads (the heads live with the model: `MaeTok::to_pixel`, `AuxDecoder::head`).
 //!
 //! Sequence `[cls? | N mask tokens | T latents]`; no absolute position embedding (its tensor
 //! exists in checkpoints and is loaded but unused); RoPE rotates the N image positions.
@@ -8,12 +10,10 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Distribution, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
-use maetok_nn::{
-    unpatchify, MovqBlock, MovqBlockConfig, MovqNorm, MovqNormConfig, PatchEmbed, PatchEmbedConfig, Rope, RopeFull, RopeTable,
-};
+use maetok_nn::{MovqBlock, MovqBlockConfig, MovqNorm, MovqNormConfig, PatchEmbed, PatchEmbedConfig, Rope, RopeFull, RopeTable};
 use rand::Rng;
 
-use crate::config::{RopeKind, TokenizerConfig};
+use crate::config::{RopeKind, TokenizerConfig, VitDims};
 
 #[derive(Module, Debug)]
 pub struct Decoder<B: Backend> {
@@ -29,11 +29,11 @@ pub struct Decoder<B: Backend> {
     pub patch_embed: PatchEmbed<B>,
     pub blocks: Vec<MovqBlock<B>>,
     pub norm: MovqNorm<B>,
-    /// `to_pixel.model`: Linear(D → p·p·3).
-    pub to_pixel: Linear<B>,
+    /// `model.head`: the timm classifier head that the auxiliary decoders' preset carries
+    /// (Linear(D → 1000)); loaded and saved for key compatibility, never used.
+    pub head: Option<Linear<B>>,
     pub rope: Rope<B>,
     pub grid: usize,
-    pub patch: usize,
 }
 
 fn normal<B: Backend>(shape: [usize; 3], std: f64, device: &B::Device) -> Param<Tensor<B, 3>> {
@@ -41,8 +41,17 @@ fn normal<B: Backend>(shape: [usize; 3], std: f64, device: &B::Device) -> Param<
 }
 
 impl<B: Backend> Decoder<B> {
-    pub fn new(cfg: &TokenizerConfig, rng: &mut impl Rng, device: &B::Device) -> Self {
-        let e = cfg.decoder;
+    /// A randomly initialised trunk of size `e` on `cfg`'s decoder grid: the pixel decoder is
+    /// `new(cfg, cfg.decoder, cfg.dec_cls_token, None, ..)`; an auxiliary decoder has its own
+    /// size, a cls token and the unused 1000-class head.
+    pub fn new(
+        cfg: &TokenizerConfig,
+        e: VitDims,
+        cls_token: bool,
+        head_classes: Option<usize>,
+        rng: &mut impl Rng,
+        device: &B::Device,
+    ) -> Self {
         let grid = cfg.dec_grid();
         let n = grid * grid;
         let hd = e.width / e.heads;
@@ -55,33 +64,33 @@ impl<B: Backend> Decoder<B> {
         Self {
             mask_token: normal([1, 1, e.width], 0.02, device),
             latent_pos_embed: normal([1, cfg.latent_tokens, e.width], 0.02, device),
-            cls_token: cfg.dec_cls_token.then(|| normal([1, 1, e.width], 0.02, device)),
+            cls_token: cls_token.then(|| normal([1, 1, e.width], 0.02, device)),
             pos_embed: normal([1, 1 + n, e.width], 0.02, device),
             patch_embed: PatchEmbedConfig::new(e.width, cfg.dec_patch).init(device),
             blocks: (0..e.depth)
                 .map(|_| MovqBlockConfig::new(e.width, e.heads, e.mlp_hidden, z).with_eps(cfg.ln_eps).init(device))
                 .collect(),
             norm: MovqNormConfig::new(e.width, z).with_eps(cfg.ln_eps).init(device),
-            to_pixel: LinearConfig::new(e.width, cfg.dec_patch * cfg.dec_patch * 3).init(device),
+            head: head_classes.map(|c| LinearConfig::new(e.width, c).init(device)),
             rope,
             grid,
-            patch: cfg.dec_patch,
         }
     }
 
-    /// `zq`: `post_quant_conv(z)` `[B, T, D]`, `z`: raw latents `[B, T, C]` → image `[B, 3, H, W]`
-    /// (not clamped).
-    pub fn forward(&self, zq: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 4> {
+    /// `zq`: `post_quant_conv(z)` `[B, T, D]`, `z`: raw latents `[B, T, C]` → the image-position
+    /// tokens after the final MoVQNorm `[B, N, D]`, which the output head maps to pixels or
+    /// features.
+    pub fn forward(&self, zq: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 3> {
         let device = zq.device();
         let mut h = self.tokens(zq); // [B, cls? + N + T, D]
         for i in 0..self.blocks.len() {
             h = self.block(i, h, z.clone(), &self.rope.table(i, self.grid, self.grid, &device));
         }
-        self.to_image(h) // [B, 3, H, W]
+        self.image_rows(h) // [B, N, D]
     }
 
     /// [`Decoder::forward`] with every intermediate (for parity tests and inspection).
-    pub fn forward_intermediates(&self, zq: Tensor<B, 3>, z: Tensor<B, 3>) -> (Tensor<B, 4>, DecoderIntermediates<B>) {
+    pub fn forward_intermediates(&self, zq: Tensor<B, 3>, z: Tensor<B, 3>) -> (Tensor<B, 3>, DecoderIntermediates<B>) {
         let device = zq.device();
         let post_quant = zq.clone();
         let tokens_in = self.tokens(zq);
@@ -94,7 +103,7 @@ impl<B: Backend> Decoder<B> {
             blocks.push(h.clone());
         }
         let norm_out = self.norm.forward(h.clone(), z);
-        (self.to_image(h), DecoderIntermediates { post_quant, tokens_in, rope, modulation, blocks, norm_out })
+        (self.image_rows(h), DecoderIntermediates { post_quant, tokens_in, rope, modulation, blocks, norm_out })
     }
 
     /// Prefix tokens before the image positions (the optional cls token).
@@ -122,12 +131,10 @@ impl<B: Backend> Decoder<B> {
         blk.forward(h, z, Some(&RopeFull::new(table, n, self.prefix(), blk.attn.scale(d))))
     }
 
-    /// Final MoVQNorm on the image rows, `to_pixel` and unpatchify → `[B, 3, H, W]`.
-    /// (The MoVQNorm modulation touches only the latent rows, which are discarded here.)
-    fn to_image(&self, h: Tensor<B, 3>) -> Tensor<B, 4> {
-        let image_rows = self.norm.forward_prefix(h, self.prefix(), self.grid * self.grid);
-        let pix = maetok_nn::ops::linear3(&self.to_pixel, image_rows);
-        unpatchify(pix, self.patch, self.grid, self.grid, 3)
+    /// Final MoVQNorm on the image rows → `[B, N, D]`. (The MoVQNorm modulation touches only
+    /// the latent rows, which are discarded here.)
+    fn image_rows(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.norm.forward_prefix(h, self.prefix(), self.grid * self.grid)
     }
 }
 
@@ -162,6 +169,8 @@ impl<B: Backend> VisitParams<B> for Decoder<B> {
             blk.visit_params(&join(&model, &format!("blocks.{i}")), v);
         }
         self.norm.visit_params(&join(&model, "norm"), v);
-        v.linear(&join(prefix, "to_pixel.model"), &mut self.to_pixel);
+        if let Some(head) = self.head.as_mut() {
+            v.linear(&join(&model, "head"), head);
+        }
     }
 }

@@ -5,6 +5,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 use maetok_nn::io::{ParamVisitor, ShapeLister, VisitParams};
 use maetok_nn::ops::linear3;
+use maetok_nn::unpatchify;
 use rand::Rng;
 
 use crate::config::TokenizerConfig;
@@ -33,6 +34,9 @@ pub struct MaeTok<B: Backend> {
     /// Linear(C → D_dec)
     pub post_quant_conv: Linear<B>,
     pub decoder: Decoder<B>,
+    /// `decoder.to_pixel.model`: Linear(D_dec → p·p·3), the decoder's last layer (the adaptive
+    /// GAN weight of training is measured on its weight).
+    pub to_pixel: Linear<B>,
     pub config: TokenizerConfig,
 }
 
@@ -44,7 +48,8 @@ impl<B: Backend> MaeTok<B> {
             encoder: Encoder::new(config, rng, device),
             quant_conv: LinearConfig::new(config.encoder.width, config.latent_dim).init(device),
             post_quant_conv: LinearConfig::new(config.latent_dim, config.decoder.width).init(device),
-            decoder: Decoder::new(config, rng, device),
+            decoder: Decoder::new(config, config.decoder, config.dec_cls_token, None, rng, device),
+            to_pixel: LinearConfig::new(config.decoder.width, config.dec_patch * config.dec_patch * 3).init(device),
             config: config.clone(),
         }
     }
@@ -102,14 +107,21 @@ impl<B: Backend> MaeTok<B> {
     pub fn decode(&self, latents: Tensor<B, 3>) -> Result<Tensor<B, 4>, InputError> {
         self.check_latents(&latents)?;
         let zq = linear3(&self.post_quant_conv, latents.clone()); // [B, T, D]
-        Ok(self.decoder.forward(zq, latents))
+        Ok(self.to_image(self.decoder.forward(zq, latents)))
+    }
+
+    /// `to_pixel` and unpatchify: decoder image rows `[B, N, D]` → image `[B, 3, S, S]`.
+    pub fn to_image(&self, rows: Tensor<B, 3>) -> Tensor<B, 4> {
+        let g = self.decoder.grid;
+        unpatchify(linear3(&self.to_pixel, rows), self.config.dec_patch, g, g, 3)
     }
 
     /// [`decode`](Self::decode) with the decoder's intermediates.
     pub fn decode_intermediates(&self, latents: Tensor<B, 3>) -> Result<(Tensor<B, 4>, DecoderIntermediates<B>), InputError> {
         self.check_latents(&latents)?;
         let zq = linear3(&self.post_quant_conv, latents.clone());
-        Ok(self.decoder.forward_intermediates(zq, latents))
+        let (rows, inter) = self.decoder.forward_intermediates(zq, latents);
+        Ok((self.to_image(rows), inter))
     }
 
     fn check_images(&self, images: &Tensor<B, 4>) -> Result<(), InputError> {
@@ -170,6 +182,7 @@ impl<B: Backend> VisitParams<B> for MaeTok<B> {
         self.encoder.visit_params(&p("encoder"), v);
         v.linear(&p("quant_conv"), &mut self.quant_conv);
         self.decoder.visit_params(&p("decoder"), v);
+        v.linear(&p("decoder.to_pixel.model"), &mut self.to_pixel);
         v.linear(&p("post_quant_conv"), &mut self.post_quant_conv);
     }
 }

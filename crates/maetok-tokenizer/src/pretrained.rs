@@ -8,6 +8,7 @@ use maetok_nn::io::{write_atomic, CheckpointError, Exporter, LoadReport, Loader,
 use rand::SeedableRng;
 
 use crate::config::{ConfigError, ModelArgs};
+use crate::mask_ae::MaskAe;
 use crate::model::MaeTok;
 
 /// Keys that reference checkpoints may carry but that inference never uses: the REPA teacher and
@@ -28,6 +29,11 @@ pub const IGNORABLE_PREFIXES: &[&str] = &[
     "to_pixel_clip.",
     "hog_generator.",
 ];
+
+/// Keys of a reference `MaskAEModel` checkpoint that are not part of the model being trained:
+/// the frozen teachers (loaded separately as targets), the dead REPA projection and the HOG
+/// filters (constants).
+pub const TEACHER_PREFIXES: &[&str] = &["repa_model.", "projection.", "clip_model.", "hog_generator."];
 
 /// Errors loading or saving a model folder.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +74,26 @@ pub fn load_with_args<B: Backend>(
     let mut model = MaeTok::new(&config, &mut rng, device);
     model.visit_params("", &mut loader);
     let report = loader.finish(IGNORABLE_PREFIXES)?;
+    Ok((model, report))
+}
+
+/// Loads a MaskAE training state dict (the reference's `checkpoint["model"]` / `["ema"]` as
+/// safetensors): the autoencoder and the auxiliary decoders `args` switches on, strictly (a
+/// switched-on decoder without its keys, or aux keys for a switched-off one, is an error naming
+/// them). The teachers' keys are accepted and left to the target extractors.
+pub fn load_mask_ae<B: Backend>(
+    args: &ModelArgs,
+    origin: &str,
+    weights: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<(MaskAe<B>, LoadReport), PretrainedError> {
+    let config = args.resolve(origin)?;
+    let aux = args.resolve_aux(origin)?;
+    let mut loader = Loader::<B>::from_file(weights, device)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut model = MaskAe::new(&config, &aux, &mut rng, device);
+    model.visit_params("", &mut loader);
+    let report = loader.finish(TEACHER_PREFIXES)?;
     Ok((model, report))
 }
 

@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
-use crate::config::{ConfigError, ModelArgs, VitSize};
+use crate::config::{ConfigError, ModelArgs, VitSize, SIGLIP_TEACHER};
 
-/// The `ModelArgs` of a fixture folder: its `config.json` with the encoder and decoder sizes its
-/// `meta.json` records under `config.create_model_overrides` (the fixture script shrinks the
-/// timm presets named by `encoder_model` / `decoder_model` that way).
+/// The `ModelArgs` of a fixture folder: its `config.json` with the encoder, decoder and
+/// auxiliary-decoder sizes and the teachers' widths its `meta.json` records under
+/// `config.create_model_overrides` (the fixture script shrinks the timm presets named by
+/// `encoder_model`, `decoder_model`, `aux_dec_model`, `repa_model` and the SigLIP teacher).
 pub fn fixture_args(dir: &Path) -> Result<ModelArgs, ConfigError> {
     let args = ModelArgs::from_file(dir.join("config.json"))?;
     let meta_path = dir.join("meta.json");
@@ -23,7 +24,15 @@ pub fn fixture_args(dir: &Path) -> Result<ModelArgs, ConfigError> {
                 .map_err(|e| ConfigError::Invalid { path: origin.clone(), msg: format!("create_model_overrides.{model}: {e}") }),
         }
     };
-    let (enc, dec) = (size(&args.encoder_model)?, size(&args.decoder_model)?);
+    let (enc, dec, aux) = (size(&args.encoder_model)?, size(&args.decoder_model)?, size(&args.aux_dec_model)?);
+    let width = |model: &str| overrides.get(model).and_then(|v| v["embed_dim"].as_u64()).map(|w| w as usize);
+    let mut args = args;
+    args.aux_dino_dim = width(&args.repa_model).or(args.aux_dino_dim);
+    args.aux_clip_dim = width(SIGLIP_TEACHER).or(args.aux_clip_dim);
+    let args = match aux {
+        Some(s) => args.with_aux_decoder_size(s),
+        None => args,
+    };
     let args = match enc {
         Some(s) => args.with_encoder_size(s),
         None => args,

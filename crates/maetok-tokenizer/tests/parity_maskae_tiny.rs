@@ -71,3 +71,27 @@ fn an_encoder_without_mask_token_refuses_masking() {
     assert_eq!(err, InputError::NoMaskToken);
     assert!(err.to_string().contains("mask_token"), "{err}");
 }
+
+#[test]
+fn mask_ae_checkpoints_load_strictly_and_aux_configs_are_checked() {
+    let dir = fixtures_dir().join("tokenizer-maskae-tiny");
+    let device = Default::default();
+    let args = maetok_tokenizer::testing::fixture_args(&dir).unwrap();
+    let weights = dir.join("model.safetensors");
+    // Every auxiliary decoder on, as the fixture's config says: the teachers are left over.
+    let (mut model, report) = maetok_tokenizer::load_mask_ae::<B>(&args, "maskae", &weights, &device).unwrap();
+    assert!(model.hog.is_some() && model.dino.is_some() && model.clip.is_some());
+    assert!(report.ignored.iter().all(|k| maetok_tokenizer::pretrained::TEACHER_PREFIXES.iter().any(|p| k.starts_with(p))));
+    maetok_nn::testing::assert_walk_covers_module("MaskAe", &mut model);
+    // A config with the SigLIP decoder off does not match this checkpoint: its keys are named.
+    let off = maetok_tokenizer::ModelArgs { aux_clip_dec: false, ..args.clone() };
+    let err = maetok_tokenizer::load_mask_ae::<B>(&off, "maskae", &weights, &device).err().unwrap().to_string();
+    assert!(err.contains("decoder_clip.") && err.contains("to_pixel_clip."), "{err}");
+    // Unknown presets and a HOG decoder on a patch the 8-pixel cells do not divide.
+    let bad = maetok_tokenizer::ModelArgs { aux_dec_model: "vit_huge_patch14_movq2".into(), ..args.clone() };
+    let err = bad.resolve_aux("my.yaml").unwrap_err().to_string();
+    assert!(err.contains("my.yaml") && err.contains("vit_huge_patch14_movq2"), "{err}");
+    let bad = maetok_tokenizer::ModelArgs { dec_patch_size: 12, image_size: 240, base_image_size: 240, ..args };
+    let err = bad.resolve_aux("my.yaml").unwrap_err().to_string();
+    assert!(err.contains("dec_patch_size") && err.contains("12"), "{err}");
+}
