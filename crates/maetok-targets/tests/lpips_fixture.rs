@@ -13,53 +13,13 @@ use maetok_targets::load_lpips_from;
 
 type B = NdArray<f32>;
 
-fn splitmix_uniform(n: usize, stream: u64) -> Vec<f64> {
-    (0..n as u64)
-        .map(|i| {
-            let mut z = i.wrapping_add(stream << 32);
-            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 11) as f64 * 2f64.powi(-53)
-        })
-        .collect()
-}
-
 /// The fixture's meta.json.
 fn meta() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("lpips-tiny/meta.json")).unwrap()).unwrap()
 }
 
-/// The VGG16 convolutions `(features index, in, out)` that meta.json's weight formula lists.
-fn vgg_layers() -> Vec<(u64, usize, usize)> {
-    let meta = meta();
-    let layers = meta["config"]["vgg_weight_formula"]["conv layers"].as_object().expect("conv layers").clone();
-    let mut v: Vec<(u64, usize, usize)> = layers
-        .iter()
-        .map(|(k, l)| {
-            let j: u64 = k.trim_start_matches("features.").parse().unwrap();
-            let shape: Vec<usize> = l["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-            (j, shape[1], shape[0])
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 fn vgg_state_dict() -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let layers = vgg_layers();
-    let mut m = HashMap::new();
-    for (j, cin, cout) in layers {
-        let fan_in = (cin * 9) as f64;
-        let w = splitmix_uniform(cout * cin * 9, 2 * j).into_iter().map(|u| ((u - 0.5) * (24.0 / fan_in).sqrt()) as f32).collect();
-        let b = splitmix_uniform(cout, 2 * j + 1).into_iter().map(|u| ((u - 0.5) * 0.1) as f32).collect();
-        m.insert(format!("features.{j}.weight"), (vec![cout, cin, 3, 3], w));
-        m.insert(format!("features.{j}.bias"), (vec![cout], b));
-    }
-    // torchvision's file also holds the classifier, which LPIPS ignores.
-    m.insert("classifier.0.weight".into(), (vec![2, 2], vec![0.0; 4]));
-    m
+    maetok_targets::testing::lpips_tiny_vgg(&fixtures_dir().join("lpips-tiny")).unwrap()
 }
 
 #[test]

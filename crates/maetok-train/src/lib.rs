@@ -4,6 +4,7 @@ pub mod ae_trainer;
 pub mod data;
 pub mod generator_trainer;
 pub mod grad_clip;
+pub mod tokenizer;
 pub mod viz;
 
 pub use ae_trainer::{train_autoencoder, AeTrainConfig, AeTrainResult};

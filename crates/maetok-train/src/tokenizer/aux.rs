@@ -1,0 +1,81 @@
+//! Targets and losses of MAETok's auxiliary decoders (spec §4.4–4.5): HOG of the input image,
+//! DINOv2 and SigLIP features from frozen teachers, each predicted for the masked patches.
+
+use burn::tensor::{backend::Backend, Tensor};
+use maetok_targets::aux_loss::{cosine_feature_loss, hog_loss};
+use maetok_targets::{HogError, HogGenerator, Vit, VitInputError};
+use maetok_tokenizer::{AuxTarget, MaskAeOutput, TokenMask};
+
+/// The frozen target extractors of the switched-on auxiliary decoders.
+pub struct AuxTeachers<B: Backend> {
+    pub hog: Option<HogGenerator>,
+    /// DINOv2 (`repa_model`).
+    pub dino: Option<Vit<B>>,
+    /// SigLIP (`clip_model`).
+    pub clip: Option<Vit<B>>,
+}
+
+/// The targets of one batch, `[B, N, F]` each, carrying no gradient.
+pub struct AuxTargets<B: Backend> {
+    pub hog: Option<Tensor<B, 3>>,
+    pub dino: Option<Tensor<B, 3>>,
+    pub clip: Option<Tensor<B, 3>>,
+}
+
+/// A target extractor refused the images.
+#[derive(Debug, thiserror::Error)]
+pub enum AuxTargetError {
+    #[error("HOG target: {0}")]
+    Hog(#[from] HogError),
+    #[error("{which} teacher: {source}")]
+    Teacher { which: &'static str, source: VitInputError },
+}
+
+impl<B: Backend> AuxTeachers<B> {
+    /// Targets for images `[B, 3, S, S]` in [-1, 1] (detached).
+    pub fn targets(&self, images: Tensor<B, 4>) -> Result<AuxTargets<B>, AuxTargetError> {
+        let x = images.detach();
+        let hog = self.hog.as_ref().map(|h| h.forward(x.clone())).transpose()?;
+        let teacher = |t: &Option<Vit<B>>, which| {
+            t.as_ref()
+                .map(|t| t.target_features(x.clone()).map(|f| f.detach()))
+                .transpose()
+                .map_err(|source| AuxTargetError::Teacher { which, source })
+        };
+        Ok(AuxTargets { hog: hog.map(|h| h.detach()), dino: teacher(&self.dino, "DINOv2")?, clip: teacher(&self.clip, "SigLIP")? })
+    }
+}
+
+/// The auxiliary losses of one forward (`[1]` each; weight 1 each in the total, spec §4.5).
+pub struct AuxLosses<B: Backend> {
+    pub hog: Option<Tensor<B, 1>>,
+    pub dino: Option<Tensor<B, 1>>,
+    pub clip: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> AuxLosses<B> {
+    /// The sum of the present losses (`None` when no auxiliary decoder is on).
+    pub fn total(&self) -> Option<Tensor<B, 1>> {
+        [&self.hog, &self.dino, &self.clip].into_iter().flatten().cloned().reduce(|a, b| a + b)
+    }
+
+    /// `(name, loss)` of the present losses.
+    pub fn named(&self) -> Vec<(&'static str, Tensor<B, 1>)> {
+        let all = [(AuxTarget::Hog, &self.hog), (AuxTarget::Dino, &self.dino), (AuxTarget::Clip, &self.clip)];
+        all.into_iter().filter_map(|(t, l)| l.clone().map(|l| (t.name(), l))).collect()
+    }
+}
+
+/// The loss of each auxiliary decoder against its target, averaged over the tokens `mask`
+/// marks (`masked_only`, the reference's `aux_loss_mask`) or over all tokens. A decoder without
+/// a target contributes nothing.
+pub fn aux_losses<B: Backend>(out: &MaskAeOutput<B>, targets: &AuxTargets<B>, mask: Option<&TokenMask>, masked_only: bool) -> AuxLosses<B> {
+    let device = out.latent.device();
+    let m = mask.filter(|_| masked_only).map(|m| m.to_tensor::<B>(&device));
+    let pair = |t: AuxTarget, target: &Option<Tensor<B, 3>>| Some((out.aux(t)?.pred.clone(), target.clone()?));
+    AuxLosses {
+        hog: pair(AuxTarget::Hog, &targets.hog).map(|(p, t)| hog_loss(p, t, m.clone())),
+        dino: pair(AuxTarget::Dino, &targets.dino).map(|(p, t)| cosine_feature_loss(p, t, m.clone())),
+        clip: pair(AuxTarget::Clip, &targets.clip).map(|(p, t)| cosine_feature_loss(p, t, m.clone())),
+    }
+}

@@ -1,0 +1,8 @@
+//! MAETok tokenizer training (spec §4–§5): the auxiliary targets and losses of the masked
+//! autoencoder, and one training step of the generator (tokenizer) and the discriminator.
+
+pub mod aux;
+pub mod step;
+
+pub use aux::{aux_losses, AuxLosses, AuxTargets, AuxTeachers};
+pub use step::{last_layer_grad_norm, DiscStepOutput, GanTerms, GenStepOutput, StepError, TokenizerLoss};
