@@ -83,11 +83,11 @@ fn generator_and_discriminator_step_match_vqloss() {
     scalar("g_adv_loss", gan.g_loss);
     scalar("nll_grad_norm", gan.nll_grad_norm);
     // KNOWN GAP (open): the generator's adversarial gradient ∂g/∂x̂ comes out 1.6e-4 (relative,
-    // in its norm on W) off the reference in f32, even at the reference's own x̂; the same
-    // computation with the model loaded on NdArray<f64> lands at 4e-7, so the formulas hold and
-    // the loss is f32 rounding somewhere in the discriminator's input-gradient path. λ inherits
-    // it, and so do the tokenizer gradients through λ·w_d·∂g/∂x̂ (≤ 2e-3 relative). These get the
-    // bounds below instead of the fixture's 1e-4 until the cause is found.
+    // in its norm on W) off the reference, even at the reference's own x̂, while every forward
+    // value on that path and the discriminator's parameter gradients match. It is not a
+    // LeakyReLU kink (perturbing x̂ by 1e-6 does not move it); the cause is not found yet. λ
+    // inherits it, and so do the tokenizer gradients through λ·w_d·∂g/∂x̂ (≤ 2e-3 relative).
+    // These get the bounds below instead of the fixture's 1e-4 until it is.
     const ADV_PATH_REL: f64 = 5e-4;
     const ADV_PATH_GRAD_REL: f32 = 3e-3;
     {
