@@ -42,3 +42,11 @@ pub fn fixture_args(dir: &Path) -> Result<ModelArgs, ConfigError> {
         None => args,
     })
 }
+
+/// The mask that the fixture's recorded per-sample orders (`orders` `[B, N]`, stored as floats)
+/// give at the recorded ratio (the first `ceil(N·ratio)` entries of each order are masked).
+pub fn recorded_mask(orders: &(Vec<usize>, Vec<f32>), ratio: f64) -> Result<crate::TokenMask, crate::MaskError> {
+    let n = orders.0[1];
+    let rows: Vec<Vec<usize>> = orders.1.chunks(n).map(|r| r.iter().map(|&v| v as usize).collect()).collect();
+    crate::TokenMask::from_orders(&rows, n, ratio)
+}

@@ -10,11 +10,8 @@ use maetok_tokenizer::{load_with_args, InputError, TokenMask};
 
 type B = NdArray<f32>;
 
-/// Per-sample orders `[B, N]` (stored as floats) and the mask they give at `ratio`.
 fn mask(orders: &(Vec<usize>, Vec<f32>), ratio: f64) -> TokenMask {
-    let n = orders.0[1];
-    let rows: Vec<Vec<usize>> = orders.1.chunks(n).map(|r| r.iter().map(|&v| v as usize).collect()).collect();
-    TokenMask::from_orders(&rows, n, ratio).unwrap()
+    maetok_tokenizer::testing::recorded_mask(orders, ratio).unwrap()
 }
 
 #[test]

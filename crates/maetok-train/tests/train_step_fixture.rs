@@ -180,7 +180,6 @@ fn generator_and_discriminator_step_match_vqloss() {
         let (ea, er) = errors(&state[&key].1, &w.1);
         assert!(ea <= la || er <= lr, "disc buffer {key}: max_abs {ea:.3e} rel {er:.3e}");
     }
-    model.set_fused_attention(false);
     let failures = failures.into_inner();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -65,9 +65,7 @@ pub fn disc<B: Backend>(device: &B::Device) -> DinoDisc<B> {
 
 /// The mask that recorded per-sample orders `[B, N]` (stored as floats) give at `ratio`.
 pub fn mask(orders: &(Vec<usize>, Vec<f32>), ratio: f64) -> TokenMask {
-    let n = orders.0[1];
-    let rows: Vec<Vec<usize>> = orders.1.chunks(n).map(|r| r.iter().map(|&v| v as usize).collect()).collect();
-    TokenMask::from_orders(&rows, n, ratio).unwrap()
+    maetok_tokenizer::testing::recorded_mask(orders, ratio).unwrap()
 }
 
 /// `(max_abs, rel)` of a tolerance entry of meta.json.
