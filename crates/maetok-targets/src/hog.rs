@@ -28,7 +28,10 @@ pub enum HogError {
 
 /// The HOG target generator.
 #[derive(Debug, Clone, Default)]
-pub struct HogGenerator;
+pub struct HogGenerator {
+    /// Cells per token side `u`; `None`: the reference's `(W/8)/16` (a 16×16 token grid).
+    cells_per_token: Option<usize>,
+}
 
 /// The normalised 16×16 window: `g[n] = exp(−½((n − 7.5)/8)²)`, `G = g ⊗ g / ΣG`, row-major.
 pub fn gaussian_window() -> Vec<f32> {
@@ -44,8 +47,15 @@ pub fn gaussian_window() -> Vec<f32> {
 }
 
 impl HogGenerator {
+    /// The reference's HOG target: a 16×16 token grid whatever the image size.
     pub fn new() -> Self {
-        Self
+        Self { cells_per_token: None }
+    }
+
+    /// Tokens of `patch × patch` pixels (`u = patch/8` cells per side), for decoders whose grid is
+    /// not 16×16; equal to [`HogGenerator::new`] on the reference's 256-pixel, patch-16 setting.
+    pub fn for_patch(patch: usize) -> Self {
+        Self { cells_per_token: Some(patch / CELL) }
     }
 
     fn check(dims: [usize; 4]) -> Result<(), HogError> {
@@ -99,10 +109,11 @@ impl HogGenerator {
     }
 
     /// Token features `[B, N, 27·u²]` with `u = (W/8)/16` cells per token side (`[B, 256, 108]`
-    /// at 256×256): `N = ((H/8)/u)·((W/8)/u)`, row-major over tokens.
+    /// at 256×256), or `patch/8` ([`HogGenerator::for_patch`]): `N = ((H/8)/u)·((W/8)/u)`,
+    /// row-major over tokens.
     pub fn forward<B: Backend>(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 3>, HogError> {
         let [_, _, _, w] = x.dims();
-        let u = (w / CELL) / 16;
+        let u = self.cells_per_token.unwrap_or((w / CELL) / 16);
         if u == 0 {
             return Err(HogError::TooNarrow { w });
         }

@@ -197,6 +197,14 @@ impl<B: Backend> DinoDisc<B> {
     }
 }
 
+/// The discriminator's state dict is its heads' (`heads.{i}.…`): the frozen trunk is loaded from
+/// its own checkpoint, as in the reference.
+impl<B: Backend> VisitParams<B> for DinoDisc<B> {
+    fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
+        HeadKeys(&mut self.heads).visit_params(prefix, v);
+    }
+}
+
 /// Builds the discriminator from the DINO trunk checkpoint (`dino_deitsmall16_pretrain.pth` or
 /// a safetensors copy; `x_scale`/`x_shift` accepted and checked if present) and, optionally, a
 /// discriminator state dict (`heads.*`, e.g. from a training checkpoint). The k-part of every

@@ -88,6 +88,33 @@ pub fn preprocess_center_crop(img: &RgbImage, size: usize) -> RgbImage {
     image::imageops::crop_imm(&img, x0, y0, size, size).to_image()
 }
 
+/// The reference training transform's crop (ADM `random_crop_arr`, spec §6.1): a short side `s`
+/// drawn uniformly from the integers `[size, ceil(size/0.8)]`, box-halving while the short side is
+/// at least `2·s`, a bicubic resize to short side `s` (each side rounded), then a uniform random
+/// `size × size` crop. (The horizontal flip is separate: [`flip_horizontal`].)
+pub fn random_crop_arr(img: &RgbImage, size: usize, rng: &mut impl rand::Rng) -> RgbImage {
+    let max_side = (size as f64 / 0.8).ceil() as u32;
+    let s = rng.random_range(size as u32..=max_side);
+    let mut img = img.clone();
+    while img.width().min(img.height()) >= 2 * s {
+        img = box_halve(&img);
+    }
+    let scale = s as f64 / img.width().min(img.height()) as f64;
+    let (w, h) = ((img.width() as f64 * scale).round() as u32, (img.height() as f64 * scale).round() as u32);
+    let size = size as u32;
+    if (w, h) != (img.width(), img.height()) {
+        img = image::imageops::resize(&img, w.max(size), h.max(size), FilterType::CatmullRom);
+    }
+    let y0 = rng.random_range(0..=img.height() - size);
+    let x0 = rng.random_range(0..=img.width() - size);
+    image::imageops::crop_imm(&img, x0, y0, size, size).to_image()
+}
+
+/// Mirrors an image left–right (`RandomHorizontalFlip` when drawn).
+pub fn flip_horizontal(img: &RgbImage) -> RgbImage {
+    image::imageops::flip_horizontal(img)
+}
+
 /// PIL `resize((W//2, H//2), BOX)`: each output pixel is the mean of its 2×2 source block.
 fn box_halve(img: &RgbImage) -> RgbImage {
     let (w, h) = (img.width() / 2, img.height() / 2);

@@ -34,15 +34,26 @@ pub enum AuxTargetError {
 impl<B: Backend> AuxTeachers<B> {
     /// Targets for images `[B, 3, S, S]` in [-1, 1] (detached).
     pub fn targets(&self, images: Tensor<B, 4>) -> Result<AuxTargets<B>, AuxTargetError> {
+        self.targets_for(images, [true; 3])
+    }
+
+    /// [`AuxTeachers::targets`] of the teachers `wanted` (`[hog, dino, clip]`) only: a model
+    /// without a decoder does not pay for its teacher.
+    pub fn targets_for(&self, images: Tensor<B, 4>, wanted: [bool; 3]) -> Result<AuxTargets<B>, AuxTargetError> {
         let x = images.detach();
-        let hog = self.hog.as_ref().map(|h| h.forward(x.clone())).transpose()?;
-        let teacher = |t: &Option<Vit<B>>, which| {
+        let hog = self.hog.as_ref().filter(|_| wanted[0]).map(|h| h.forward(x.clone())).transpose()?;
+        let teacher = |t: &Option<Vit<B>>, on: bool, which| {
             t.as_ref()
+                .filter(|_| on)
                 .map(|t| t.target_features(x.clone()).map(|f| f.detach()))
                 .transpose()
                 .map_err(|source| AuxTargetError::Teacher { which, source })
         };
-        Ok(AuxTargets { hog: hog.map(|h| h.detach()), dino: teacher(&self.dino, "DINOv2")?, clip: teacher(&self.clip, "SigLIP")? })
+        Ok(AuxTargets {
+            hog: hog.map(|h| h.detach()),
+            dino: teacher(&self.dino, wanted[1], "DINOv2")?,
+            clip: teacher(&self.clip, wanted[2], "SigLIP")?,
+        })
     }
 }
 

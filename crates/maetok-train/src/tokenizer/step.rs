@@ -77,7 +77,7 @@ pub struct GenStepOutput<B: AutodiffBackend> {
     /// `[B, 3, S, S]` the reconstruction, detached (the discriminator step's fake batch).
     pub recon: Tensor<B, 4>,
     pub rec: f64,
-    /// LPIPS (batch mean) and its weight `w_p(t)`.
+    /// LPIPS (batch mean) and its weight `w_p(t)` (both 0 when training without LPIPS).
     pub perceptual: f64,
     pub perceptual_weight: f64,
     /// `rec + w_p·perceptual`.
@@ -135,12 +135,13 @@ impl TokenizerLoss {
     /// The generator (tokenizer) step at 1-based step `t`: forward with `mask`, every loss term,
     /// λ, and the gradients of `L_G` (see the module docs for how). `disc`: the discriminator
     /// (its heads run in training mode, as in the reference: batch statistics, a power
-    /// iteration); `None` trains without the GAN term.
+    /// iteration); `None` trains without the GAN term. `lpips`: `None` trains without the
+    /// perceptual term (no VGG weights at hand).
     #[allow(clippy::too_many_arguments)]
     pub fn generator_step<B: AutodiffBackend>(
         &self,
         model: &MaskAe<B>,
-        lpips: &Lpips<B>,
+        lpips: Option<&Lpips<B>>,
         disc: Option<&mut DinoDisc<B>>,
         t: u64,
         images: Tensor<B, 4>,
@@ -154,16 +155,21 @@ impl TokenizerLoss {
         let rows = out.rows.clone().detach().inner();
 
         // ∂nll/∂x̂ on a leaf copy of x̂: only LPIPS is differentiated here.
-        let w_p = self.gan.perceptual_factor(t);
+        let w_p = if lpips.is_some() { self.gan.perceptual_factor(t) } else { 0.0 };
         let leaf = out.recon.clone().detach().require_grad();
         let rec = (images.clone() - leaf.clone()).powi_scalar(2).mean();
-        let lp = if self.lpips_dropout {
-            lpips.forward_train(images.clone(), leaf.clone())
-        } else {
-            lpips.forward(images.clone(), leaf.clone())
+        let perceptual = lpips.map(|lpips| {
+            let lp = if self.lpips_dropout {
+                lpips.forward_train(images.clone(), leaf.clone())
+            } else {
+                lpips.forward(images.clone(), leaf.clone())
+            };
+            lp.total.mean()
+        });
+        let nll = match &perceptual {
+            Some(p) => rec.clone() + p.clone() * w_p,
+            None => rec.clone(),
         };
-        let perceptual = lp.total.mean();
-        let nll = rec.clone() + perceptual.clone() * w_p;
         let d_nll = leaf.grad(&nll.clone().backward()).expect("x̂ leaf is on the nll graph");
         let nll_grad_norm = last_layer_grad_norm(rows.clone(), d_nll.clone(), patch);
 
@@ -197,7 +203,7 @@ impl TokenizerLoss {
         }
         let grads = surrogate.backward();
 
-        let (rec, perceptual) = (scalar(rec.inner()), scalar(perceptual.inner()));
+        let (rec, perceptual) = (scalar(rec.inner()), perceptual.map_or(0.0, |p| scalar(p.inner())));
         let nll = rec + w_p * perceptual;
         let aux: Vec<(&'static str, f64)> = aux.named().into_iter().map(|(n, l)| (n, scalar(l.inner()))).collect();
         let adv = gan.as_ref().map_or(0.0, |g| g.lambda * w_d * g.g_loss);

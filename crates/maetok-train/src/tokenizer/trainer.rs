@@ -1,0 +1,412 @@
+//! The MAETok tokenizer trainer (spec §5.6 step order): per step
+//! generator loss → backward → clip → AdamW(G) → EMA → discriminator loss (same x̂, detached) →
+//! backward → clip → AdamW(D), both at the schedule's rate for the step.
+//!
+//! Every random draw of step `s` (mask ratio and patch order, LPIPS dropout, DiffAugment, the
+//! discriminator's crop) comes from generators seeded by `(seed, s)`, and the data order from
+//! `(seed, epoch)` ([`crate::data::TrainImages`]), so a run resumed from a checkpoint continues
+//! bit for bit. The reference seeds neither its masking nor its crops (spec §8.3 item 24).
+//!
+//! Checkpoint folder `checkpoints/step-NNNNNNN/` (written to a temporary folder, then renamed;
+//! `checkpoints/latest` names the newest complete one): `model.mpk`, `ema.mpk`, `disc.mpk`
+//! (Burn records: the MaskAE model, its EMA, the discriminator with its BatchNorm and
+//! spectral-norm state), `optim_g_*.mpk`, `optim_d_*.mpk`, `state.json` (step, configs, LeCam
+//! anchors) and `ema/`, the EMA autoencoder as a Hugging Face folder (`config.json` +
+//! `model.safetensors`, PyTorch names) that `reconstruct`, `cache_latents` and the samplers load.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use maetok_nn::ema::ema_update;
+use maetok_nn::io::write_atomic;
+use maetok_targets::disc::diff_aug::DiffAugError;
+use maetok_targets::disc::LeCam;
+use maetok_targets::{DinoDisc, DiscConfig, Lpips};
+use maetok_tokenizer::{save_pretrained, AuxConfig, ConfigError, MaeTok, MaskAe, MaskError, ModelArgs, PretrainedError, TokenMask};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::aux::{AuxTargetError, AuxTargets, AuxTeachers};
+use super::config::{Stage, TokenizerTrainConfig};
+use super::optim::GroupedAdamW;
+use super::step::{StepError, TokenizerLoss};
+
+/// The frozen networks of the objective, given again on resume (not part of a checkpoint).
+pub struct LossNets<B: AutodiffBackend> {
+    /// LPIPS (VGG); `None` trains without the perceptual term.
+    pub lpips: Option<Lpips<B>>,
+    /// The targets of the auxiliary decoders (run without autodiff).
+    pub teachers: AuxTeachers<B::InnerBackend>,
+}
+
+/// Errors of the trainer; messages name the file, key or value.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("DiffAugment policy: {0}")]
+    DiffAug(#[from] DiffAugError),
+    #[error("token masking: {0}")]
+    Mask(#[from] MaskError),
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Targets(#[from] AuxTargetError),
+    #[error("the {0} auxiliary decoder is switched on (aux_{0}_dec) but no {0} teacher was given: give its weights or switch it off")]
+    MissingTeacher(&'static str),
+    #[error("the batch holds {got}×{got} images, the model takes {want}×{want}")]
+    ImageSize { got: usize, want: usize },
+    #[error("the loss became {value} at step {step}")]
+    NonFinite { value: f64, step: u64 },
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Export(#[from] PretrainedError),
+}
+
+/// What one step did (one JSON line of the training log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// Steps done after this one (1-based step number).
+    pub step: u64,
+    pub lr: f64,
+    /// The mask ratio drawn (none in the decoder fine-tuning stage).
+    pub mask_ratio: Option<f64>,
+    pub rec: f64,
+    pub perceptual: f64,
+    pub perceptual_weight: f64,
+    /// Auxiliary losses by target (`hog`, `dino`, `clip`).
+    pub aux: BTreeMap<String, f64>,
+    /// Generator GAN loss and λ (when the discriminator ran).
+    pub g_loss: Option<f64>,
+    pub lambda: Option<f64>,
+    pub disc_weight: f64,
+    /// `L_G`.
+    pub total: f64,
+    /// Tokenizer gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Discriminator loss, its hinge part, LeCam penalty and gradient norm (when it ran).
+    pub d_loss: Option<f64>,
+    pub d_hinge: Option<f64>,
+    pub lecam: Option<f64>,
+    pub d_grad_norm: Option<f64>,
+    pub seconds: f64,
+}
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    step: u64,
+    args: ModelArgs,
+    config: TokenizerTrainConfig,
+    disc: Option<DiscConfig>,
+    lecam: LeCam,
+}
+
+/// A MAETok tokenizer being trained.
+pub struct TokenizerTrainer<B: AutodiffBackend> {
+    pub model: MaskAe<B>,
+    pub ema: MaskAe<B::InnerBackend>,
+    pub disc: Option<DinoDisc<B>>,
+    pub lecam: LeCam,
+    optim_g: GroupedAdamW<B, MaskAe<B>>,
+    optim_d: GroupedAdamW<B, DinoDisc<B>>,
+    /// The model config (written with every export).
+    pub args: ModelArgs,
+    disc_config: Option<DiscConfig>,
+    pub config: TokenizerTrainConfig,
+    loss: TokenizerLoss,
+    /// Steps done.
+    pub step: u64,
+    device: B::Device,
+}
+
+fn step_seed(seed: u64, step: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step).rotate_left(29) ^ 0x7F4A_7C15
+}
+
+/// The auxiliary decoders of a stage: none when fine-tuning the decoder.
+fn stage_aux(args: &ModelArgs, stage: Stage, origin: &str) -> Result<AuxConfig, ConfigError> {
+    let mut aux = args.resolve_aux(origin)?;
+    if stage == Stage::DecoderFinetune {
+        (aux.hog, aux.dino, aux.clip) = (None, None, None);
+    }
+    Ok(aux)
+}
+
+/// Freezes what the decoder fine-tuning stage keeps fixed: the encoder (with its latent tokens,
+/// mask token and RoPE frequencies) and `quant_conv`.
+fn freeze_encoder<B: AutodiffBackend>(mut model: MaskAe<B>, stage: Stage) -> MaskAe<B> {
+    if stage == Stage::DecoderFinetune {
+        model.ae.encoder = model.ae.encoder.no_grad();
+        model.ae.quant_conv = model.ae.quant_conv.no_grad();
+    }
+    model
+}
+
+impl<B: AutodiffBackend> TokenizerTrainer<B> {
+    /// A freshly initialised model (seeded by `config.seed`) for `args`; `origin` names the
+    /// config in messages. `disc`: the discriminator and its shape (`None`: no GAN term).
+    pub fn new(
+        args: ModelArgs,
+        origin: &str,
+        config: TokenizerTrainConfig,
+        disc: Option<(DinoDisc<B>, DiscConfig)>,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        let cfg = args.resolve(origin)?;
+        let aux = stage_aux(&args, config.stage, origin)?;
+        <B as Backend>::seed(device, config.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let model = MaskAe::new(&cfg, &aux, &mut rng, device);
+        Self::with_model(model, args, origin, config, disc, device)
+    }
+
+    /// Starts from given weights, e.g. the stage-1 autoencoder for [`Stage::DecoderFinetune`]
+    /// (the auxiliary decoders `args` switches on are freshly initialised in stage 1).
+    pub fn from_autoencoder(
+        ae: MaeTok<B>,
+        args: ModelArgs,
+        origin: &str,
+        config: TokenizerTrainConfig,
+        disc: Option<(DinoDisc<B>, DiscConfig)>,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        let cfg = args.resolve(origin)?;
+        let aux = stage_aux(&args, config.stage, origin)?;
+        <B as Backend>::seed(device, config.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut model = MaskAe::new(&cfg, &aux, &mut rng, device);
+        model.ae = ae;
+        Self::with_model(model, args, origin, config, disc, device)
+    }
+
+    fn with_model(
+        model: MaskAe<B>,
+        args: ModelArgs,
+        origin: &str,
+        config: TokenizerTrainConfig,
+        disc: Option<(DinoDisc<B>, DiscConfig)>,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        let aux = stage_aux(&args, config.stage, origin)?;
+        let loss = config.loss(aux.loss_mask)?;
+        let model = freeze_encoder(model, config.stage);
+        // Burn initialises parameters lazily, and a clone of a lazy parameter draws its own
+        // values: materialise everything now, from the seeded generator, before the EMA copy.
+        <B as Backend>::seed(device, config.seed ^ 0xA5A5_5A5A);
+        materialize(&model);
+        let ema = model.valid();
+        let (disc, disc_config) = disc.map_or((None, None), |(d, c)| (Some(d), Some(c)));
+        if let Some(d) = &disc {
+            materialize(d);
+        }
+        Ok(Self {
+            model,
+            ema,
+            disc,
+            lecam: LeCam::default(),
+            optim_g: GroupedAdamW::new(config.weight_decay, config.grad_clip),
+            optim_d: GroupedAdamW::new(config.weight_decay, config.grad_clip),
+            args,
+            disc_config,
+            loss,
+            config,
+            step: 0,
+            device: device.clone(),
+        })
+    }
+
+    /// The mask-ratio range of this run (`None`: no masking).
+    pub fn mask_range(&self) -> Option<(f64, f64)> {
+        let (lo, hi) = (self.args.enc_token_drop, self.args.enc_token_drop_max);
+        (self.config.stage == Stage::Full && lo > 0.0).then_some((lo, hi.max(lo)))
+    }
+
+    /// One training step on `images` `[B, 3, S, S]` in [-1, 1].
+    pub fn step(&mut self, images: Tensor<B, 4>, nets: &LossNets<B>) -> Result<StepLog, TrainError> {
+        let start = std::time::Instant::now();
+        let [b, _, h, w] = images.dims();
+        let want = self.model.ae.config.image_size;
+        if (h, w) != (want, want) {
+            return Err(TrainError::ImageSize { got: h.max(w), want });
+        }
+        for (name, on, given) in [
+            ("dino", self.model.dino.is_some(), nets.teachers.dino.is_some()),
+            ("clip", self.model.clip.is_some(), nets.teachers.clip.is_some()),
+            ("hog", self.model.hog.is_some(), nets.teachers.hog.is_some()),
+        ] {
+            if on && !given {
+                return Err(TrainError::MissingTeacher(name));
+            }
+        }
+        let t = self.step + 1;
+        let seed = step_seed(self.config.seed, self.step);
+        <B as Backend>::seed(&self.device, seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let grid = self.model.ae.config.enc_grid();
+        let mask = self.mask_range().map(|(lo, hi)| TokenMask::draw(b, grid * grid, lo, hi, &mut rng)).transpose()?;
+        let wanted = [self.model.hog.is_some(), self.model.dino.is_some(), self.model.clip.is_some()];
+        let targets = lift(nets.teachers.targets_for(images.clone().inner(), wanted)?);
+
+        let use_disc = self.disc.is_some() && (self.config.disc_before_start || t >= self.config.gan.disc_start);
+        let disc = if use_disc { self.disc.as_mut() } else { None };
+        let g = self.loss.generator_step(&self.model, nets.lpips.as_ref(), disc, t, images.clone(), mask.as_ref(), &targets, &mut rng)?;
+        if !g.total.is_finite() {
+            return Err(TrainError::NonFinite { value: g.total, step: t });
+        }
+        let lr = self.config.schedule.lr(self.step);
+        let (model, grad_norm) = self.optim_g.step(lr, self.model.clone(), &g.grads);
+        self.model = model;
+        let decay = if self.step == 0 { 0.0 } else { self.config.ema_decay };
+        ema_update(&mut self.ema, &mut self.model.valid(), decay, &[]);
+
+        let mut log = StepLog {
+            step: t,
+            lr,
+            mask_ratio: mask.as_ref().map(|m| m.ratio),
+            rec: g.rec,
+            perceptual: g.perceptual,
+            perceptual_weight: g.perceptual_weight,
+            aux: g.aux.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+            g_loss: g.gan.as_ref().map(|x| x.g_loss),
+            lambda: g.gan.as_ref().map(|x| x.lambda),
+            disc_weight: g.disc_weight,
+            total: g.total,
+            grad_norm,
+            d_loss: None,
+            d_hinge: None,
+            lecam: None,
+            d_grad_norm: None,
+            seconds: 0.0,
+        };
+        if let (true, Some(disc)) = (use_disc, self.disc.as_mut()) {
+            let d = self.loss.discriminator_step(disc, &mut self.lecam, t, images, g.recon, &mut rng)?;
+            if !d.total.is_finite() {
+                return Err(TrainError::NonFinite { value: d.total, step: t });
+            }
+            let (new_disc, d_norm) = self.optim_d.step(lr, disc.clone(), &d.grads);
+            *disc = new_disc;
+            (log.d_loss, log.d_hinge, log.lecam, log.d_grad_norm) = (Some(d.total), Some(d.hinge), Some(d.lecam), Some(d_norm));
+        }
+        self.step += 1;
+        log.seconds = start.elapsed().as_secs_f64();
+        Ok(log)
+    }
+
+    /// Writes `dir/checkpoints/step-NNNNNNN/` (through a temporary folder and a rename), points
+    /// `dir/checkpoints/latest` at it, and removes older checkpoints beyond the newest `keep`.
+    pub fn save_checkpoint(&mut self, dir: &Path, keep: usize) -> Result<PathBuf, TrainError> {
+        let root = dir.join("checkpoints");
+        let name = format!("step-{:07}", self.step);
+        let fin = root.join(&name);
+        let tmp = root.join(format!(".{name}.tmp"));
+        let err = |path: &Path, msg: String| TrainError::Checkpoint { path: path.to_path_buf(), msg };
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| err(&tmp, e.to_string()))?;
+        self.export_ema(&tmp.join("ema"))?;
+        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        self.model.clone().save_file(tmp.join("model"), &rec).map_err(|e| err(&tmp, format!("model: {e}")))?;
+        self.ema.clone().save_file(tmp.join("ema"), &rec).map_err(|e| err(&tmp, format!("ema: {e}")))?;
+        self.optim_g.save(&tmp, "optim_g").map_err(|e| err(&tmp, format!("optim_g: {e}")))?;
+        if let Some(d) = &self.disc {
+            d.clone().save_file(tmp.join("disc"), &rec).map_err(|e| err(&tmp, format!("disc: {e}")))?;
+            self.optim_d.save(&tmp, "optim_d").map_err(|e| err(&tmp, format!("optim_d: {e}")))?;
+        }
+        let state = TrainState {
+            step: self.step,
+            args: self.args.clone(),
+            config: self.config.clone(),
+            disc: self.disc_config.clone(),
+            lecam: self.lecam,
+        };
+        write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&state).expect("json").as_bytes())
+            .map_err(|e| err(&tmp, e.to_string()))?;
+        let _ = std::fs::remove_dir_all(&fin);
+        std::fs::rename(&tmp, &fin).map_err(|e| err(&fin, e.to_string()))?;
+        write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| err(&root, e.to_string()))?;
+        let mut old: Vec<PathBuf> = std::fs::read_dir(&root)
+            .map_err(|e| err(&root, e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")))
+            .collect();
+        old.sort();
+        for p in old.iter().take(old.len().saturating_sub(keep.max(1))) {
+            if p != &fin {
+                let _ = std::fs::remove_dir_all(p);
+            }
+        }
+        Ok(fin)
+    }
+
+    /// Writes the EMA autoencoder as a Hugging Face model folder (`config.json` +
+    /// `model.safetensors` in the PyTorch layout of `AEModel`).
+    pub fn export_ema(&self, dir: &Path) -> Result<(), TrainError> {
+        let mut ae = self.ema.ae.clone();
+        save_pretrained(&mut ae, &self.args, dir)?;
+        Ok(())
+    }
+
+    /// Resumes from `dir/checkpoints/latest`, or returns `None` when there is none. The
+    /// discriminator's trunk and heads come from the checkpoint.
+    pub fn resume(dir: &Path, device: &B::Device) -> Result<Option<Self>, TrainError> {
+        let root = dir.join("checkpoints");
+        let Ok(name) = std::fs::read_to_string(root.join("latest")) else { return Ok(None) };
+        let ck = root.join(name.trim());
+        let err = |msg: String| TrainError::Checkpoint { path: ck.clone(), msg };
+        let text = std::fs::read_to_string(ck.join("state.json")).map_err(|e| err(format!("state.json: {e}")))?;
+        let state: TrainState = serde_json::from_str(&text).map_err(|e| err(format!("state.json: {e}")))?;
+        let origin = ck.join("state.json").display().to_string();
+        let cfg = state.args.resolve(&origin)?;
+        let aux = stage_aux(&state.args, state.config.stage, &origin)?;
+        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let model = MaskAe::<B>::new(&cfg, &aux, &mut rng, device)
+            .load_file(ck.join("model"), &rec, device)
+            .map_err(|e| err(format!("model.mpk: {e}")))?;
+        let ema = MaskAe::<B::InnerBackend>::new(&cfg, &aux, &mut rng, device)
+            .load_file(ck.join("ema"), &rec, device)
+            .map_err(|e| err(format!("ema.mpk: {e}")))?;
+        let disc = match &state.disc {
+            Some(c) => {
+                let mut d =
+                    DinoDisc::<B>::new(c, device).load_file(ck.join("disc"), &rec, device).map_err(|e| err(format!("disc.mpk: {e}")))?;
+                d.backbone = d.backbone.no_grad();
+                Some((d, c.clone()))
+            }
+            None => None,
+        };
+        let mut t = Self::with_model(model, state.args, &origin, state.config, disc, device)?;
+        t.ema = ema;
+        t.lecam = state.lecam;
+        t.step = state.step;
+        t.optim_g = t.optim_g.load(&ck, "optim_g", device).map_err(|e| err(format!("optim_g: {e}")))?;
+        if t.disc.is_some() {
+            t.optim_d = t.optim_d.load(&ck, "optim_d", device).map_err(|e| err(format!("optim_d: {e}")))?;
+        }
+        Ok(Some(t))
+    }
+}
+
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Initialises every lazy parameter of `module` in place.
+fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    module.visit(&mut Materialize);
+}
+
+/// Targets computed without autodiff, as constants of the autodiff graph.
+fn lift<B: AutodiffBackend>(t: AuxTargets<B::InnerBackend>) -> AuxTargets<B> {
+    AuxTargets { hog: t.hog.map(Tensor::from_inner), dino: t.dino.map(Tensor::from_inner), clip: t.clip.map(Tensor::from_inner) }
+}

@@ -1,0 +1,277 @@
+//! The tokenizer trainer on a tiny config: exact resume, the discriminator's start step, the
+//! decoder fine-tuning stage, learning, export and bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use maetok_nn::io::{Exporter, VisitParams};
+use maetok_targets::disc::GanWeights;
+use maetok_targets::{DinoDisc, DiscConfig, HogGenerator, VitConfig};
+use maetok_tokenizer::{load_pretrained, ModelArgs, VitSize};
+use maetok_train::data::{images_to_tensor, ImageSource, ProceduralShapes, TrainImages};
+use maetok_train::tokenizer::{AuxTeachers, CosineWarmup, LossNets, Stage, StepLog, TokenizerTrainConfig, TokenizerTrainer, TrainError};
+
+type A = Autodiff<NdArray<f32>>;
+type Params = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+const SIZE: usize = 32;
+
+/// NdArray's random generator is one per process: tests that replay seeded draws must not
+/// interleave with other tests of this binary.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// 32×32 images, patch 8 (16 tokens), 4 latent tokens of 4 channels, width 32, masking 40–60 %,
+/// the HOG auxiliary decoder.
+fn args() -> ModelArgs {
+    let small = VitSize { width: 32, depth: 1, heads: 2 };
+    ModelArgs {
+        image_size: SIZE,
+        base_image_size: SIZE,
+        enc_patch_size: 8,
+        dec_patch_size: 8,
+        num_latent_tokens: 4,
+        codebook_embed_dim: 4,
+        enc_token_drop: 0.4,
+        enc_token_drop_max: 0.6,
+        aux_hog_dec: true,
+        aux_dino_dec: false,
+        aux_clip_dec: false,
+        aux_loss_mask: true,
+        ..ModelArgs::default()
+    }
+    .with_encoder_size(small)
+    .with_decoder_size(small)
+    .with_aux_decoder_size(small)
+}
+
+fn disc(device: &burn::backend::ndarray::NdArrayDevice) -> (DinoDisc<A>, DiscConfig) {
+    let backbone = VitConfig {
+        img_size: SIZE,
+        patch_size: 8,
+        dim: 32,
+        depth: 2,
+        heads: 2,
+        mlp_hidden: 64,
+        class_token: true,
+        layer_scale: false,
+        tanh_gelu: true,
+        dynamic_img_size: false,
+    };
+    let c = DiscConfig { backbone, key_depths: vec![0], kernel: 3, norm_eps: 1e-6 };
+    <A as Backend>::seed(device, 3);
+    (DinoDisc::new(&c, device), c)
+}
+
+fn config(disc_start: u64) -> TokenizerTrainConfig {
+    TokenizerTrainConfig {
+        batch_size: 4,
+        schedule: CosineWarmup { lr: 1e-3, lr_min: 1e-4, warmup_init: 1e-4, warmup_steps: 2, total_steps: 100 },
+        gan: GanWeights { disc_start, perceptual_warmup: 2, ..GanWeights::default() },
+        seed: 5,
+        ..TokenizerTrainConfig::default()
+    }
+}
+
+fn nets(device: &burn::backend::ndarray::NdArrayDevice, lpips: bool) -> LossNets<A> {
+    LossNets {
+        lpips: lpips.then(|| common::lpips::<A>(device)),
+        teachers: AuxTeachers { hog: Some(HogGenerator::for_patch(8)), dino: None, clip: None },
+    }
+}
+
+fn data() -> TrainImages {
+    TrainImages::new(ImageSource::Procedural { shapes: ProceduralShapes::new(SIZE, 1), len: 64, offset: 1000 }, 5)
+}
+
+fn run(t: &mut TokenizerTrainer<A>, nets: &LossNets<A>, data: &TrainImages, steps: u64) -> Vec<StepLog> {
+    let device = Default::default();
+    (0..steps)
+        .map(|_| {
+            let imgs = data.batch(t.step, t.config.batch_size).unwrap();
+            t.step(images_to_tensor::<A>(&imgs, &device), nets).unwrap()
+        })
+        .collect()
+}
+
+fn params<B: Backend, M: VisitParams<B>>(m: &mut M) -> Params {
+    let mut e = Exporter::new();
+    m.visit_params("", &mut e);
+    e.tensors().clone()
+}
+
+fn without_time(mut logs: Vec<StepLog>) -> Vec<StepLog> {
+    logs.iter_mut().for_each(|l| l.seconds = 0.0);
+    logs
+}
+
+/// N steps straight equal N/2 steps, a checkpoint, a fresh process state resumed from it, and
+/// N/2 more: model, EMA, discriminator (heads, BatchNorm and spectral-norm state), LeCam and
+/// every logged value, bit for bit.
+#[test]
+fn resume_continues_bit_for_bit() {
+    let _serial = serial();
+    let device = Default::default();
+    let (nets, data) = (nets(&device, true), data());
+    let mut straight = TokenizerTrainer::<A>::new(args(), "tiny", config(2), Some(disc(&device)), &device).unwrap();
+    let logs = without_time(run(&mut straight, &nets, &data, 4));
+    assert!(logs[0].mask_ratio.is_some_and(|r| (0.4..=0.6).contains(&r)));
+    assert!(logs[3].d_loss.is_some() && logs[3].lambda.is_some() && logs[3].aux.contains_key("hog"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = TokenizerTrainer::<A>::new(args(), "tiny", config(2), Some(disc(&device)), &device).unwrap();
+    let mut resumed_logs = run(&mut first, &nets, &data, 2);
+    first.save_checkpoint(dir.path(), 2).unwrap();
+    drop(first);
+    let mut second = TokenizerTrainer::<A>::resume(dir.path(), &device).unwrap().expect("a checkpoint");
+    assert_eq!(second.step, 2);
+    resumed_logs.extend(run(&mut second, &nets, &data, 2));
+    assert_eq!(logs, without_time(resumed_logs));
+
+    assert_eq!(params(&mut straight.model), params(&mut second.model));
+    assert_eq!(params(&mut straight.ema), params(&mut second.ema));
+    assert_eq!(params(straight.disc.as_mut().unwrap()), params(second.disc.as_mut().unwrap()));
+    assert_eq!(straight.lecam, second.lecam);
+}
+
+/// Before `disc_start` the discriminator (run every step, as the reference does) changes
+/// nothing of the tokenizer: two steps with a discriminator starting at step 3 equal two steps
+/// without one.
+#[test]
+fn discriminator_before_its_start_leaves_the_tokenizer_alone() {
+    let _serial = serial();
+    let device = Default::default();
+    let (nets, data) = (nets(&device, false), data());
+    let mut with = TokenizerTrainer::<A>::new(args(), "tiny", config(3), Some(disc(&device)), &device).unwrap();
+    let mut without = TokenizerTrainer::<A>::new(args(), "tiny", config(3), None, &device).unwrap();
+    let a = run(&mut with, &nets, &data, 2);
+    let b = run(&mut without, &nets, &data, 2);
+    assert!(a.iter().all(|l| l.d_loss.is_some() && l.disc_weight == 0.0));
+    assert!(b.iter().all(|l| l.d_loss.is_none()));
+    assert_eq!(params(&mut with.model), params(&mut without.model));
+    // From the start step on, the adversarial term moves the tokenizer.
+    let a3 = run(&mut with, &nets, &data, 1);
+    run(&mut without, &nets, &data, 1);
+    assert!(a3[0].disc_weight > 0.0);
+    assert_ne!(params(&mut with.model), params(&mut without.model));
+}
+
+/// The decoder fine-tuning stage: no masking, no auxiliary decoders, the encoder side frozen,
+/// the decoder trained.
+#[test]
+fn decoder_finetune_trains_only_the_decoder() {
+    let _serial = serial();
+    let device = Default::default();
+    let (nets, data) = (nets(&device, false), data());
+    let cfg = TokenizerTrainConfig { stage: Stage::DecoderFinetune, ..config(1000) };
+    let mut t = TokenizerTrainer::<A>::new(args(), "tiny", cfg, None, &device).unwrap();
+    assert!(t.model.hog.is_none() && t.mask_range().is_none());
+    let before = params(&mut t.model);
+    let logs = run(&mut t, &nets, &data, 2);
+    assert!(logs.iter().all(|l| l.mask_ratio.is_none() && l.aux.is_empty()));
+    let after = params(&mut t.model);
+    for (k, v) in &before {
+        let frozen = k.starts_with("encoder.") || k.starts_with("quant_conv.");
+        let changed = after[k] != *v;
+        // Dead weights (the decoder's patch_embed, pos_embed, ...) get no gradient either.
+        if frozen {
+            assert!(!changed, "{k} is frozen in this stage but changed");
+        }
+    }
+    assert_ne!(after["decoder.to_pixel.model.weight"], before["decoder.to_pixel.model.weight"]);
+    assert_ne!(after["post_quant_conv.weight"], before["post_quant_conv.weight"]);
+}
+
+/// A few hundred steps lower the reconstruction loss clearly; the exported EMA model loads with
+/// the inference loader and has the Hugging Face key set.
+#[test]
+fn training_lowers_the_loss_and_exports() {
+    let _serial = serial();
+    let device = Default::default();
+    let (nets, data) = (nets(&device, false), data());
+    let cfg = TokenizerTrainConfig {
+        batch_size: 8,
+        schedule: CosineWarmup { lr: 3e-3, lr_min: 3e-4, warmup_init: 1e-4, warmup_steps: 10, total_steps: 200 },
+        ema_decay: 0.9,
+        ..config(u64::MAX)
+    };
+    let mut t = TokenizerTrainer::<A>::new(args(), "tiny", cfg, None, &device).unwrap();
+    let logs = run(&mut t, &nets, &data, 200);
+    let mean = |l: &[StepLog]| l.iter().map(|l| l.rec).sum::<f64>() / l.len() as f64;
+    let (early, late) = (mean(&logs[..10]), mean(&logs[190..]));
+    assert!(late < 0.5 * early, "reconstruction loss {early} -> {late}");
+    assert!(logs.iter().all(|l| l.aux["hog"].is_finite()));
+
+    let dir = tempfile::tempdir().unwrap();
+    t.export_ema(dir.path()).unwrap();
+    let (model, report) = load_pretrained::<NdArray<f32>>(dir.path(), &device).unwrap();
+    assert!(report.ignored.is_empty(), "{:?}", report.ignored);
+    let mut ema_ae = t.ema.ae.clone();
+    assert_eq!(params(&mut model.clone()), params(&mut ema_ae));
+    let x = images_to_tensor::<NdArray<f32>>(&data.batch(0, 2).unwrap(), &device);
+    let _: Tensor<NdArray<f32>, 4> = model.reconstruct(x).unwrap();
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let _serial = serial();
+    let device = Default::default();
+    let data = data();
+    let mut t = TokenizerTrainer::<A>::new(args(), "tiny", config(1000), None, &device).unwrap();
+    // The HOG decoder is on but no HOG target is given.
+    let no_hog = LossNets::<A> { lpips: None, teachers: AuxTeachers { hog: None, dino: None, clip: None } };
+    let x = images_to_tensor::<A>(&data.batch(0, 4).unwrap(), &device);
+    let e = t.step(x, &no_hog).unwrap_err();
+    assert!(matches!(e, TrainError::MissingTeacher("hog")), "{e}");
+    // Images of another size.
+    let small = TrainImages::new(ImageSource::Procedural { shapes: ProceduralShapes::new(16, 0), len: 8, offset: 0 }, 0);
+    let e = t.step(images_to_tensor::<A>(&small.batch(0, 4).unwrap(), &device), &nets(&device, false)).unwrap_err();
+    assert!(e.to_string().contains("16×16") && e.to_string().contains("32×32"), "{e}");
+    // An unknown aux decoder preset and a bad DiffAugment policy.
+    let bad = ModelArgs { aux_dec_model: "vit_huge_nonsense".into(), ..args() };
+    let e = TokenizerTrainer::<A>::new(bad, "bad.yaml", config(1000), None, &device).err().unwrap().to_string();
+    assert!(e.contains("bad.yaml") && e.contains("vit_huge_nonsense"), "{e}");
+    let cfg = TokenizerTrainConfig { diff_aug: Some("colour".into()), ..config(1000) };
+    let e = TokenizerTrainer::<A>::new(args(), "tiny", cfg, None, &device).err().unwrap().to_string();
+    assert!(e.contains("colour"), "{e}");
+    // A damaged checkpoint names its file; no checkpoint is not an error.
+    let dir = tempfile::tempdir().unwrap();
+    assert!(TokenizerTrainer::<A>::resume(dir.path(), &device).unwrap().is_none());
+    let ck = t.save_checkpoint(dir.path(), 1).unwrap();
+    std::fs::write(ck.join("state.json"), "{ not json").unwrap();
+    let e = TokenizerTrainer::<A>::resume(dir.path(), &device).err().unwrap().to_string();
+    assert!(e.contains("state.json"), "{e}");
+}
+
+/// A checkpoint write that dies half-way (its temporary folder left behind) leaves the previous
+/// checkpoint the one that resumes; only the newest `keep` are kept.
+#[test]
+fn interrupted_checkpoint_leaves_the_previous_one() {
+    let _serial = serial();
+    let device = Default::default();
+    let (nets, data) = (nets(&device, false), data());
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TokenizerTrainer::<A>::new(args(), "tiny", config(1000), None, &device).unwrap();
+    run(&mut t, &nets, &data, 1);
+    t.save_checkpoint(dir.path(), 2).unwrap();
+    run(&mut t, &nets, &data, 1);
+    t.save_checkpoint(dir.path(), 2).unwrap();
+    run(&mut t, &nets, &data, 1);
+    t.save_checkpoint(dir.path(), 2).unwrap();
+    let root = dir.path().join("checkpoints");
+    let mut names: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    names.sort();
+    assert_eq!(names, ["latest", "step-0000002", "step-0000003"]);
+    // A writer killed mid-way: a partial temporary folder, `latest` untouched.
+    std::fs::create_dir_all(root.join(".step-0000004.tmp")).unwrap();
+    std::fs::write(root.join(".step-0000004.tmp/model.mpk"), b"partial").unwrap();
+    let r = TokenizerTrainer::<A>::resume(dir.path(), &device).unwrap().unwrap();
+    assert_eq!(r.step, 3);
+}
