@@ -1,28 +1,29 @@
-//! The whole pipeline on a tiny configuration and built-in data:
-//! `cargo run --release --example quickstart [-- --out out/quickstart --steps 600]`
+//! MAETok training (token masking + the HOG auxiliary decoder) on a tiny configuration and
+//! built-in data:
+//! `cargo run --release --example quickstart [-- --out out/quickstart --steps 800]`
 
 use std::path::PathBuf;
 
 use clap::Parser;
 use maetok::quickstart::{run, QuickstartArgs};
 
-/// Train a tiny MAETok autoencoder on procedural shapes and report what it learned.
+/// Train a tiny MAETok (masking + HOG auxiliary decoder) on procedural shapes and report what it learned.
 #[derive(Parser)]
 struct Cli {
     /// Output folder.
     #[arg(long, default_value = "out/quickstart")]
     out: PathBuf,
     /// Training steps.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 800)]
     steps: usize,
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-    /// Image side (a multiple of 4).
-    #[arg(long, default_value_t = 32)]
+    /// Image side (a multiple of 16: patch 8, HOG cells of 8).
+    #[arg(long, default_value_t = 64)]
     image_size: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Peak learning rate (AdamW, warmup then cosine).
+    /// Peak learning rate (AdamW, warm-up then cosine).
     #[arg(long, default_value_t = 1e-2)]
     lr: f64,
     /// ndarray | wgpu | cuda
@@ -45,7 +46,18 @@ fn main() -> anyhow::Result<()> {
         progress: true,
     };
     let r = run(args, &cli.backend)?;
-    println!("backend {}: {} steps in {:.1} s, loss {:.4} -> {:.4}", r.backend, r.steps, r.train_seconds, r.first_loss, r.final_loss);
+    println!(
+        "backend {}: {} steps in {:.1} s (masking {:.0}-{:.0} %), pixel loss {:.4} -> {:.4}, HOG loss {:.4} -> {:.4}",
+        r.backend,
+        r.steps,
+        r.train_seconds,
+        100.0 * r.mask_ratio[0],
+        100.0 * r.mask_ratio[1],
+        r.first_loss,
+        r.final_loss,
+        r.first_hog_loss,
+        r.final_hog_loss
+    );
     println!(
         "PSNR at init {:.2} dB, after training {:.2} dB, mean-colour baseline {:.2} dB",
         r.at_init.psnr, r.after_training.psnr, r.mean_colour_baseline.psnr
@@ -55,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         r.at_init.ssim, r.after_training.ssim, r.mean_colour_baseline.ssim
     );
     println!(
-        "wrote {}/{{reconstructions.png, loss_curve.svg, metrics.json, samples/}} and the checkpoint {}",
+        "wrote {}/{{reconstructions.png, loss.svg, log.jsonl, previews/, metrics.json, samples/}} and the model {}",
         cli.out.display(),
         r.model_dir
     );

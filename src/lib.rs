@@ -22,5 +22,7 @@ pub mod gmm_fit;
 pub mod quickstart;
 pub mod reconstruct;
 pub mod teacher_features;
+pub mod tokenizer_recipe;
 pub mod train_cli;
 pub mod train_generator;
+pub mod train_tokenizer;

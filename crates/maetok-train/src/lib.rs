@@ -1,11 +1,9 @@
 //! Datasets, image I/O, visualisation and trainers for MAETok and its latent generators.
 
-pub mod ae_trainer;
 pub mod data;
 pub mod generator_trainer;
 pub mod grad_clip;
 pub mod tokenizer;
 pub mod viz;
 
-pub use ae_trainer::{train_autoencoder, AeTrainConfig, AeTrainResult};
 pub use generator_trainer::{objective_loss, GeneratorTrainConfig, GeneratorTrainError, GeneratorTrainer, Objective};

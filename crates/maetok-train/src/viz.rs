@@ -19,6 +19,17 @@ pub fn grid(images: &[RgbImage], cols: usize) -> RgbImage {
     out
 }
 
+/// Enlarges `img` by the smallest integer factor that makes its short side at least `min_side`
+/// (nearest neighbour, so pixels stay crisp); small images are unreadable at their own size.
+pub fn enlarge(img: &RgbImage, min_side: u32) -> RgbImage {
+    let short = img.width().min(img.height()).max(1);
+    let k = min_side.div_ceil(short).max(1);
+    if k == 1 {
+        return img.clone();
+    }
+    image::imageops::resize(img, img.width() * k, img.height() * k, image::imageops::FilterType::Nearest)
+}
+
 /// A plot that could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {

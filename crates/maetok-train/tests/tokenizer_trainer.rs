@@ -238,6 +238,9 @@ fn bad_input_is_a_clear_error() {
     let bad = ModelArgs { aux_dec_model: "vit_huge_nonsense".into(), ..args() };
     let e = TokenizerTrainer::<A>::new(bad, "bad.yaml", config(1000), None, &device).err().unwrap().to_string();
     assert!(e.contains("bad.yaml") && e.contains("vit_huge_nonsense"), "{e}");
+    let odd = ModelArgs { dec_patch_size: 16, ..args() };
+    let e = TokenizerTrainer::<A>::new(odd, "odd.yaml", config(1000), None, &device).err().unwrap().to_string();
+    assert!(e.contains("odd.yaml") && e.contains("aux_loss_mask"), "{e}");
     let cfg = TokenizerTrainConfig { diff_aug: Some("colour".into()), ..config(1000) };
     let e = TokenizerTrainer::<A>::new(args(), "tiny", cfg, None, &device).err().unwrap().to_string();
     assert!(e.contains("colour"), "{e}");

@@ -142,7 +142,7 @@ impl TrainImages {
     }
 
     /// [`TrainImages::example`], moving on to the next index past unreadable files.
-    fn readable_example(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<RgbImage, DataError> {
+    pub fn readable_example(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<RgbImage, DataError> {
         let n = self.len();
         let mut last = None;
         for k in 0..n {

@@ -31,6 +31,8 @@ pub struct TokenizerTrainConfig {
     /// AdamW weight decay on tensors of ≥ 2 dimensions that are not biases (the yaml's intent,
     /// 1e-4); 0 gives the plain Adam that the public script runs.
     pub weight_decay: f64,
+    /// Adam's β₁, β₂ (the reference: 0.9, 0.95).
+    pub betas: [f64; 2],
     /// Global gradient-norm clip of the tokenizer and of the discriminator (the reference: 1).
     pub grad_clip: Option<f64>,
     /// EMA decay per generator step (the reference: 0.9999; the EMA starts equal to the model).
@@ -61,6 +63,7 @@ impl Default for TokenizerTrainConfig {
             batch_size: 256,
             schedule: CosineWarmup::reference(5e-5, 5004, 200, 2),
             weight_decay: 1e-4,
+            betas: [0.9, 0.95],
             grad_clip: Some(1.0),
             ema_decay: 0.9999,
             gan: GanWeights::default(),

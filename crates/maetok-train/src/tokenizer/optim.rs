@@ -1,4 +1,4 @@
-//! The tokenizer's optimiser (spec §5.6): AdamW with β = (0.9, 0.95), ε = 1e-8, on two parameter
+//! The tokenizer's optimiser (spec §5.6): AdamW (the reference: β = (0.9, 0.95)), ε = 1e-8, on two parameter
 //! groups as the reference yaml intends — weight decay on every tensor of two or more dimensions
 //! that is not a bias, none on vectors and biases — after clipping the global gradient norm.
 //! `weight_decay = 0` is the plain Adam that the public script actually runs (its `optim: adamw`
@@ -45,13 +45,19 @@ pub struct GroupedAdamW<B: AutodiffBackend, M: AutodiffModule<B>> {
     pub clip: Option<f64>,
 }
 
-fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(weight_decay: f64) -> OptimizerAdaptor<AdamW, M, B> {
-    AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.95).with_epsilon(1e-8).with_weight_decay(weight_decay as f32).init()
+fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(weight_decay: f64, betas: [f64; 2]) -> OptimizerAdaptor<AdamW, M, B> {
+    AdamWConfig::new()
+        .with_beta_1(betas[0] as f32)
+        .with_beta_2(betas[1] as f32)
+        .with_epsilon(1e-8)
+        .with_weight_decay(weight_decay as f32)
+        .init()
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B> + VisitParams<B>> GroupedAdamW<B, M> {
-    pub fn new(weight_decay: f64, clip: Option<f64>) -> Self {
-        Self { decay: adamw(weight_decay), no_decay: adamw(0.0), clip }
+    /// AdamW with `betas` (the reference: 0.9, 0.95) and ε = 1e-8.
+    pub fn new(weight_decay: f64, betas: [f64; 2], clip: Option<f64>) -> Self {
+        Self { decay: adamw(weight_decay, betas), no_decay: adamw(0.0, betas), clip }
     }
 
     /// Clips `grads` (the module's parameters only) to the global norm and steps both groups at
@@ -114,7 +120,7 @@ mod tests {
         let x = Tensor::<A, 2>::from_data(TensorData::new(vec![0f32; 2], [1, 2]), &d);
         let loss = net.fc.forward(x).sum() * 0.0;
         let grads = loss.backward();
-        let mut opt = GroupedAdamW::<A, Net<A>>::new(0.1, Some(1.0));
+        let mut opt = GroupedAdamW::<A, Net<A>>::new(0.1, [0.9, 0.95], Some(1.0));
         let (net, norm) = opt.step(0.5, net, &grads);
         assert_eq!(norm, 0.0);
         let w1: Vec<f32> = net.fc.weight.val().into_data().to_vec().unwrap();

@@ -195,6 +195,16 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         let aux = stage_aux(&args, config.stage, origin)?;
+        let c = &model.ae.config;
+        if !aux.is_empty() && aux.loss_mask && c.enc_grid() != c.dec_grid() {
+            return Err(TrainError::Config(ConfigError::Invalid {
+                path: origin.to_string(),
+                msg: format!(
+                    "aux_loss_mask averages the auxiliary losses over the masked encoder patches, which needs the decoder's token grid to be the encoder's (enc_patch_size {} vs dec_patch_size {}); use one patch size or set aux_loss_mask: false",
+                    c.enc_patch, c.dec_patch
+                ),
+            }));
+        }
         let loss = config.loss(aux.loss_mask)?;
         let model = freeze_encoder(model, config.stage);
         // Burn initialises parameters lazily, and a clone of a lazy parameter draws its own
@@ -211,8 +221,8 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
             ema,
             disc,
             lecam: LeCam::default(),
-            optim_g: GroupedAdamW::new(config.weight_decay, config.grad_clip),
-            optim_d: GroupedAdamW::new(config.weight_decay, config.grad_clip),
+            optim_g: GroupedAdamW::new(config.weight_decay, config.betas, config.grad_clip),
+            optim_d: GroupedAdamW::new(config.weight_decay, config.betas, config.grad_clip),
             args,
             disc_config,
             loss,

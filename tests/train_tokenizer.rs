@@ -1,0 +1,123 @@
+//! The tokenizer training run end to end on a tiny config: outputs, resume by re-running, a
+//! run folder of another config, unreadable and missing training images, the recipe yaml.
+
+use burn::backend::{Autodiff, NdArray};
+use maetok::quickstart::{tiny_model_args, tiny_train_config, QuickstartArgs};
+use maetok::tokenizer_recipe::TokenizerRecipe;
+use maetok::train_tokenizer::{run_on, TrainData, TrainTokenizerArgs};
+use maetok_tokenizer::{load_pretrained, VitSize};
+use maetok_train::data::Layout;
+use maetok_train::tokenizer::StepLog;
+
+type A = Autodiff<NdArray<f32>>;
+
+fn args(out: &std::path::Path, steps: u64, data: TrainData) -> TrainTokenizerArgs {
+    let q = QuickstartArgs { steps: 10, batch_size: 4, image_size: 32, ..QuickstartArgs::default() };
+    let small = VitSize { width: 32, depth: 1, heads: 2 };
+    let model = tiny_model_args(32).with_encoder_size(small).with_decoder_size(small).with_aux_decoder_size(small);
+    TrainTokenizerArgs {
+        out: out.to_path_buf(),
+        model,
+        origin: "tiny".into(),
+        train: tiny_train_config(&q),
+        data,
+        steps,
+        checkpoint_every: 2,
+        keep_checkpoints: 2,
+        preview_every: 2,
+        lpips: None,
+        dino_teacher: None,
+        clip_teacher: None,
+        disc_trunk: None,
+        init_from: None,
+        progress: false,
+    }
+}
+
+/// The facade crate's tests run unoptimised, where Burn's autodiff graph of a training step
+/// needs more than a test thread's 2 MiB of stack.
+fn with_big_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().stack_size(256 << 20).spawn(f).unwrap().join().unwrap();
+}
+
+fn log(out: &std::path::Path) -> Vec<StepLog> {
+    std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn a_run_writes_its_outputs_and_resumes_when_rerun() {
+    with_big_stack(a_run_writes_its_outputs_and_resumes_when_rerun_body);
+}
+
+fn a_run_writes_its_outputs_and_resumes_when_rerun_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let device = Default::default();
+    let procedural = TrainData::Procedural { len: 64, seed: 0 };
+    let s = run_on::<A>(&args(&out, 3, procedural.clone()), &device).unwrap();
+    assert_eq!((s.resumed_from_step, s.steps), (0, 3));
+    // A kill after step 3's checkpoint but with a log line of a step 4 that was never saved.
+    let mut l = log(&out);
+    let mut ghost = l[2].clone();
+    ghost.step = 4;
+    l.push(ghost);
+    let text: String = l.iter().map(|l| serde_json::to_string(l).unwrap() + "\n").collect();
+    std::fs::write(out.join("log.jsonl"), text).unwrap();
+
+    let s = run_on::<A>(&args(&out, 5, procedural.clone()), &device).unwrap();
+    assert_eq!((s.resumed_from_step, s.steps), (3, 5));
+    let steps: Vec<u64> = log(&out).iter().map(|l| l.step).collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5]);
+    assert!(log(&out).iter().all(|l| l.mask_ratio.is_some() && l.aux.contains_key("hog")));
+    for f in ["loss.svg", "summary.json", "previews/step-0000002.png", "previews/step-0000005.png", "model/config.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let preview = image::open(out.join("previews/step-0000005.png")).unwrap();
+    assert!(preview.height() >= 2 * 128, "previews are enlarged");
+    load_pretrained::<NdArray<f32>>(out.join("model"), &device).unwrap();
+
+    // The same folder with another model config is refused, naming both.
+    let mut other = args(&out, 6, procedural);
+    other.model.num_latent_tokens = 8;
+    let e = run_on::<A>(&other, &device).unwrap_err().to_string();
+    assert!(e.contains("another model config") && e.contains("tiny"), "{e}");
+}
+
+#[test]
+fn unreadable_images_are_skipped_and_an_empty_folder_refused() {
+    with_big_stack(unreadable_images_are_skipped_and_an_empty_folder_refused_body);
+}
+
+fn unreadable_images_are_skipped_and_an_empty_folder_refused_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (c, n) in [("a", 3), ("b", 3)] {
+        std::fs::create_dir_all(data.join(c)).unwrap();
+        for i in 0..n {
+            let img = image::RgbImage::from_fn(48, 40, |x, y| image::Rgb([(x * 5) as u8, (y * 6) as u8, (i * 70) as u8]));
+            img.save(data.join(c).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    std::fs::write(data.join("b/broken.jpg"), b"\xff\xd8\xff\xe0 truncated").unwrap();
+    let device = Default::default();
+    let folder = TrainData::Folder { path: data.clone(), layout: Layout::ImageFolder };
+    let s = run_on::<A>(&args(&dir.path().join("run"), 2, folder), &device).unwrap();
+    assert_eq!(s.skipped_images.len(), 1);
+    assert!(s.skipped_images[0].ends_with("broken.jpg"));
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("class")).unwrap();
+    let e = run_on::<A>(&args(&dir.path().join("run2"), 2, TrainData::Folder { path: empty, layout: Layout::ImageFolder }), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("class") && e.contains("no PNG or JPEG"), "{e}");
+}
+
+#[test]
+fn the_shipped_recipes_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["configs/maetok-b-64.yaml", "configs/tiny-cpu.yaml"] {
+        let r = TokenizerRecipe::from_file(root.join(f)).unwrap_or_else(|e| panic!("{f}: {e:#}"));
+        r.model.resolve(f).unwrap();
+    }
+}
