@@ -2,6 +2,7 @@
 //! pixel + LPIPS + GAN losses, EMA) or fine-tune its decoder; the `train_tokenizer` example is a
 //! CLI over [`train_tokenizer`], and the quickstart runs [`run_on`] on the procedural shapes.
 //!
+//! Training batches are decoded ahead on a background thread while the model trains.
 //! Re-running the same command resumes from `out/checkpoints/latest` and continues exactly. The
 //! run writes `log.jsonl` (one JSON object per step, every loss term), `previews/step-N.png`
 //! (input row over EMA-reconstruction row, enlarged), `loss.svg` (the curves of every term),
@@ -17,7 +18,7 @@ use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use maetok_targets::{load_dino_disc, load_lpips, load_vit, DiscConfig, HogGenerator, VitConfig};
 use maetok_tokenizer::{load_with_args, ModelArgs};
-use maetok_train::data::{images_to_tensor, tensor_to_images, ImageFolder, ImageSource, Layout, ProceduralShapes, TrainImages};
+use maetok_train::data::{images_to_tensor, tensor_to_images, ImageFolder, ImageSource, Layout, Prefetcher, ProceduralShapes, TrainImages};
 use maetok_train::tokenizer::{AuxTeachers, LossNets, Stage, StepLog, TokenizerTrainConfig, TokenizerTrainer};
 use maetok_train::viz::{enlarge, grid, line_plot_svg};
 use rand::SeedableRng;
@@ -272,8 +273,10 @@ pub fn run_on<B: AutodiffBackend>(a: &TrainTokenizerArgs, device: &B::Device) ->
     pb.set_position(t.step);
     let mut checkpoint = String::new();
     let first = log.len();
+    let data = std::sync::Arc::new(data);
+    let mut batches = Prefetcher::new(data.clone(), t.step, t.config.batch_size, 2);
     while t.step < a.steps {
-        let images = data.batch(t.step, t.config.batch_size)?;
+        let images = batches.next_batch()?;
         let l = t.step(images_to_tensor::<B>(&images, device), &nets)?;
         writeln!(log_file, "{}", serde_json::to_string(&l)?).with_context(|| format!("cannot write {}", log_path.display()))?;
         pb.set_message(progress_message(&l));

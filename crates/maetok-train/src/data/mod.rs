@@ -14,4 +14,4 @@ pub use datasets::{ImageFolderDataset, LabeledImage, ProceduralDataset};
 pub use image_folder::{ImageFolder, Layout};
 pub use latent_cache::{LatentCache, LatentCacheWriter, LatentRecord};
 pub use procedural::ProceduralShapes;
-pub use train_images::{DataError, ImageSource, TrainImages};
+pub use train_images::{DataError, ImageSource, Prefetcher, TrainImages};

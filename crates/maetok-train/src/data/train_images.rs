@@ -175,6 +175,36 @@ impl TrainImages {
     }
 }
 
+/// Batches of consecutive steps decoded ahead on a background thread, so the model never waits
+/// on image decoding (up to `depth` batches are kept ready). Dropping it stops the thread.
+pub struct Prefetcher {
+    rx: std::sync::mpsc::Receiver<(u64, Result<Vec<RgbImage>, DataError>)>,
+    next_step: u64,
+}
+
+impl Prefetcher {
+    /// Starts decoding the batches of steps `first`, `first + 1`, ... of `data`.
+    pub fn new(data: std::sync::Arc<TrainImages>, first: u64, batch: usize, depth: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
+        std::thread::spawn(move || {
+            for step in first.. {
+                if tx.send((step, data.batch(step, batch))).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { rx, next_step: first }
+    }
+
+    /// The batch of the next step.
+    pub fn next_batch(&mut self) -> Result<Vec<RgbImage>, DataError> {
+        let (step, batch) = self.rx.recv().expect("the prefetch thread runs until the prefetcher is dropped");
+        debug_assert_eq!(step, self.next_step);
+        self.next_step += 1;
+        batch
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +241,16 @@ mod tests {
         assert_eq!(seen, (0..6).collect::<Vec<_>>());
         assert_ne!(a.indices(0, 3).unwrap(), a.indices(2, 3).unwrap(), "each epoch has its own order");
         assert!(matches!(a.batch(0, 7), Err(DataError::TooSmall { len: 6, batch: 7 })));
+    }
+
+    #[test]
+    fn prefetched_batches_are_the_steps_batches() {
+        let data =
+            std::sync::Arc::new(TrainImages::new(ImageSource::Procedural { shapes: ProceduralShapes::new(16, 0), len: 20, offset: 0 }, 3));
+        let mut p = Prefetcher::new(data.clone(), 5, 4, 2);
+        for step in 5..9 {
+            assert_eq!(p.next_batch().unwrap(), data.batch(step, 4).unwrap());
+        }
     }
 
     #[test]
