@@ -159,11 +159,7 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
         disc: Option<(DinoDisc<B>, DiscConfig)>,
         device: &B::Device,
     ) -> Result<Self, TrainError> {
-        let cfg = args.resolve(origin)?;
-        let aux = stage_aux(&args, config.stage, origin)?;
-        <B as Backend>::seed(device, config.seed);
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let model = MaskAe::new(&cfg, &aux, &mut rng, device);
+        let model = Self::fresh_model(&args, origin, &config, device)?;
         Self::with_model(model, args, origin, config, disc, device)
     }
 
@@ -177,13 +173,18 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
         disc: Option<(DinoDisc<B>, DiscConfig)>,
         device: &B::Device,
     ) -> Result<Self, TrainError> {
-        let cfg = args.resolve(origin)?;
-        let aux = stage_aux(&args, config.stage, origin)?;
-        <B as Backend>::seed(device, config.seed);
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let mut model = MaskAe::new(&cfg, &aux, &mut rng, device);
+        let mut model = Self::fresh_model(&args, origin, &config, device)?;
         model.ae = ae;
         Self::with_model(model, args, origin, config, disc, device)
+    }
+
+    /// The stage's MaskAE model, initialised from `config.seed`.
+    fn fresh_model(args: &ModelArgs, origin: &str, config: &TokenizerTrainConfig, device: &B::Device) -> Result<MaskAe<B>, TrainError> {
+        let cfg = args.resolve(origin)?;
+        let aux = stage_aux(args, config.stage, origin)?;
+        <B as Backend>::seed(device, config.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        Ok(MaskAe::new(&cfg, &aux, &mut rng, device))
     }
 
     fn with_model(
