@@ -8,13 +8,13 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::time::Duration;
 
 use burn::tensor::{activation, backend::Backend, Distribution, Tensor};
-use maetok_tokenizer::{MaeTok, ModelArgs};
+use maetok_tokenizer::{ModelArgs, Tokenizer};
 use rand::SeedableRng;
 
-fn b128<B: Backend>(device: &B::Device) -> MaeTok<B> {
+fn b128<B: Backend>(device: &B::Device) -> Tokenizer<B> {
     let cfg = ModelArgs::default().resolve("MAETok-B-128").expect("published config");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    MaeTok::new(&cfg, &mut rng, device)
+    Tokenizer::new(&cfg, &mut rng, device)
 }
 
 fn sync<B: Backend>(device: &B::Device) {

@@ -12,7 +12,7 @@ use burn::tensor::{backend::Backend, Distribution, Tensor};
 use clap::Parser;
 use maetok::backend::{run, Task};
 use maetok_nn::testing::{errors, read_tensors, tensor};
-use maetok_tokenizer::{load_with_args, MaeTok, ModelArgs};
+use maetok_tokenizer::{load_with_args, ModelArgs, Tokenizer};
 use rand::SeedableRng;
 use serde_json::json;
 
@@ -129,7 +129,7 @@ impl Task for Check {
             B::seed(&device, 0);
             let cfg = ModelArgs::default().resolve("MAETok-B-128")?;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-            let mut big = MaeTok::<B>::new(&cfg, &mut rng, &device);
+            let mut big = Tokenizer::<B>::new(&cfg, &mut rng, &device);
             for fused in [false, true] {
                 big.set_fused_attention(fused);
                 for &bs in &cli.batches {

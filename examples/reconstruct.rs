@@ -1,5 +1,5 @@
-//! Reconstruct images with a MAETok checkpoint (a Hugging Face folder):
-//! `cargo run --release --example reconstruct -- --model DIR --out OUTDIR [--latents-out F.safetensors] INPUT...`
+//! Reconstruct images with a tokenizer checkpoint (a Hugging Face folder of MAETok or SoftVQ-VAE):
+//! `cargo run --release --example reconstruct -- --model DIR --out OUTDIR [--latents-out F.safetensors] [--indices-out F.safetensors] INPUT...`
 
 use std::path::PathBuf;
 
@@ -18,6 +18,9 @@ struct Cli {
     /// Also write the latents [N, tokens, channels] (f32, tensor `latents`).
     #[arg(long)]
     latents_out: Option<PathBuf>,
+    /// SoftVQ-VAE only: also write each token's code index [N, codebooks, tokens/codebooks] (tensor `indices`).
+    #[arg(long)]
+    indices_out: Option<PathBuf>,
     /// ndarray | wgpu | cuda
     #[arg(long, default_value = "ndarray")]
     backend: String,
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         model: cli.model,
         out: cli.out.clone(),
         latents_out: cli.latents_out,
+        indices_out: cli.indices_out,
         batch_size: cli.batch_size,
         inputs: cli.inputs,
         progress: true,

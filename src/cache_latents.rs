@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use burn::tensor::{backend::Backend, Tensor};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use maetok_tokenizer::{load_pretrained, MaeTok};
+use maetok_tokenizer::{load_pretrained, Tokenizer};
 use maetok_train::data::latent_cache::{CacheManifest, FailedImage};
 use maetok_train::data::procedural::CLASSES;
 use maetok_train::data::{
@@ -124,7 +124,7 @@ fn to_host<B: Backend>(t: Tensor<B, 3>) -> Result<Vec<f32>> {
 
 /// Caches `data` with `model`; `tokenizer` names the checkpoint in the manifest.
 pub fn cache_with_model<B: Backend>(
-    model: &MaeTok<B>,
+    model: &Tokenizer<B>,
     tokenizer: &str,
     data: &Dataset,
     args: &CacheArgs,

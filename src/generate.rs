@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use maetok_eval::ndarray::Array4;
 use maetok_generator::LatentTransformer;
 use maetok_sampler::{Denoiser, Guidance, Sampler};
-use maetok_tokenizer::{load_pretrained, MaeTok};
+use maetok_tokenizer::{load_pretrained, Tokenizer};
 use maetok_train::viz::grid;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -106,7 +106,7 @@ pub fn sample_latents<B: Backend, M: Denoiser<B> + ?Sized>(
 /// clamp to [−1, 1], `trunc(255·(x+1)/2)`. `(mean, std)`: the normalisation the generator was
 /// trained with.
 pub fn decode_latents<B: Backend>(
-    tok: &MaeTok<B>,
+    tok: &Tokenizer<B>,
     z: &[f64],
     n: usize,
     (mean, std): (f64, f64),

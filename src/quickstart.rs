@@ -13,7 +13,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use image::RgbImage;
 use maetok_eval::{psnr, ssim, SsimOptions};
 use maetok_targets::disc::GanWeights;
-use maetok_tokenizer::{load_pretrained, MaeTok, ModelArgs, VitSize};
+use maetok_tokenizer::{load_pretrained, ModelArgs, Tokenizer, VitSize};
 use maetok_train::data::image::to_unit_hwc;
 use maetok_train::data::{images_to_tensor, tensor_to_images, ProceduralShapes};
 use maetok_train::tokenizer::{CosineWarmup, TokenizerTrainConfig, TokenizerTrainer};
@@ -139,7 +139,7 @@ fn mean_colour(img: &RgbImage) -> RgbImage {
     RgbImage::from_pixel(img.width(), img.height(), image::Rgb(acc.map(|v| (v / n).round() as u8)))
 }
 
-fn reconstruct_all<B: Backend>(model: &MaeTok<B>, imgs: &[RgbImage], device: &B::Device) -> Result<Vec<RgbImage>> {
+fn reconstruct_all<B: Backend>(model: &Tokenizer<B>, imgs: &[RgbImage], device: &B::Device) -> Result<Vec<RgbImage>> {
     let mut out = Vec::new();
     for chunk in imgs.chunks(16) {
         out.extend(tensor_to_images(model.reconstruct(images_to_tensor::<B>(chunk, device))?));

@@ -1,5 +1,6 @@
-//! Reconstruct images with a MAETok checkpoint: PNGs, a side-by-side grid, PSNR/SSIM JSON and,
-//! optionally, the latents as safetensors. The `reconstruct` example is a CLI over [`run`].
+//! Reconstruct images with a tokenizer checkpoint (MAETok or SoftVQ-VAE): PNGs, a side-by-side
+//! grid, PSNR/SSIM JSON and, optionally, the latents and (SoftVQ) the code indices as
+//! safetensors. The `reconstruct` example is a CLI over [`run`].
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,10 @@ pub struct ReconstructArgs {
     pub model: PathBuf,
     pub out: PathBuf,
     pub latents_out: Option<PathBuf>,
+    /// SoftVQ-VAE only: write each token's most likely code, tensor `indices` `[N, nc, L/nc]`
+    /// (f32 holding exact integers; `indices[i, n, j]` is the code of image i's token `n·L/nc + j`
+    /// in codebook n).
+    pub indices_out: Option<PathBuf>,
     pub batch_size: usize,
     /// Image files or folders (searched recursively for PNG/JPEG).
     pub inputs: Vec<PathBuf>,
@@ -94,6 +99,12 @@ pub fn run_on<B: Backend>(args: &ReconstructArgs, device: &B::Device, backend_na
         tracing::info!("ignored {} checkpoint keys the reference never uses (e.g. {})", report.ignored.len(), report.ignored[0]);
     }
     let size = model.config.image_size;
+    if args.indices_out.is_some() && model.quantizer.is_none() {
+        anyhow::bail!(
+            "--indices-out: {} is a MAETok model (no quantizer), it has no code indices; only SoftVQ-VAE models have them",
+            args.model.display()
+        );
+    }
     // Decode everything first so that a bad file fails the run before any compute.
     let mut inputs = Vec::with_capacity(files.len());
     for f in &files {
@@ -106,12 +117,18 @@ pub fn run_on<B: Backend>(args: &ReconstructArgs, device: &B::Device, backend_na
     bar.set_message("reconstructing");
     let (t, c) = (model.config.latent_tokens, model.config.latent_dim);
     let mut latents: Vec<f32> = Vec::new();
+    let (mut indices, mut index_shape): (Vec<f32>, [usize; 2]) = (Vec::new(), [0, 0]);
     let mut metrics = Vec::new();
     let mut pairs = Vec::new();
     let bs = args.batch_size.max(1);
     for (chunk_idx, chunk) in inputs.chunks(bs).enumerate() {
         let x = images_to_tensor::<B>(chunk, device);
-        let z = model.encode(x)?;
+        let (z, codes) = model.encode_with_codes(x)?;
+        if let (Some(codes), Some(_)) = (codes, &args.indices_out) {
+            let [_, nc, s] = codes.indices.dims();
+            index_shape = [nc, s];
+            indices.extend(codes.indices.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
+        }
         if args.latents_out.is_some() {
             latents.extend(z.clone().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
         }
@@ -139,6 +156,11 @@ pub fn run_on<B: Backend>(args: &ReconstructArgs, device: &B::Device, backend_na
     if let Some(path) = &args.latents_out {
         let mut ex = Exporter::new();
         ex.insert("latents", vec![files.len(), t, c], latents);
+        ex.write(path)?;
+    }
+    if let Some(path) = &args.indices_out {
+        let mut ex = Exporter::new();
+        ex.insert("indices", vec![files.len(), index_shape[0], index_shape[1]], indices);
         ex.write(path)?;
     }
     let n = metrics.len() as f64;

@@ -46,13 +46,6 @@ const RUN_KEYS: &[&str] = &[
     "no_local_save",
     "dataset",
     "mixed_precision",
-    "codebook_size",
-    "entropy_loss_ratio",
-    "repa",
-    "repa_patch_size",
-    "repa_proj_dim",
-    "repa_loss_weight",
-    "repa_align",
     "encoder_tuning_method",
     "decoder_tuning_method",
     "lr_scheduler",
@@ -137,8 +130,9 @@ impl TokenizerRecipe {
                     match name.as_str() {
                         "MaskAE-16" => {}
                         "AE-16" => (m.aux_hog_dec, m.aux_dino_dec, m.aux_clip_dec) = (false, false, false),
+                        "SoftVQ" => m.quantizer = Some("softvq".into()),
                         other => bail!(
-                            "{origin}: vq_model '{other}' is not a model this trainer builds (MaskAE-16: MAETok with its auxiliary decoders; AE-16: the plain autoencoder)"
+                            "{origin}: vq_model '{other}' is not a model this trainer builds (MaskAE-16: MAETok with its auxiliary decoders; AE-16: the plain autoencoder; SoftVQ: SoftVQ-VAE)"
                         ),
                     }
                 }
@@ -172,6 +166,19 @@ impl TokenizerRecipe {
                 "aux_clip_decoder" => m.aux_clip_dec = boolean(v, key, o)?,
                 "aux_decoder_cls_token" => m.aux_dec_cls_token = boolean(v, key, o)?,
                 "repa_model" => m.repa_model = string(v, key, o)?,
+                // SoftVQ-VAE (vq_model: SoftVQ): the quantiser and its losses. The MaskAE model
+                // reads none of them (its REPA projection never runs, spec §4.6).
+                "codebook_size" => m.codebook_size = int(v, key, o)? as usize,
+                "num_codebooks" => m.num_codebooks = int(v, key, o)? as usize,
+                "tau" => m.tau = num(v, key, o)?,
+                "codebook_l2_norm" => m.codebook_l2_norm = boolean(v, key, o)?,
+                "codebook_show_usage" => m.codebook_show_usage = boolean(v, key, o)?,
+                "entropy_loss_ratio" => m.entropy_loss_ratio = num(v, key, o)?,
+                "repa" => m.repa = boolean(v, key, o)?,
+                "repa_patch_size" => m.repa_patch_size = int(v, key, o)? as usize,
+                "repa_proj_dim" => m.repa_proj_dim = int(v, key, o)? as usize,
+                "repa_loss_weight" => m.repa_loss_weight = num(v, key, o)?,
+                "repa_align" => m.repa_align = string(v, key, o)?,
                 // Extension keys (sizes of custom and tiny models, as in config.json).
                 "enc_embed_dim" => m.enc_embed_dim = Some(int(v, key, o)? as usize),
                 "enc_depth" => m.enc_depth = Some(int(v, key, o)? as usize),
@@ -293,6 +300,23 @@ mod tests {
         assert_eq!(steps, 2502 * 200);
         assert_eq!((t.schedule.lr, t.schedule.warmup_steps), (2e-4, 2 * 2502));
         assert!(r.ignored.contains(&"mixed_precision".to_string()));
+    }
+
+    #[test]
+    fn reads_a_softvq_recipe() {
+        let y = "vq_model: SoftVQ\nnum_codebooks: 4\ncodebook_size: 8192\ntau: 0.07\nentropy_loss_ratio: 0.01\nrepa: True\n\
+                 repa_align: repeat\nrepa_proj_dim: 1024\nuse_rope: False\nuse_ape: True\ndecoder_cls_token: True\n\
+                 num_latent_tokens: 64\ndecoder_model: vit_large_patch14_dinov2.lvd142m\nencoder_model: vit_large_patch14_dinov2.lvd142m\n";
+        let r = TokenizerRecipe::from_yaml(y, "s.yaml").unwrap();
+        assert_eq!(r.model.quantizer.as_deref(), Some("softvq"));
+        let aux = r.model.resolve_aux("s.yaml").unwrap();
+        assert!(aux.is_empty(), "SoftVQModel has no auxiliary decoders, whatever aux_*_dec say");
+        let s = aux.softvq.unwrap();
+        assert_eq!((s.entropy_weight, s.repa.unwrap().proj_dim, s.repa.unwrap().teacher_dim), (0.01, 1024, 1024));
+        let e = TokenizerRecipe::from_yaml(&y.replace("num_codebooks: 4", "num_codebooks: 5"), "s.yaml").unwrap_err().to_string();
+        assert!(e.contains("num_codebooks") && e.contains("s.yaml"), "{e}");
+        let e = TokenizerRecipe::from_yaml(&y.replace("repa_align: repeat", "repa_align: avg_1d_shuffle"), "s.yaml").unwrap_err();
+        assert!(e.to_string().contains("repa_align"), "{e}");
     }
 
     #[test]

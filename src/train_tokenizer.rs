@@ -121,14 +121,19 @@ fn loss_nets<B: AutodiffBackend>(a: &TrainTokenizerArgs, args: &ModelArgs, stage
         }
     };
     let full = stage == Stage::Full;
+    // What the model being trained uses (a SoftVQ-VAE has no auxiliary decoders, whatever its
+    // aux_*_dec keys say, and needs the DINOv2 teacher for REPA).
+    let aux = args.resolve_aux(&a.origin)?;
+    let repa = aux.softvq.is_some_and(|s| s.repa.is_some());
+    let (hog_on, dino_on, clip_on) = (aux.hog.is_some(), aux.dino.is_some() || repa, aux.clip.is_some());
     let need = |on: bool, path: &Option<PathBuf>, key: &str, flag: &str| -> Result<()> {
         if full && on && path.is_none() {
             bail!("{}: {key} is on but no teacher weights were given ({flag}); give them or set {key}: false", a.origin);
         }
         Ok(())
     };
-    need(args.aux_dino_dec, &a.dino_teacher, "aux_dino_dec", "--dino-teacher")?;
-    need(args.aux_clip_dec, &a.clip_teacher, "aux_clip_dec", "--clip-teacher")?;
+    need(dino_on, &a.dino_teacher, if repa { "repa" } else { "aux_dino_dec" }, "--dino-teacher")?;
+    need(clip_on, &a.clip_teacher, "aux_clip_dec", "--clip-teacher")?;
     let teacher = |path: &Option<PathBuf>, on: bool, config: VitConfig| -> Result<_> {
         match (path, full && on) {
             (Some(p), true) => {
@@ -137,10 +142,13 @@ fn loss_nets<B: AutodiffBackend>(a: &TrainTokenizerArgs, args: &ModelArgs, stage
             _ => Ok(None),
         }
     };
+    // The DINOv2 teacher as the reference builds `repa_model`: at the model's image size and
+    // `repa_patch_size` (256 and 16 in the published recipes).
+    let dino = VitConfig { img_size: args.image_size, patch_size: args.repa_patch_size, ..VitConfig::dinov2_large() };
     let teachers = AuxTeachers {
-        hog: (full && args.aux_hog_dec).then(|| HogGenerator::for_patch(args.dec_patch_size)),
-        dino: teacher(&a.dino_teacher, args.aux_dino_dec, VitConfig::dinov2_large())?,
-        clip: teacher(&a.clip_teacher, args.aux_clip_dec, VitConfig::siglip_so400m())?,
+        hog: (full && hog_on).then(|| HogGenerator::for_patch(args.dec_patch_size)),
+        dino: teacher(&a.dino_teacher, dino_on, dino)?,
+        clip: teacher(&a.clip_teacher, clip_on, VitConfig::siglip_so400m())?,
     };
     Ok(LossNets { lpips, teachers })
 }

@@ -9,7 +9,7 @@ use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use maetok::cache_latents::{cache_with_model, CacheArgs, Dataset};
 use maetok::eval::npz::read_f64_array;
-use maetok::tokenizer::{load_with_args, MaeTok};
+use maetok::tokenizer::{load_with_args, Tokenizer};
 use maetok::train::data::{images_to_tensor, load_rgb, preprocess_center_crop, LatentCache, Layout, ProceduralShapes};
 
 type B = NdArray<f32>;
@@ -18,13 +18,13 @@ fn fixtures() -> PathBuf {
     maetok::nn::testing::fixtures_dir()
 }
 
-fn tiny_tokenizer() -> MaeTok<B> {
+fn tiny_tokenizer() -> Tokenizer<B> {
     let dir = fixtures().join("tokenizer-ae-tiny");
     let args = maetok::tokenizer::testing::fixture_args(&dir).unwrap();
     load_with_args::<B>(&args, "tiny", dir.join("model.safetensors"), &Default::default()).unwrap().0
 }
 
-fn encode(model: &MaeTok<B>, path: &Path, flip: bool) -> Vec<f32> {
+fn encode(model: &Tokenizer<B>, path: &Path, flip: bool) -> Vec<f32> {
     let img = preprocess_center_crop(&load_rgb(path).unwrap(), model.config.image_size);
     let mut x = images_to_tensor::<B>(&[img], &Default::default());
     if flip {
@@ -101,4 +101,34 @@ fn cache_round_trip_with_a_corrupt_image_resume_and_npz_export() {
     // Another tokenizer name is refused, naming the field.
     let err = cache_with_model(&model, "other", &data, &args, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("tokenizer") && err.contains("manifest.json"), "{err}");
+}
+
+/// A SoftVQ-VAE caches its quantised latents `z_q` (what its `encode` gives) like MAETok's.
+#[test]
+fn softvq_tokenizer_caches_its_quantised_latents() {
+    let dir = fixtures().join("tokenizer-softvq-tiny");
+    let args = maetok::tokenizer::testing::fixture_args(&dir).unwrap();
+    let model = load_with_args::<B>(&args, "softvq", dir.join("model.safetensors"), &Default::default()).unwrap().0;
+    assert!(model.quantizer.is_some());
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    let shapes = ProceduralShapes::new(model.config.image_size, 5);
+    for (rel, k) in [("a/0.png", 0u64), ("a/1.png", 1), ("b/2.png", 2)] {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        shapes.get(k).0.save(&p).unwrap();
+    }
+    let data = Dataset::folder(&root, Layout::ImageFolder).unwrap();
+    let out = tmp.path().join("cache");
+    let cargs = CacheArgs { out: out.clone(), batch_size: 2, shard_size: 2, export_npz: None, progress: false };
+    let s = cache_with_model(&model, "softvq", &data, &cargs, &Default::default()).unwrap();
+    assert_eq!(s.total_cached, 3);
+    let cache = LatentCache::open(&out).unwrap();
+    assert_eq!(cache.latent_shape(), [model.config.latent_tokens, model.config.latent_dim]);
+    for (i, file) in ["a/0.png", "a/1.png", "b/2.png"].iter().enumerate() {
+        let (zq, zf) = (encode(&model, &root.join(file), false), encode(&model, &root.join(file), true));
+        let err = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let r = cache.get(i);
+        assert!(err(&r.zq, &zq) < 1e-5 && err(&r.zq_flip, &zf) < 1e-5, "record {i} latents differ");
+    }
 }

@@ -7,8 +7,13 @@ use maetok_nn::testing::{fixtures_dir, read_tensors};
 
 /// The tiny fixture as a model folder whose config carries its dimensions.
 fn tiny_model_dir(root: &Path) -> PathBuf {
-    let src = fixtures_dir().join("tokenizer-ae-tiny");
-    let dir = root.join("model");
+    fixture_model_dir(root, "tokenizer-ae-tiny")
+}
+
+/// Fixture `name` as a model folder (`config.json` with the fixture's sizes + its weights).
+fn fixture_model_dir(root: &Path, name: &str) -> PathBuf {
+    let src = fixtures_dir().join(name);
+    let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
     let args = maetok::tokenizer::testing::fixture_args(&src).unwrap();
@@ -22,7 +27,7 @@ fn write_png(path: &Path, w: u32, h: u32, seed: u8) {
 }
 
 fn args(model: PathBuf, out: PathBuf, inputs: Vec<PathBuf>) -> ReconstructArgs {
-    ReconstructArgs { model, out, latents_out: None, batch_size: 2, inputs, progress: false }
+    ReconstructArgs { model, out, latents_out: None, indices_out: None, batch_size: 2, inputs, progress: false }
 }
 
 #[test]
@@ -64,4 +69,47 @@ fn non_image_file_and_missing_path_are_clear_errors() {
     assert!(err.contains("does/not/exist.jpg") && err.contains("cannot read"), "{err}");
     let err = run(args(model, tmp.path().join("o3"), vec![bogus]), "tpu").unwrap_err().to_string();
     assert!(err.contains("unknown backend 'tpu'"), "{err}");
+}
+
+/// A SoftVQ-VAE folder goes through the same command without a flag (recognised by its
+/// weights): the latents it writes are the library's `encode` (z_q), and `--indices-out` writes
+/// the code indices the library gives.
+#[test]
+fn softvq_folder_reconstructs_and_writes_latents_and_indices() {
+    use burn::backend::NdArray;
+    type B = NdArray<f32>;
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = fixture_model_dir(tmp.path(), "tokenizer-softvq-tiny");
+    let (model, _) = maetok::tokenizer::load_pretrained::<B>(&model_dir, &Default::default()).unwrap();
+    let size = model.config.image_size as u32;
+    let imgs: Vec<PathBuf> = (0..3u8).map(|i| tmp.path().join(format!("i{i}.png"))).collect();
+    for (i, p) in imgs.iter().enumerate() {
+        write_png(p, size, size, 10 + i as u8);
+    }
+    let mut a = args(model_dir.clone(), tmp.path().join("out"), imgs.clone());
+    a.latents_out = Some(tmp.path().join("latents.safetensors"));
+    a.indices_out = Some(tmp.path().join("indices.safetensors"));
+    let s = run(a, "ndarray").unwrap();
+    assert_eq!(s.images.len(), 3);
+    let lat = read_tensors(tmp.path().join("latents.safetensors"));
+    let idx = read_tensors(tmp.path().join("indices.safetensors"));
+    let x = maetok::train::data::images_to_tensor::<B>(
+        &imgs.iter().map(|p| maetok::train::data::load_rgb(p).unwrap()).collect::<Vec<_>>(),
+        &Default::default(),
+    );
+    let (z, codes) = model.encode_with_codes(x).unwrap();
+    let codes = codes.expect("a SoftVQ-VAE gives codes");
+    assert_eq!(lat["latents"].0, z.dims().to_vec());
+    let z = z.into_data().to_vec::<f32>().unwrap();
+    assert!(lat["latents"].1.iter().zip(&z).all(|(a, b)| (a - b).abs() < 1e-5), "CLI latents differ from the library's");
+    assert_eq!(idx["indices"].0, codes.indices.dims().to_vec());
+    let want: Vec<f32> = codes.indices.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    assert_eq!(idx["indices"].1, want);
+
+    // A MAETok folder has no codes: asking for them is a clear error.
+    let maetok = tiny_model_dir(tmp.path());
+    let mut a = args(maetok, tmp.path().join("o2"), imgs);
+    a.indices_out = Some(tmp.path().join("none.safetensors"));
+    let err = run(a, "ndarray").unwrap_err().to_string();
+    assert!(err.contains("--indices-out") && err.contains("no quantizer"), "{err}");
 }

@@ -116,8 +116,32 @@ fn unreadable_images_are_skipped_and_an_empty_folder_refused_body() {
 #[test]
 fn the_shipped_recipes_parse() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in ["configs/maetok-b-64.yaml", "configs/tiny-cpu.yaml"] {
+    for f in ["configs/maetok-b-64.yaml", "configs/tiny-cpu.yaml", "configs/tiny-softvq-cpu.yaml"] {
         let r = TokenizerRecipe::from_file(root.join(f)).unwrap_or_else(|e| panic!("{f}: {e:#}"));
         r.model.resolve(f).unwrap();
     }
+}
+
+/// The tiny SoftVQ recipe trains through the same run (entropy loss logged) and exports a
+/// SoftVQ-VAE folder.
+#[test]
+fn the_tiny_softvq_recipe_trains_and_exports_a_softvq_folder() {
+    with_big_stack(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let recipe = TokenizerRecipe::from_file(root.join("configs/tiny-softvq-cpu.yaml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let (mut train, _) = recipe.train_config(64).unwrap();
+        train.batch_size = 4;
+        let mut a = args(&out, 2, TrainData::Procedural { len: 64, seed: 0 });
+        a.model = recipe.model.clone();
+        a.origin = "tiny-softvq-cpu.yaml".into();
+        a.train = train;
+        let s = run_on::<A>(&a, &Default::default()).unwrap();
+        assert_eq!(s.steps, 2);
+        assert!(log(&out).iter().all(|l| l.aux["entropy"].is_finite() && !l.aux.contains_key("hog")));
+        let (model, _) = load_pretrained::<NdArray<f32>>(out.join("model"), &Default::default()).unwrap();
+        let q = model.quantizer.expect("the export is a SoftVQ-VAE");
+        assert_eq!((q.config.codebooks, q.config.size), (recipe.model.num_codebooks, recipe.model.codebook_size));
+    });
 }

@@ -12,6 +12,15 @@ pub fn fixtures_dir() -> PathBuf {
     if let Ok(p) = std::env::var("MAETOK_FIXTURES") {
         return PathBuf::from(p);
     }
+    // The package being tested (cargo sets CARGO_MANIFEST_DIR at run time) and its ancestors: a
+    // build of this crate made in another checkout keeps that checkout's compile-time path.
+    let here = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    for dir in here.iter().flat_map(|d| d.ancestors()) {
+        let f = dir.join("fixtures");
+        if f.join("README.md").is_file() {
+            return f;
+        }
+    }
     // crates/<crate>/ -> repository root
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }

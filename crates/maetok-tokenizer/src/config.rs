@@ -53,8 +53,35 @@ pub struct ModelArgs {
     pub aux_dec_cls_token: bool,
     /// Average the auxiliary losses over the masked tokens only (else over all tokens).
     pub aux_loss_mask: bool,
-    /// The DINOv2 teacher whose features the DINO auxiliary decoder predicts.
+    /// The DINOv2 teacher whose features the DINO auxiliary decoder predicts (and SoftVQ-VAE's
+    /// REPA alignment uses).
     pub repa_model: String,
+    /// SoftVQ-VAE's soft vector quantiser (spec: `fixtures/tokenizer-softvq-tiny/meta.json`):
+    /// `num_codebooks` codebooks of `codebook_size` entries, softmax temperature `tau`,
+    /// l2-normalised codes and inputs when `codebook_l2_norm`.
+    pub codebook_size: usize,
+    pub num_codebooks: usize,
+    pub tau: f64,
+    pub codebook_l2_norm: bool,
+    /// The quantiser keeps a `codebook_used` buffer of the last 65536 indices (training only).
+    pub codebook_show_usage: bool,
+    /// Weight of the quantiser's entropy loss (SoftVQ training).
+    pub entropy_loss_ratio: f64,
+    /// SoftVQ training: align the latents with the DINOv2 teacher's features (REPA) through a
+    /// projection MLP `codebook_embed_dim → repa_proj_dim → repa_proj_dim → teacher width`.
+    pub repa: bool,
+    /// `global`, `avg_1d` or `repeat`: how latents and teacher tokens are paired.
+    pub repa_align: String,
+    pub repa_loss_weight: f64,
+    pub repa_proj_dim: usize,
+    pub repa_patch_size: usize,
+    /// Our extension: the quantiser between encoder and decoder, `none` (MAETok's `AEModel`) or
+    /// `softvq` (`SoftVQModel`). The reference's `config.json` has no such key (the Python class
+    /// decides), so when absent it is read from the weights (`quantize.embedding` present →
+    /// `softvq`); [`ModelArgs::to_json`] (the exported `config.json`) leaves it out, keeping
+    /// exported configs loadable by Python's `ModelArgs(**cfg)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantizer: Option<String>,
     /// Our extension for custom and tiny models: override the preset's width/depth/heads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enc_embed_dim: Option<usize>,
@@ -115,6 +142,18 @@ impl Default for ModelArgs {
             aux_dec_cls_token: true,
             aux_loss_mask: true,
             repa_model: "vit_large_patch14_dinov2.lvd142m".into(),
+            codebook_size: 16384,
+            num_codebooks: 1,
+            tau: 0.1,
+            codebook_l2_norm: true,
+            codebook_show_usage: true,
+            entropy_loss_ratio: 0.0,
+            repa: false,
+            repa_align: "global".into(),
+            repa_loss_weight: 0.1,
+            repa_proj_dim: 2048,
+            repa_patch_size: 16,
+            quantizer: None,
             enc_embed_dim: None,
             enc_depth: None,
             enc_num_heads: None,
@@ -184,7 +223,32 @@ pub enum RopeKind {
     Axial,
 }
 
-/// Concrete architecture of a MAETok autoencoder.
+/// The pixel decoder's family, from the `decoder_model` name (the reference's `'movq' in name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecoderKind {
+    /// MoVQ blocks modulated by the latents, RoPE (MAETok: `*_movqv2`, `*_movq2`).
+    Movq,
+    /// Plain timm blocks with the absolute position embedding (SoftVQ-VAE: `vit_*_dinov2*`).
+    Plain,
+}
+
+/// SoftVQ-VAE's soft vector quantiser (`SoftVectorQuantizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SoftVqConfig {
+    /// Codebooks `nc`; the latent sequence is split into `nc` contiguous segments, one each.
+    pub codebooks: usize,
+    /// Entries `K` per codebook.
+    pub size: usize,
+    /// Softmax temperature of the code weights.
+    pub tau: f64,
+    /// l2-normalise the codes and the inputs before the dot product.
+    pub l2_norm: bool,
+    /// The checkpoint carries the `codebook_used` buffer `[nc, 65536]`.
+    pub show_usage: bool,
+}
+
+/// Concrete architecture of a tokenizer of the release: the MAETok autoencoder (`AEModel`) or
+/// SoftVQ-VAE (`SoftVQModel`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenizerConfig {
     pub image_size: usize,
@@ -199,11 +263,19 @@ pub struct TokenizerConfig {
     /// LayerScale in encoder blocks (DINOv2 presets).
     pub encoder_layer_scale: bool,
     pub decoder: VitDims,
-    pub rope: RopeKind,
+    pub decoder_kind: DecoderKind,
+    /// LayerScale in the plain decoder's blocks (DINOv2 presets).
+    pub decoder_layer_scale: bool,
+    /// The plain decoder adds its absolute position embedding (`use_ape` without RoPE).
+    pub decoder_ape: bool,
+    /// RoPE of the encoder and the MoVQ decoder; `None` (`use_rope: false`) for APE only.
+    pub rope: Option<RopeKind>,
     pub rope_theta: f64,
     pub dec_cls_token: bool,
     /// The encoder carries a `mask_token` (trained with token masking, `enc_token_drop > 0`).
     pub enc_mask_token: bool,
+    /// SoftVQ-VAE's quantiser between `quant_conv` and the decoder; `None` for MAETok.
+    pub quantizer: Option<SoftVqConfig>,
     pub ln_eps: f64,
     pub vq_mean: f64,
     pub vq_std: f64,
@@ -230,7 +302,54 @@ pub struct VitSize {
     pub heads: usize,
 }
 
-/// The auxiliary decoders of MaskAE training (spec §4.3): one shared architecture, one head each.
+/// How SoftVQ's REPA pairs latents with teacher tokens (`repa_align`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RepaAlign {
+    /// Mean teacher token against the projected mean latent.
+    Global,
+    /// Teacher tokens average-pooled to the latent count, against each projected latent.
+    Avg1d,
+    /// Each projected latent repeated over its `N/L` teacher tokens.
+    Repeat,
+}
+
+impl RepaAlign {
+    /// Parses the config value; the error names the key and the accepted values.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "global" => Ok(Self::Global),
+            "avg_1d" => Ok(Self::Avg1d),
+            "repeat" => Ok(Self::Repeat),
+            other => Err(format!(
+                "repa_align '{other}' is not supported (global, avg_1d or repeat; the reference's avg_1d_shuffle draws an unseeded permutation)"
+            )),
+        }
+    }
+}
+
+/// SoftVQ's REPA alignment in training: the projection MLP's sizes, the pairing and the weight.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RepaConfig {
+    pub align: RepaAlign,
+    /// `repa_loss_weight`.
+    pub weight: f64,
+    /// `repa_proj_dim`, the MLP's hidden width.
+    pub proj_dim: usize,
+    /// The DINOv2 teacher's feature width.
+    pub teacher_dim: usize,
+}
+
+/// SoftVQ-VAE's training losses besides pixels, LPIPS and GAN (the reference's `emb_loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SoftVqLosses {
+    /// `entropy_loss_ratio` (0 switches the entropy loss off).
+    pub entropy_weight: f64,
+    /// REPA (`repa: true`).
+    pub repa: Option<RepaConfig>,
+}
+
+/// The training-only heads of the tokenizer being trained: MAETok's auxiliary decoders (spec
+/// §4.3: one shared architecture, one head each) or SoftVQ's REPA projection and losses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuxConfig {
     /// Width, depth and heads of each auxiliary MoVQ decoder.
@@ -243,6 +362,8 @@ pub struct AuxConfig {
     pub hog: Option<usize>,
     pub dino: Option<usize>,
     pub clip: Option<usize>,
+    /// SoftVQ-VAE's losses (the model has a soft quantiser; it has no auxiliary decoders).
+    pub softvq: Option<SoftVqLosses>,
 }
 
 impl AuxConfig {
@@ -260,9 +381,37 @@ impl ModelArgs {
         self
     }
 
-    /// Resolves the MaskAE auxiliary decoders this config switches on; `origin` names the file.
+    /// Resolves the training-only heads: the MaskAE auxiliary decoders this config switches on,
+    /// or for a SoftVQ-VAE (`quantizer: softvq`; `SoftVQModel` builds no auxiliary decoders,
+    /// whatever the `aux_*_dec` keys say) its entropy and REPA losses. `origin` names the file.
     pub fn resolve_aux(&self, origin: &str) -> Result<AuxConfig, ConfigError> {
         let bad = |msg: String| ConfigError::Invalid { path: origin.to_string(), msg };
+        if self.quantizer.as_deref() == Some("softvq") {
+            let repa = if self.repa {
+                let teacher_dim = match self.aux_dino_dim {
+                    Some(d) => d,
+                    None => teacher_width(&self.repa_model)
+                        .ok_or_else(|| bad(format!("unknown repa_model '{}': give its feature width as aux_dino_dim", self.repa_model)))?,
+                };
+                if self.repa_proj_dim == 0 {
+                    return Err(bad("repa_proj_dim must be positive".into()));
+                }
+                let align = RepaAlign::parse(&self.repa_align).map_err(bad)?;
+                Some(RepaConfig { align, weight: self.repa_loss_weight, proj_dim: self.repa_proj_dim, teacher_dim })
+            } else {
+                None
+            };
+            let none = VitDims { width: 0, depth: 0, heads: 0, mlp_hidden: 0 };
+            return Ok(AuxConfig {
+                decoder: none,
+                cls_token: false,
+                loss_mask: false,
+                hog: None,
+                dino: None,
+                clip: None,
+                softvq: Some(SoftVqLosses { entropy_weight: self.entropy_loss_ratio, repa }),
+            });
+        }
         let mut dec = preset(&self.aux_dec_model)
             .ok_or_else(|| bad(format!("unknown aux_dec_model '{}'; known presets: {}", self.aux_dec_model, known_names())))?;
         if let Some(w) = self.aux_dec_embed_dim {
@@ -271,7 +420,10 @@ impl ModelArgs {
         }
         dec.depth = self.aux_dec_depth.unwrap_or(dec.depth);
         dec.heads = self.aux_dec_num_heads.unwrap_or(dec.heads);
-        check_dims("auxiliary decoder", "aux_dec_num_heads", dec).map_err(bad)?;
+        check_dims("auxiliary decoder", "aux_dec_num_heads", dec, true).map_err(bad)?;
+        if !self.use_rope && (self.aux_hog_dec || self.aux_dino_dec || self.aux_clip_dec) {
+            return Err(bad("the auxiliary MoVQ decoders (aux_hog_dec, aux_dino_dec, aux_clip_dec) need use_rope=true".into()));
+        }
         let p = self.dec_patch_size;
         let hog = if self.aux_hog_dec {
             if !p.is_multiple_of(8) {
@@ -290,7 +442,7 @@ impl ModelArgs {
             ),
         };
         let clip = self.aux_clip_dec.then(|| self.aux_clip_dim.unwrap_or(1152));
-        Ok(AuxConfig { decoder: dec, cls_token: self.aux_dec_cls_token, loss_mask: self.aux_loss_mask, hog, dino, clip })
+        Ok(AuxConfig { decoder: dec, cls_token: self.aux_dec_cls_token, loss_mask: self.aux_loss_mask, hog, dino, clip, softvq: None })
     }
 
     /// Overrides the encoder preset's size (`enc_embed_dim`, `enc_depth`, `enc_num_heads`).
@@ -332,11 +484,12 @@ impl ModelArgs {
         })
     }
 
-    /// The JSON object as `save_pretrained` writes it (sorted keys, 2-space indent).
+    /// The JSON object as `save_pretrained` writes it (sorted keys, 2-space indent; without our
+    /// `quantizer` key, which the weights imply).
     pub fn to_json(&self) -> String {
         let value = serde_json::to_value(self).expect("ModelArgs serialises");
         let sorted: std::collections::BTreeMap<String, serde_json::Value> =
-            value.as_object().expect("object").clone().into_iter().collect();
+            value.as_object().expect("object").clone().into_iter().filter(|(k, _)| k != "quantizer").collect();
         serde_json::to_string_pretty(&sorted).expect("serialises")
     }
 
@@ -353,20 +506,75 @@ impl ModelArgs {
         if self.to_pixel != "linear" {
             return Err(bad(format!("to_pixel '{}' is not supported (only 'linear')", self.to_pixel)));
         }
-        if !self.use_rope {
-            return Err(bad("use_rope=false (APE-only MAETok) is not supported; the published models use RoPE".into()));
-        }
         let mut enc = preset(&self.encoder_model)
             .ok_or_else(|| bad(format!("unknown encoder_model '{}'; known presets: {}", self.encoder_model, known_names())))?;
-        let mut dec = preset(&self.decoder_model)
-            .ok_or_else(|| bad(format!("unknown decoder_model '{}'; known presets: {}", self.decoder_model, known_names())))?;
-        let arch = self.decoder_model.split('.').next().unwrap_or_default();
-        if !(arch.ends_with("_movqv2") || arch.ends_with("_movq2")) {
-            return Err(bad(format!(
-                "decoder_model '{}' is not a MoVQBlockv2 decoder (expected a '*_movqv2' or '*_movq2' name)",
-                self.decoder_model
-            )));
+        let mut dec = preset(&self.decoder_model).ok_or_else(|| {
+            bad(format!(
+                "decoder_model '{}' matches neither decoder family: a MoVQ decoder ('vit_<size>_patch14_dinov2_movqv2' or '_movq2', MAETok) or a plain ViT ('vit_<size>_patch14_dinov2.lvd142m', SoftVQ-VAE); known sizes: {}",
+                self.decoder_model,
+                known_names()
+            ))
+        })?;
+        let dec_arch = self.decoder_model.split('.').next().unwrap_or_default();
+        let decoder_kind = if dec_arch.contains("movq") {
+            if !(dec_arch.ends_with("_movqv2") || dec_arch.ends_with("_movq2")) {
+                return Err(bad(format!(
+                    "decoder_model '{}' is not a MoVQBlockv2 decoder (expected a '*_movqv2' or '*_movq2' name)",
+                    self.decoder_model
+                )));
+            }
+            DecoderKind::Movq
+        } else {
+            DecoderKind::Plain
+        };
+        let rope = self.use_rope.then_some(if self.rope_mixed { RopeKind::Mixed } else { RopeKind::Axial });
+        match (decoder_kind, rope) {
+            (DecoderKind::Movq, None) => {
+                return Err(bad(format!(
+                    "use_rope=false with the MoVQ decoder_model '{}' is not supported (the published MoVQ decoders use RoPE)",
+                    self.decoder_model
+                )))
+            }
+            (DecoderKind::Plain, Some(_)) => {
+                return Err(bad(format!(
+                    "use_rope=true with the plain decoder_model '{}' is not supported (SoftVQ-VAE's plain decoders use the absolute position embedding, use_ape)",
+                    self.decoder_model
+                )))
+            }
+            (DecoderKind::Plain, None) if self.use_ape && !self.dec_cls_token => {
+                return Err(bad(
+                    "a plain decoder with use_ape=true needs dec_cls_token=true (its position embedding covers [cls | image tokens])".into(),
+                ))
+            }
+            _ => {}
         }
+        let quantizer = match self.quantizer.as_deref() {
+            None | Some("none") => None,
+            Some("softvq") => {
+                if self.num_codebooks == 0 || !self.num_latent_tokens.is_multiple_of(self.num_codebooks) {
+                    return Err(bad(format!(
+                        "num_codebooks = {} does not divide num_latent_tokens = {} (each codebook quantises one contiguous segment of the latent sequence)",
+                        self.num_codebooks, self.num_latent_tokens
+                    )));
+                }
+                if self.codebook_size == 0 {
+                    return Err(bad("codebook_size must be positive".into()));
+                }
+                if !(self.tau.is_finite() && self.tau > 0.0) {
+                    return Err(bad(format!("tau must be a positive temperature, got {}", self.tau)));
+                }
+                Some(SoftVqConfig {
+                    codebooks: self.num_codebooks,
+                    size: self.codebook_size,
+                    tau: self.tau,
+                    l2_norm: self.codebook_l2_norm,
+                    show_usage: self.codebook_show_usage,
+                })
+            }
+            Some(other) => {
+                return Err(bad(format!("unknown quantizer '{other}' (known: 'none' for MAETok's AEModel, 'softvq' for SoftVQ-VAE)")))
+            }
+        };
         if let Some(w) = self.enc_embed_dim {
             enc.width = w;
             enc.mlp_hidden = 4 * w;
@@ -388,7 +596,7 @@ impl ModelArgs {
             dec.heads = h;
         }
         for (name, v, key) in [("encoder", enc, "enc_num_heads"), ("decoder", dec, "dec_num_heads")] {
-            check_dims(name, key, v).map_err(bad)?;
+            check_dims(name, key, v, rope.is_some()).map_err(bad)?;
         }
         for (key, p) in [("enc_patch_size", self.enc_patch_size), ("dec_patch_size", self.dec_patch_size)] {
             if p == 0 || !self.image_size.is_multiple_of(p) {
@@ -415,10 +623,14 @@ impl ModelArgs {
             encoder: enc,
             encoder_layer_scale: arch.contains("dinov2"),
             decoder: dec,
-            rope: if self.rope_mixed { RopeKind::Mixed } else { RopeKind::Axial },
+            decoder_kind,
+            decoder_layer_scale: dec_arch.contains("dinov2"),
+            decoder_ape: self.use_ape && !self.use_rope,
+            rope,
             rope_theta: self.rope_theta,
             dec_cls_token: self.dec_cls_token,
             enc_mask_token: self.enc_token_drop > 0.0,
+            quantizer,
             ln_eps: 1e-6,
             vq_mean: self.vq_mean,
             vq_std: self.vq_std,
@@ -426,12 +638,12 @@ impl ModelArgs {
     }
 }
 
-/// Heads divide the width, the head dim suits 2-D RoPE, depth is positive.
-fn check_dims(name: &str, key: &str, v: VitDims) -> Result<(), String> {
+/// Heads divide the width, the head dim suits 2-D RoPE (when `rope`), depth is positive.
+fn check_dims(name: &str, key: &str, v: VitDims, rope: bool) -> Result<(), String> {
     if v.heads == 0 || !v.width.is_multiple_of(v.heads) {
         return Err(format!("{name} width {} is not divisible by {key} = {}", v.width, v.heads));
     }
-    if !(v.width / v.heads).is_multiple_of(4) {
+    if rope && !(v.width / v.heads).is_multiple_of(4) {
         return Err(format!("{name} head dim {} must be a multiple of 4 for 2-D RoPE", v.width / v.heads));
     }
     if v.depth == 0 {

@@ -1,7 +1,7 @@
 //! MAETok's MoVQ decoder trunk (`TimmViTDecoder`): learned mask tokens at every image position,
 //! followed by the projected latent tokens; MoVQ blocks modulated by the raw latents. The pixel
 //! decoder and the three auxiliary decoders of MaskAE training are this trunk with different
-//! sizes and output heads (the heads live with the model: `MaeTok::to_pixel`, `AuxDecoder::head`).
+//! sizes and output heads (the heads live with the model: `Tokenizer::to_pixel`, `AuxDecoder::head`).
 //!
 //! Sequence `[cls? | N mask tokens | T latents]`; no absolute position embedding (its tensor
 //! exists in checkpoints and is loaded but unused); RoPE rotates the N image positions.
@@ -14,6 +14,7 @@ use maetok_nn::{MovqBlock, MovqBlockConfig, MovqNorm, MovqNormConfig, PatchEmbed
 use rand::Rng;
 
 use crate::config::{RopeKind, TokenizerConfig, VitDims};
+use crate::encoder::build_rope;
 
 #[derive(Module, Debug)]
 pub struct Decoder<B: Backend> {
@@ -56,10 +57,9 @@ impl<B: Backend> Decoder<B> {
         let n = grid * grid;
         let hd = e.width / e.heads;
         let base_grid = cfg.base_image_size / cfg.dec_patch;
-        let rope = match cfg.rope {
-            RopeKind::Mixed => Rope::mixed(e.depth, e.heads, hd, cfg.rope_theta, base_grid, rng, device),
-            RopeKind::Axial => Rope::axial(e.heads, hd, cfg.rope_theta, base_grid),
-        };
+        // `resolve` refuses a MoVQ decoder without RoPE, `resolve_aux` auxiliary decoders without it.
+        let kind = cfg.rope.unwrap_or(RopeKind::Axial);
+        let rope = build_rope(kind, e.depth, e.heads, hd, cfg.rope_theta, base_grid, rng, device);
         let z = cfg.latent_dim;
         Self {
             mask_token: normal([1, 1, e.width], 0.02, device),

@@ -27,12 +27,31 @@ pub struct Encoder<B: Backend> {
     pub latent_pos_embed: Param<Tensor<B, 3>>,
     /// `[1, 1, D]`, replaces masked patches during MAE training.
     pub mask_token: Option<Param<Tensor<B, 3>>>,
-    pub rope: Rope<B>,
+    /// RoPE on the image tokens; `None` for APE-only encoders (SoftVQ-VAE).
+    pub rope: Option<Rope<B>>,
     pub grid: usize,
 }
 
 fn normal<B: Backend>(shape: [usize; 3], std: f64, device: &B::Device) -> Param<Tensor<B, 3>> {
     Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, std), device))
+}
+
+/// The RoPE of a trunk of `depth` blocks, `heads` heads of dim `hd`, on a `base_grid²` grid.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_rope<B: Backend>(
+    kind: RopeKind,
+    depth: usize,
+    heads: usize,
+    hd: usize,
+    theta: f64,
+    base_grid: usize,
+    rng: &mut impl Rng,
+    device: &B::Device,
+) -> Rope<B> {
+    match kind {
+        RopeKind::Mixed => Rope::mixed(depth, heads, hd, theta, base_grid, rng, device),
+        RopeKind::Axial => Rope::axial(heads, hd, theta, base_grid),
+    }
 }
 
 impl<B: Backend> Encoder<B> {
@@ -44,10 +63,7 @@ impl<B: Backend> Encoder<B> {
         let n = grid * grid;
         let hd = e.width / e.heads;
         let base_grid = cfg.base_image_size / cfg.enc_patch;
-        let rope = match cfg.rope {
-            RopeKind::Mixed => Rope::mixed(e.depth, e.heads, hd, cfg.rope_theta, base_grid, rng, device),
-            RopeKind::Axial => Rope::axial(e.heads, hd, cfg.rope_theta, base_grid),
-        };
+        let rope = cfg.rope.map(|kind| build_rope(kind, e.depth, e.heads, hd, cfg.rope_theta, base_grid, rng, device));
         let ls = cfg.encoder_layer_scale.then_some(0.1);
         Self {
             patch_embed: PatchEmbedConfig::new(e.width, cfg.enc_patch).init(device),
@@ -71,7 +87,7 @@ impl<B: Backend> Encoder<B> {
         let device = x.device();
         let mut h = self.tokens(self.patch_embed.forward(x)); // [B, 1+N+T, D]
         for i in 0..self.blocks.len() {
-            h = self.block(i, h, &self.rope.table(i, self.grid, self.grid, &device));
+            h = self.block(i, h, self.table(i, &device).as_ref());
         }
         self.latent_rows(self.norm.forward(h)) // [B, T, D]
     }
@@ -83,7 +99,7 @@ impl<B: Backend> Encoder<B> {
         let device = x.device();
         let mut h = self.tokens(self.mask_patches(self.patch_embed.forward(x), mask)?);
         for i in 0..self.blocks.len() {
-            h = self.block(i, h, &self.rope.table(i, self.grid, self.grid, &device));
+            h = self.block(i, h, self.table(i, &device).as_ref());
         }
         Some(self.latent_rows(self.norm.forward(h)))
     }
@@ -109,9 +125,9 @@ impl<B: Backend> Encoder<B> {
         let tokens_in = self.tokens(patches);
         let (mut h, mut rope, mut blocks) = (tokens_in.clone(), Vec::new(), Vec::new());
         for i in 0..self.blocks.len() {
-            let table = self.rope.table(i, self.grid, self.grid, &device);
-            h = self.block(i, h, &table);
-            rope.push(table);
+            let table = self.table(i, &device);
+            h = self.block(i, h, table.as_ref());
+            rope.extend(table);
             blocks.push(h.clone());
         }
         let norm_out = self.norm.forward(h);
@@ -130,11 +146,19 @@ impl<B: Backend> Encoder<B> {
         Tensor::cat(vec![image, latent], 1)
     }
 
-    /// Block `i` with RoPE on the image tokens (after the cls token).
-    fn block(&self, i: usize, h: Tensor<B, 3>, table: &RopeTable<B>) -> Tensor<B, 3> {
+    /// Block `i`'s RoPE table, if the encoder has RoPE.
+    fn table(&self, i: usize, device: &B::Device) -> Option<RopeTable<B>> {
+        self.rope.as_ref().map(|r| r.table(i, self.grid, self.grid, device))
+    }
+
+    /// Block `i`, with RoPE on the image tokens (after the cls token) when `table` is given.
+    fn block(&self, i: usize, h: Tensor<B, 3>, table: Option<&RopeTable<B>>) -> Tensor<B, 3> {
         let blk = &self.blocks[i];
         let [_, n, d] = h.dims();
-        blk.forward(h, Some(&RopeFull::new(table, n, 1, blk.attn.scale(d))))
+        match table {
+            Some(t) => blk.forward(h, Some(&RopeFull::new(t, n, 1, blk.attn.scale(d)))),
+            None => blk.forward(h, None),
+        }
     }
 
     /// The last `T` rows: `[B, 1+N+T, D]` → `[B, T, D]`.
@@ -151,7 +175,7 @@ pub struct EncoderIntermediates<B: Backend> {
     pub patch_embed: Tensor<B, 3>,
     /// `[B, 1+N+T, D]` the sequence entering block 0.
     pub tokens_in: Tensor<B, 3>,
-    /// The RoPE table of each block (`[heads, N, hd/2]` cos and sin).
+    /// The RoPE table of each block (`[heads, N, hd/2]` cos and sin); empty without RoPE.
     pub rope: Vec<RopeTable<B>>,
     /// `[B, 1+N+T, D]` after each block.
     pub blocks: Vec<Tensor<B, 3>>,
@@ -166,7 +190,9 @@ impl<B: Backend> VisitParams<B> for Encoder<B> {
         if let Some(m) = self.mask_token.as_mut() {
             v.param(&join(prefix, "mask_token"), m);
         }
-        self.rope.visit_params(prefix, v);
+        if let Some(r) = self.rope.as_mut() {
+            r.visit_params(prefix, v);
+        }
         let model = join(prefix, "model");
         v.param(&join(&model, "cls_token"), &mut self.cls_token);
         v.param(&join(&model, "pos_embed"), &mut self.pos_embed);

@@ -1,5 +1,7 @@
-//! MAETok's training model (`MaskAEModel`, spec §4): the autoencoder plus the shallow auxiliary
-//! decoders that predict HOG, DINOv2 and SigLIP features of the masked patches from the latents.
+//! The training model: the tokenizer plus its training-only heads. For MAETok (`MaskAEModel`,
+//! spec §4) the shallow auxiliary decoders that predict HOG, DINOv2 and SigLIP features of the
+//! masked patches from the latents; for SoftVQ-VAE (`SoftVQModel` in training mode) the
+//! quantiser's entropy loss and the REPA projection of the latents.
 //!
 //! All decoders read the same latent `z` `[B, T, C]` of the masked encoder pass. Each auxiliary
 //! decoder is the MoVQ trunk ([`Decoder`]) at its own (small) size with a cls token:
@@ -13,10 +15,12 @@ use maetok_nn::io::{join, ParamVisitor, VisitParams};
 use maetok_nn::ops::linear3;
 use rand::Rng;
 
-use crate::config::{AuxConfig, TokenizerConfig};
+use crate::config::{AuxConfig, RepaAlign, SoftVqLosses, TokenizerConfig};
 use crate::decoder::Decoder;
 use crate::masking::TokenMask;
-use crate::model::{InputError, MaeTok};
+use crate::model::{InputError, Tokenizer};
+use crate::repa::RepaProjection;
+use crate::soft_vq::{SoftVq, SoftVqOutput};
 
 /// Which target an auxiliary decoder predicts (its key suffix: `decoder_hog`, `to_pixel_dino`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -76,13 +80,29 @@ impl<B: Backend> AuxDecoder<B> {
     }
 }
 
-/// The MaskAE model: [`MaeTok`] and the switched-on auxiliary decoders.
+/// The training model: [`Tokenizer`], the switched-on auxiliary decoders (MAETok) or the REPA
+/// projection (SoftVQ-VAE, `projection.*`).
 #[derive(Module, Debug)]
 pub struct MaskAe<B: Backend> {
-    pub ae: MaeTok<B>,
+    pub ae: Tokenizer<B>,
     pub hog: Option<AuxDecoder<B>>,
     pub dino: Option<AuxDecoder<B>>,
     pub clip: Option<AuxDecoder<B>>,
+    /// SoftVQ's REPA projection MLP (`repa: true`).
+    pub projection: Option<RepaProjection<B>>,
+    /// SoftVQ's loss settings (`None` for MAETok).
+    pub softvq: Option<SoftVqLosses>,
+}
+
+/// SoftVQ's training terms of one forward.
+pub struct SoftVqTrainOutput<B: Backend> {
+    /// The quantiser's output (logits, weights, indices) for the latents.
+    pub codes: SoftVqOutput<B>,
+    /// `entropy_loss_ratio × entropy loss` `[1]` (absent when the ratio is 0).
+    pub entropy: Option<Tensor<B, 1>>,
+    /// REPA: the projected latents (see [`RepaProjection::project`]), how to pair them with the
+    /// teacher's tokens, and the loss weight.
+    pub repa: Option<(Tensor<B, 3>, RepaAlign, f64)>,
 }
 
 /// What one training forward gives.
@@ -96,6 +116,8 @@ pub struct MaskAeOutput<B: Backend> {
     pub hog: Option<AuxOutput<B>>,
     pub dino: Option<AuxOutput<B>>,
     pub clip: Option<AuxOutput<B>>,
+    /// SoftVQ-VAE's quantiser output and training terms.
+    pub softvq: Option<SoftVqTrainOutput<B>>,
 }
 
 impl<B: Backend> MaskAeOutput<B> {
@@ -112,10 +134,11 @@ impl<B: Backend> MaskAeOutput<B> {
 impl<B: Backend> MaskAe<B> {
     /// A randomly initialised model with the auxiliary decoders `aux` switches on.
     pub fn new(config: &TokenizerConfig, aux: &AuxConfig, rng: &mut impl Rng, device: &B::Device) -> Self {
-        let ae = MaeTok::new(config, rng, device);
+        let ae = Tokenizer::new(config, rng, device);
         let mut make = |f: Option<usize>| f.map(|f| AuxDecoder::new(config, aux, f, rng, device));
         let (hog, dino, clip) = (make(aux.hog), make(aux.dino), make(aux.clip));
-        Self { ae, hog, dino, clip }
+        let projection = aux.softvq.and_then(|s| s.repa).map(|r| RepaProjection::new(config.latent_dim, r.proj_dim, r.teacher_dim, device));
+        Self { ae, hog, dino, clip, projection, softvq: aux.softvq }
     }
 
     /// Auxiliary decoder `t`, if switched on.
@@ -127,7 +150,7 @@ impl<B: Backend> MaskAe<B> {
         }
     }
 
-    /// Selects fused attention in every trunk (see [`MaeTok::set_fused_attention`]).
+    /// Selects fused attention in every trunk (see [`Tokenizer::set_fused_attention`]).
     pub fn set_fused_attention(&mut self, fused: bool) {
         self.ae.set_fused_attention(fused);
         for a in [self.hog.as_mut(), self.dino.as_mut(), self.clip.as_mut()].into_iter().flatten() {
@@ -141,15 +164,22 @@ impl<B: Backend> MaskAe<B> {
     /// token masking; `None` for the unmasked decoder fine-tuning stage), decoded by the pixel
     /// decoder and every auxiliary decoder from the same latents.
     pub fn forward(&self, images: Tensor<B, 4>, mask: Option<&TokenMask>) -> Result<MaskAeOutput<B>, InputError> {
-        let latent = match mask {
-            Some(m) => self.ae.encode_masked(images, m)?,
-            None => self.ae.encode(images)?,
-        };
+        let (latent, codes) = self.ae.encode_train(images, mask)?;
+        let softvq = codes.map(|codes| {
+            let losses = self.softvq.unwrap_or(SoftVqLosses { entropy_weight: 0.0, repa: None });
+            let w = losses.entropy_weight;
+            let entropy = (w != 0.0).then(|| SoftVq::entropy_loss(codes.logits.clone()) * w);
+            let repa = match (&self.projection, losses.repa) {
+                (Some(p), Some(r)) => Some((p.project(latent.clone(), r.align), r.align, r.weight)),
+                _ => None,
+            };
+            SoftVqTrainOutput { codes, entropy, repa }
+        });
         let zq = linear3(&self.ae.post_quant_conv, latent.clone());
         let rows = self.ae.decoder.forward(zq, latent.clone());
         let recon = self.ae.to_image(rows.clone());
         let run = |a: &Option<AuxDecoder<B>>| a.as_ref().map(|a| a.forward(latent.clone()));
-        Ok(MaskAeOutput { hog: run(&self.hog), dino: run(&self.dino), clip: run(&self.clip), latent, rows, recon })
+        Ok(MaskAeOutput { hog: run(&self.hog), dino: run(&self.dino), clip: run(&self.clip), latent, rows, recon, softvq })
     }
 }
 
@@ -163,6 +193,9 @@ impl<B: Backend> VisitParams<B> for MaskAe<B> {
                 a.decoder.visit_params(&join(prefix, &format!("decoder_{n}")), v);
                 v.linear(&join(prefix, &format!("to_pixel_{n}")), &mut a.head);
             }
+        }
+        if let Some(p) = self.projection.as_mut() {
+            p.visit_params(&join(prefix, "projection"), v);
         }
     }
 }

@@ -1,4 +1,7 @@
-//! The MAETok autoencoder (`AEModel`): `encode` images to latents `[B, T, C]`, `decode` back.
+//! The tokenizer of the release: MAETok's autoencoder (`AEModel`) or SoftVQ-VAE (`SoftVQModel`).
+//! `encode` images to latents `[B, T, C]`, `decode` back. One type for both: the encoder is the
+//! same ViT with latent tokens (RoPE on for MAETok, APE only for SoftVQ), SoftVQ adds its soft
+//! quantiser after `quant_conv`, and the pixel decoder is MoVQ (MAETok) or plain (SoftVQ).
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -9,11 +12,12 @@ use maetok_nn::unpatchify;
 use rand::Rng;
 
 use crate::config::TokenizerConfig;
-use crate::decoder::{Decoder, DecoderIntermediates};
 use crate::encoder::{Encoder, EncoderIntermediates};
 use crate::masking::TokenMask;
+use crate::pixel_decoder::{PixelDecoder, PixelDecoderIntermediates};
+use crate::soft_vq::{SoftVq, SoftVqOutput};
 
-/// Wrong input to [`MaeTok::encode`] / [`MaeTok::decode`].
+/// Wrong input to [`Tokenizer::encode`] / [`Tokenizer::decode`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InputError {
     #[error("image batch has shape {got:?}; this model takes [B, 3, {size}, {size}] images in [-1, 1]")]
@@ -27,28 +31,31 @@ pub enum InputError {
 }
 
 #[derive(Module, Debug)]
-pub struct MaeTok<B: Backend> {
+pub struct Tokenizer<B: Backend> {
     pub encoder: Encoder<B>,
     /// Linear(D_enc → C)
     pub quant_conv: Linear<B>,
+    /// SoftVQ-VAE's soft vector quantiser (`quantize.*`); `None` for MAETok.
+    pub quantizer: Option<SoftVq<B>>,
     /// Linear(C → D_dec)
     pub post_quant_conv: Linear<B>,
-    pub decoder: Decoder<B>,
+    pub decoder: PixelDecoder<B>,
     /// `decoder.to_pixel.model`: Linear(D_dec → p·p·3), the decoder's last layer (the adaptive
     /// GAN weight of training is measured on its weight).
     pub to_pixel: Linear<B>,
     pub config: TokenizerConfig,
 }
 
-impl<B: Backend> MaeTok<B> {
+impl<B: Backend> Tokenizer<B> {
     /// A randomly initialised model (for training from scratch, or to be loaded into).
     /// Parameters are lazily initialised: loading a checkpoint never materialises the random values.
     pub fn new(config: &TokenizerConfig, rng: &mut impl Rng, device: &B::Device) -> Self {
         Self {
             encoder: Encoder::new(config, rng, device),
             quant_conv: LinearConfig::new(config.encoder.width, config.latent_dim).init(device),
+            quantizer: config.quantizer.map(|q| SoftVq::new(q, config.latent_dim, device)),
             post_quant_conv: LinearConfig::new(config.latent_dim, config.decoder.width).init(device),
-            decoder: Decoder::new(config, config.decoder, config.dec_cls_token, None, rng, device),
+            decoder: PixelDecoder::new(config, rng, device),
             to_pixel: LinearConfig::new(config.decoder.width, config.dec_patch * config.dec_patch * 3).init(device),
             config: config.clone(),
         }
@@ -60,25 +67,57 @@ impl<B: Backend> MaeTok<B> {
         for b in self.encoder.blocks.iter_mut() {
             b.attn.fused = fused;
         }
-        for b in self.decoder.blocks.iter_mut() {
-            b.attn.fused = fused;
-        }
+        self.decoder.set_fused_attention(fused);
     }
 
-    /// Images `[B, 3, S, S]` in [-1, 1] (S = `image_size`) → latents `[B, T, C]`.
+    /// Images `[B, 3, S, S]` in [-1, 1] (S = `image_size`) → latents `[B, T, C]` (for SoftVQ the
+    /// quantised `z_q`, what `SoftVQModel.encode` returns).
     pub fn encode(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 3>, InputError> {
+        Ok(self.encode_with_codes(images)?.0)
+    }
+
+    /// [`encode`](Self::encode) with, for SoftVQ, the quantiser's logits, weights and code
+    /// indices (`None` for MAETok).
+    pub fn encode_with_codes(&self, images: Tensor<B, 4>) -> Result<(Tensor<B, 3>, Option<SoftVqOutput<B>>), InputError> {
         self.check_images(&images)?;
-        Ok(linear3(&self.quant_conv, self.encoder.forward(images)))
+        Ok(self.quantize(linear3(&self.quant_conv, self.encoder.forward(images))))
+    }
+
+    /// `quant_conv`'s output `h` `[B, T, C]` → the latent: `h` itself (MAETok) or the soft
+    /// quantiser's `z_q` with its output (SoftVQ).
+    pub fn quantize(&self, h: Tensor<B, 3>) -> (Tensor<B, 3>, Option<SoftVqOutput<B>>) {
+        match &self.quantizer {
+            None => (h, None),
+            Some(q) => {
+                let out = q.forward(h);
+                (out.z_q.clone(), Some(out))
+            }
+        }
     }
 
     /// The training encode (MAETok's token masking, spec §4.1): images `[B, 3, S, S]` with the
     /// patches where `mask` `[B, N]` is 1 replaced by the encoder's mask token → latents
     /// `[B, T, C]`. Draw masks with [`crate::TokenMask::draw`].
     pub fn encode_masked(&self, images: Tensor<B, 4>, mask: &TokenMask) -> Result<Tensor<B, 3>, InputError> {
+        Ok(self.encode_train(images, Some(mask))?.0)
+    }
+
+    /// The training encode: with `mask` [`encode_masked`](Self::encode_masked), without it
+    /// [`encode`](Self::encode); with the quantiser's output for SoftVQ.
+    pub fn encode_train(
+        &self,
+        images: Tensor<B, 4>,
+        mask: Option<&TokenMask>,
+    ) -> Result<(Tensor<B, 3>, Option<SoftVqOutput<B>>), InputError> {
         self.check_images(&images)?;
-        let m = self.check_mask(&images, mask)?;
-        let h = self.encoder.forward_masked(images, m).ok_or(InputError::NoMaskToken)?;
-        Ok(linear3(&self.quant_conv, h))
+        let h = match mask {
+            Some(mask) => {
+                let m = self.check_mask(&images, mask)?;
+                self.encoder.forward_masked(images, m).ok_or(InputError::NoMaskToken)?
+            }
+            None => self.encoder.forward(images),
+        };
+        Ok(self.quantize(linear3(&self.quant_conv, h)))
     }
 
     /// [`encode`](Self::encode), or with a mask [`encode_masked`](Self::encode_masked), with the
@@ -91,7 +130,7 @@ impl<B: Backend> MaeTok<B> {
         self.check_images(&images)?;
         let m = mask.map(|m| self.check_mask(&images, m)).transpose()?;
         let (h, inter) = self.encoder.forward_intermediates(images, m).ok_or(InputError::NoMaskToken)?;
-        Ok((linear3(&self.quant_conv, h), inter))
+        Ok((self.quantize(linear3(&self.quant_conv, h)).0, inter))
     }
 
     /// `mask` as a `[B, N]` tensor, after checking it fits the batch and the patch grid.
@@ -112,12 +151,12 @@ impl<B: Backend> MaeTok<B> {
 
     /// `to_pixel` and unpatchify: decoder image rows `[B, N, D]` → image `[B, 3, S, S]`.
     pub fn to_image(&self, rows: Tensor<B, 3>) -> Tensor<B, 4> {
-        let g = self.decoder.grid;
+        let g = self.decoder.grid();
         unpatchify(linear3(&self.to_pixel, rows), self.config.dec_patch, g, g, 3)
     }
 
     /// [`decode`](Self::decode) with the decoder's intermediates.
-    pub fn decode_intermediates(&self, latents: Tensor<B, 3>) -> Result<(Tensor<B, 4>, DecoderIntermediates<B>), InputError> {
+    pub fn decode_intermediates(&self, latents: Tensor<B, 3>) -> Result<(Tensor<B, 4>, PixelDecoderIntermediates<B>), InputError> {
         self.check_latents(&latents)?;
         let zq = linear3(&self.post_quant_conv, latents.clone());
         let (rows, inter) = self.decoder.forward_intermediates(zq, latents);
@@ -176,11 +215,14 @@ impl<B: Backend> MaeTok<B> {
     }
 }
 
-impl<B: Backend> VisitParams<B> for MaeTok<B> {
+impl<B: Backend> VisitParams<B> for Tokenizer<B> {
     fn visit_params<V: ParamVisitor<B>>(&mut self, prefix: &str, v: &mut V) {
         let p = |n: &str| maetok_nn::io::join(prefix, n);
         self.encoder.visit_params(&p("encoder"), v);
         v.linear(&p("quant_conv"), &mut self.quant_conv);
+        if let Some(q) = self.quantizer.as_mut() {
+            q.visit_params(&p("quantize"), v);
+        }
         self.decoder.visit_params(&p("decoder"), v);
         v.linear(&p("decoder.to_pixel.model"), &mut self.to_pixel);
         v.linear(&p("post_quant_conv"), &mut self.post_quant_conv);

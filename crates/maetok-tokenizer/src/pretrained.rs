@@ -9,14 +9,16 @@ use rand::SeedableRng;
 
 use crate::config::{ConfigError, ModelArgs};
 use crate::mask_ae::MaskAe;
-use crate::model::MaeTok;
+use crate::model::Tokenizer;
 
 /// Keys that reference checkpoints may carry but that inference never uses: the REPA teacher and
-/// projection, and the MaskAE training extras (auxiliary decoders and heads, frozen teachers,
-/// HOG filters). They are accepted, listed in [`LoadReport::ignored`], and not loaded.
+/// projection, SoftVQ's codebook-usage statistics, and the MaskAE training extras (auxiliary
+/// decoders and heads, frozen teachers, HOG filters). They are accepted, listed in
+/// [`LoadReport::ignored`], and not loaded.
 pub const IGNORABLE_PREFIXES: &[&str] = &[
     "repa_model.",
     "projection.",
+    "quantize.codebook_used",
     "clip_model.",
     "decoder_hog.",
     "decoder_dino.",
@@ -48,8 +50,12 @@ pub enum PretrainedError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
-/// Loads a model folder (`config.json` + `model.safetensors`).
-pub fn load_pretrained<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<(MaeTok<B>, LoadReport), PretrainedError> {
+/// The key whose presence makes a checkpoint a SoftVQ-VAE (see [`ModelArgs::quantizer`]).
+pub const SOFTVQ_KEY: &str = "quantize.embedding";
+
+/// Loads a model folder (`config.json` + `model.safetensors`): a MAETok `AEModel` (or a
+/// `MaskAEModel` checkpoint, whose training extras are listed as ignored) or a SoftVQ-VAE.
+pub fn load_pretrained<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<(Tokenizer<B>, LoadReport), PretrainedError> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
         return Err(PretrainedError::NotAFolder(dir.to_path_buf()));
@@ -59,19 +65,24 @@ pub fn load_pretrained<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) ->
 }
 
 /// Loads `weights` (a PyTorch-layout safetensors state dict) into the architecture `args`
-/// describes; `origin` names the config in messages.
+/// describes; `origin` names the config in messages. Without an explicit `quantizer` in `args`,
+/// a checkpoint with `quantize.embedding` is a SoftVQ-VAE.
 pub fn load_with_args<B: Backend>(
     args: &ModelArgs,
     origin: &str,
     weights: impl AsRef<Path>,
     device: &B::Device,
-) -> Result<(MaeTok<B>, LoadReport), PretrainedError> {
-    let config = args.resolve(origin)?;
+) -> Result<(Tokenizer<B>, LoadReport), PretrainedError> {
     let mut loader = Loader::<B>::from_file(weights, device)?;
+    let config = if args.quantizer.is_none() && loader.contains(SOFTVQ_KEY) {
+        ModelArgs { quantizer: Some("softvq".into()), ..args.clone() }.resolve(origin)?
+    } else {
+        args.resolve(origin)?
+    };
     // Random initial values are never materialised: every parameter is lazily initialised and
     // replaced by the stored tensor. The RoPE init RNG is only used for that lazy init.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut model = MaeTok::new(&config, &mut rng, device);
+    let mut model = Tokenizer::new(&config, &mut rng, device);
     model.visit_params("", &mut loader);
     let report = loader.finish(IGNORABLE_PREFIXES)?;
     Ok((model, report))
@@ -99,7 +110,7 @@ pub fn load_mask_ae<B: Backend>(
 
 /// Writes `model.safetensors` (PyTorch names and layouts, f32) and `config.json` into `dir`
 /// (created if needed), each atomically.
-pub fn save_pretrained<B: Backend>(model: &mut MaeTok<B>, args: &ModelArgs, dir: impl AsRef<Path>) -> Result<(), PretrainedError> {
+pub fn save_pretrained<B: Backend>(model: &mut Tokenizer<B>, args: &ModelArgs, dir: impl AsRef<Path>) -> Result<(), PretrainedError> {
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|source| PretrainedError::Write { path: dir.to_path_buf(), source })?;
     let mut exporter = Exporter::new();

@@ -33,6 +33,22 @@ pub fn fixture_args(dir: &Path) -> Result<ModelArgs, ConfigError> {
         Some(s) => args.with_aux_decoder_size(s),
         None => args,
     };
+    // The SoftVQ fixture names one timm preset for encoder, decoder and teacher and records
+    // the shrunk sizes under `config.derived` instead.
+    let derived = |part: &str| -> Result<Option<VitSize>, ConfigError> {
+        let v = &meta["config"]["derived"][part];
+        if v.is_null() {
+            return Ok(None);
+        }
+        let get = |k: &str| {
+            v[k].as_u64().map(|n| n as usize).ok_or_else(|| ConfigError::Invalid {
+                path: origin.clone(),
+                msg: format!("config.derived.{part}.{k} is not a size: {}", v[k]),
+            })
+        };
+        Ok(Some(VitSize { width: get("width")?, depth: get("depth")?, heads: get("heads")? }))
+    };
+    let (enc, dec) = (derived("encoder")?.or(enc), derived("decoder")?.or(dec));
     let args = match enc {
         Some(s) => args.with_encoder_size(s),
         None => args,

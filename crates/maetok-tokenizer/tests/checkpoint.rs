@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use burn::backend::NdArray;
 use maetok_nn::io::Exporter;
 use maetok_nn::testing::{fixtures_dir, read_tensors};
-use maetok_tokenizer::{load_pretrained, load_with_args, save_pretrained, MaeTok, ModelArgs, PretrainedError, VitSize};
+use maetok_tokenizer::{load_pretrained, load_with_args, save_pretrained, ModelArgs, PretrainedError, Tokenizer, VitSize};
 use rand::SeedableRng;
 
 type B = NdArray<f32>;
@@ -36,7 +36,7 @@ fn maetok_b128_state_dict_matches_published_key_list() {
         .collect();
     let cfg = b128_args().resolve("default").unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut model = MaeTok::<B>::new(&cfg, &mut rng, &Default::default());
+    let mut model = Tokenizer::<B>::new(&cfg, &mut rng, &Default::default());
     let ours: BTreeMap<String, Vec<usize>> = model.state_dict_shapes().into_iter().collect();
     let missing: Vec<_> = expected.keys().filter(|k| !ours.contains_key(*k)).collect();
     let extra: Vec<_> = ours.keys().filter(|k| !expected.contains_key(*k)).collect();
@@ -207,7 +207,7 @@ fn larger_image_than_base_grid_runs_and_round_trips() {
     .with_decoder_size(VitSize { width: 16, depth: 1, heads: 2 });
     let cfg = args.resolve("t").unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut model = MaeTok::<B>::new(&cfg, &mut rng, &device);
+    let mut model = Tokenizer::<B>::new(&cfg, &mut rng, &device);
     let shapes: BTreeMap<String, Vec<usize>> = model.state_dict_shapes().into_iter().collect();
     assert_eq!(shapes["encoder.freqs_t_x"], vec![16]);
     assert_eq!(shapes["encoder.model.pos_embed"], vec![1, 65, 16]);
@@ -227,6 +227,6 @@ fn the_checkpoint_walk_covers_every_parameter() {
     let dir = fixtures_dir().join("tokenizer-ae-tiny");
     let cfg = maetok_tokenizer::testing::fixture_args(&dir).unwrap().resolve("tiny").unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut model = MaeTok::<B>::new(&cfg, &mut rng, &Default::default());
+    let mut model = Tokenizer::<B>::new(&cfg, &mut rng, &Default::default());
     maetok_nn::testing::assert_walk_covers_module("MAETok", &mut model);
 }

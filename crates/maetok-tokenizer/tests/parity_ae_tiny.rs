@@ -3,7 +3,7 @@
 
 use burn::backend::NdArray;
 use maetok_nn::testing::{assert_close, fixtures_dir, read_tensors, tensor};
-use maetok_tokenizer::{load_with_args, ModelArgs};
+use maetok_tokenizer::{load_with_args, ModelArgs, PixelDecoderIntermediates};
 
 type B = NdArray<f32>;
 
@@ -26,6 +26,7 @@ fn ae_tiny_matches_reference() {
     let (latent, enc) = model.encode_intermediates(input, None).unwrap();
     let fix_latent = tensor::<B, 3>(&io["latent"], &device);
     let (output, dec) = model.decode_intermediates(fix_latent).unwrap();
+    let PixelDecoderIntermediates::Movq(dec) = dec else { panic!("the fixture's decoder_model is a MoVQ decoder") };
 
     // Intermediates at the fixture README's tolerance; block 0 is the recorded one.
     let (ia, ir) = (1e-5, 1e-5);

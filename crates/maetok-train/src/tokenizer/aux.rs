@@ -1,10 +1,11 @@
 //! Targets and losses of MAETok's auxiliary decoders (spec §4.4–4.5): HOG of the input image,
-//! DINOv2 and SigLIP features from frozen teachers, each predicted for the masked patches.
+//! DINOv2 and SigLIP features from frozen teachers, each predicted for the masked patches; and
+//! SoftVQ-VAE's entropy and REPA losses (the REPA target is the same DINOv2 teacher's features).
 
 use burn::tensor::{backend::Backend, Tensor};
 use maetok_targets::aux_loss::{cosine_feature_loss, hog_loss};
 use maetok_targets::{HogError, HogGenerator, Vit, VitInputError};
-use maetok_tokenizer::{AuxTarget, MaskAeOutput, TokenMask};
+use maetok_tokenizer::{repa_loss, AuxTarget, MaskAeOutput, TokenMask};
 
 /// The frozen target extractors of the switched-on auxiliary decoders.
 pub struct AuxTeachers<B: Backend> {
@@ -57,29 +58,43 @@ impl<B: Backend> AuxTeachers<B> {
     }
 }
 
-/// The auxiliary losses of one forward (`[1]` each; weight 1 each in the total, spec §4.5).
+/// The auxiliary losses of one forward (`[1]` each; weight 1 each in the total, spec §4.5), and
+/// SoftVQ's entropy and REPA terms (already weighted by `entropy_loss_ratio` and
+/// `repa_loss_weight`; the reference's `VQLoss` adds its `emb_loss` terms with weight 1).
 pub struct AuxLosses<B: Backend> {
     pub hog: Option<Tensor<B, 1>>,
     pub dino: Option<Tensor<B, 1>>,
     pub clip: Option<Tensor<B, 1>>,
+    pub entropy: Option<Tensor<B, 1>>,
+    pub repa: Option<Tensor<B, 1>>,
 }
 
 impl<B: Backend> AuxLosses<B> {
-    /// The sum of the present losses (`None` when no auxiliary decoder is on).
+    /// The sum of the present losses (`None` when there is none).
     pub fn total(&self) -> Option<Tensor<B, 1>> {
-        [&self.hog, &self.dino, &self.clip].into_iter().flatten().cloned().reduce(|a, b| a + b)
+        self.named().into_iter().map(|(_, l)| l).reduce(|a, b| a + b)
     }
 
     /// `(name, loss)` of the present losses.
     pub fn named(&self) -> Vec<(&'static str, Tensor<B, 1>)> {
-        let all = [(AuxTarget::Hog, &self.hog), (AuxTarget::Dino, &self.dino), (AuxTarget::Clip, &self.clip)];
-        all.into_iter().filter_map(|(t, l)| l.clone().map(|l| (t.name(), l))).collect()
+        let all = [
+            (AuxTarget::Hog.name(), &self.hog),
+            (AuxTarget::Dino.name(), &self.dino),
+            (AuxTarget::Clip.name(), &self.clip),
+            ("entropy", &self.entropy),
+            ("repa", &self.repa),
+        ];
+        all.into_iter().filter_map(|(n, l)| l.clone().map(|l| (n, l))).collect()
     }
 }
 
 /// The loss of each auxiliary decoder against its target, averaged over the tokens `mask`
 /// marks (`masked_only`, the reference's `aux_loss_mask`) or over all tokens. A decoder without
-/// a target contributes nothing.
+/// a target contributes nothing; so does REPA without the DINOv2 target.
+///
+/// # Panics
+/// When REPA is `repeat` and the teacher's token count is not a multiple of the latent count
+/// (the trainer checks this before its first step).
 pub fn aux_losses<B: Backend>(out: &MaskAeOutput<B>, targets: &AuxTargets<B>, mask: Option<&TokenMask>, masked_only: bool) -> AuxLosses<B> {
     let device = out.latent.device();
     let m = mask.filter(|_| masked_only).map(|m| m.to_tensor::<B>(&device));
@@ -88,5 +103,11 @@ pub fn aux_losses<B: Backend>(out: &MaskAeOutput<B>, targets: &AuxTargets<B>, ma
         hog: pair(AuxTarget::Hog, &targets.hog).map(|(p, t)| hog_loss(p, t, m.clone())),
         dino: pair(AuxTarget::Dino, &targets.dino).map(|(p, t)| cosine_feature_loss(p, t, m.clone())),
         clip: pair(AuxTarget::Clip, &targets.clip).map(|(p, t)| cosine_feature_loss(p, t, m.clone())),
+        entropy: out.softvq.as_ref().and_then(|s| s.entropy.clone()),
+        repa: out.softvq.as_ref().and_then(|s| {
+            let (projected, align, weight) = s.repa.clone()?;
+            let loss = repa_loss(targets.dino.clone()?, projected, align).unwrap_or_else(|e| panic!("{e}"));
+            Some(loss * weight)
+        }),
     }
 }

@@ -26,7 +26,7 @@ use maetok_nn::io::write_atomic;
 use maetok_targets::disc::diff_aug::DiffAugError;
 use maetok_targets::disc::LeCam;
 use maetok_targets::{DinoDisc, DiscConfig, Lpips};
-use maetok_tokenizer::{save_pretrained, AuxConfig, ConfigError, MaeTok, MaskAe, MaskError, ModelArgs, PretrainedError, TokenMask};
+use maetok_tokenizer::{save_pretrained, AuxConfig, ConfigError, MaskAe, MaskError, ModelArgs, PretrainedError, TokenMask, Tokenizer};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,12 @@ pub enum TrainError {
     Targets(#[from] AuxTargetError),
     #[error("the {0} auxiliary decoder is switched on (aux_{0}_dec) but no {0} teacher was given: give its weights or switch it off")]
     MissingTeacher(&'static str),
+    #[error(
+        "SoftVQ's REPA alignment is on (repa: true) but no DINOv2 teacher (repa_model) was given: give its weights or set repa: false"
+    )]
+    MissingRepaTeacher,
+    #[error("REPA: {0}")]
+    Repa(String),
     #[error("the batch holds {got}×{got} images, the model takes {want}×{want}")]
     ImageSize { got: usize, want: usize },
     #[error("the loss became {value} at step {step}")]
@@ -166,7 +172,7 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
     /// Starts from given weights, e.g. the stage-1 autoencoder for [`Stage::DecoderFinetune`]
     /// (the auxiliary decoders `args` switches on are freshly initialised in stage 1).
     pub fn from_autoencoder(
-        ae: MaeTok<B>,
+        ae: Tokenizer<B>,
         args: ModelArgs,
         origin: &str,
         config: TokenizerTrainConfig,
@@ -256,13 +262,24 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
                 return Err(TrainError::MissingTeacher(name));
             }
         }
+        if let Some(r) = self.model.softvq.and_then(|s| s.repa) {
+            let teacher = nets.teachers.dino.as_ref().ok_or(TrainError::MissingRepaTeacher)?;
+            let p = teacher.patch_embed.patch;
+            let (n, l) = ((h / p) * (w / p), self.model.ae.config.latent_tokens);
+            if r.align == maetok_tokenizer::RepaAlign::Repeat && !n.is_multiple_of(l) {
+                return Err(TrainError::Repa(format!(
+                    "repa_align 'repeat' needs the teacher's {n} tokens to be a multiple of the {l} latent tokens"
+                )));
+            }
+        }
         let t = self.step + 1;
         let seed = step_seed(self.config.seed, self.step);
         <B as Backend>::seed(&self.device, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let grid = self.model.ae.config.enc_grid();
         let mask = self.mask_range().map(|(lo, hi)| TokenMask::draw(b, grid * grid, lo, hi, &mut rng)).transpose()?;
-        let wanted = [self.model.hog.is_some(), self.model.dino.is_some(), self.model.clip.is_some()];
+        let repa = self.model.projection.is_some();
+        let wanted = [self.model.hog.is_some(), self.model.dino.is_some() || repa, self.model.clip.is_some()];
         let targets = lift(nets.teachers.targets_for(images.clone().inner(), wanted)?);
 
         let use_disc = self.disc.is_some() && (self.config.disc_before_start || t >= self.config.gan.disc_start);
