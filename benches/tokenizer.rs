@@ -1,5 +1,5 @@
-//! MAETok-B-128 (random weights) encode/decode throughput at 256x256, and the cost of its
-//! building blocks at B-128 shapes (to show where the time goes).
+//! MAETok-B-128 and SoftVQ-L-64 (random weights) encode/decode throughput at 256x256, and the
+//! cost of MAETok's building blocks at B-128 shapes (to show where the time goes).
 //!
 //! `cargo bench --bench tokenizer` (NdArray + OpenBLAS); add `--features wgpu` or
 //! `--features cuda` to also measure those backends. Filter with e.g. `-- encode`.
@@ -17,16 +17,29 @@ fn b128<B: Backend>(device: &B::Device) -> Tokenizer<B> {
     Tokenizer::new(&cfg, &mut rng, device)
 }
 
+/// SoftVQ-L-64 as `configs/softvq-l-64.json` describes it.
+fn softvq_l64<B: Backend>(device: &B::Device) -> Tokenizer<B> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/softvq-l-64.json");
+    let cfg = ModelArgs::from_file(&path).and_then(|a| a.resolve("softvq-l-64.json")).expect("shipped config");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    Tokenizer::new(&cfg, &mut rng, device)
+}
+
 fn sync<B: Backend>(device: &B::Device) {
     let _ = B::sync(device);
 }
 
 fn bench_model<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
     B::seed(&device, 0);
-    let model = b128::<B>(&device);
-    let mut group = c.benchmark_group(format!("maetok_b128_{backend}"));
+    bench_tokenizer(c, &format!("maetok_b128_{backend}"), b128::<B>(&device), &[1, 4], &device);
+    bench_tokenizer(c, &format!("softvq_l64_{backend}"), softvq_l64::<B>(&device), &[1], &device);
+}
+
+fn bench_tokenizer<B: Backend>(c: &mut Criterion, name: &str, model: Tokenizer<B>, batches: &[usize], device: &B::Device) {
+    let device = device.clone();
+    let mut group = c.benchmark_group(name);
     group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(3));
-    for batch in [1usize, 4] {
+    for &batch in batches {
         let x = Tensor::<B, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &device);
         let z = model.encode(x.clone()).unwrap();
         sync::<B>(&device);

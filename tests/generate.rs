@@ -84,3 +84,51 @@ fn generates_images_and_refuses_bad_requests() {
     let err = generate(GenerateArgs { tokenizer: PathBuf::from("/nonexistent/tok"), ..args.clone() }, "ndarray").unwrap_err().to_string();
     assert!(err.contains("/nonexistent/tok"), "{err}");
 }
+
+/// SiT sampling on SoftVQ-VAE latents: a SiT for the SoftVQ fixture's `[8, 8]` latents and the
+/// SoftVQ folder give the images that the library's `sample_latents` + `decode_latents` give.
+#[test]
+fn samples_on_softvq_latents_match_the_library() {
+    type B = burn::backend::NdArray<f32>;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixtures().join("tokenizer-softvq-tiny");
+    let tok_dir = tmp.path().join("softvq");
+    std::fs::create_dir_all(&tok_dir).unwrap();
+    let targs = maetok::tokenizer::testing::fixture_args(&src).unwrap();
+    std::fs::write(tok_dir.join("config.json"), targs.to_json()).unwrap();
+    std::fs::copy(src.join("model.safetensors"), tok_dir.join("model.safetensors")).unwrap();
+    let mut cfg = maetok::generator::LatentTransformerConfig::from_file(fixtures().join("sit-tiny/config.json")).unwrap();
+    (cfg.input_size, cfg.in_channels) = (targs.num_latent_tokens, targs.codebook_embed_dim);
+    let sit_dir = tmp.path().join("sit");
+    let device = Default::default();
+    <B as burn::tensor::backend::Backend>::seed(&device, 4);
+    let mut m = cfg.init::<B>(&device);
+    maetok::sit::save_sit(&mut m, &cfg, &sit_dir).unwrap();
+
+    let sampler = Sampler::Ode { steps: 3, heun: false };
+    let guidance = Guidance { scale: 1.5, low: 0.0, high: 1.0 };
+    let args = GenerateArgs {
+        generator: sit_dir.clone(),
+        tokenizer: tok_dir.clone(),
+        out: tmp.path().join("samples"),
+        classes: Classes::List { classes: vec![5, 7], per_class: 1 },
+        sampler,
+        guidance,
+        batch_size: 2,
+        seed: 3,
+        latent_stats: None,
+        progress: false,
+    };
+    assert_eq!(generate(args.clone(), "ndarray").unwrap().images, 2);
+
+    let (sit, _, _) = maetok::sit::load_sit::<B>(&sit_dir, &device).unwrap();
+    let (tok, _) = maetok::tokenizer::load_pretrained::<B>(&tok_dir, &device).unwrap();
+    assert!(tok.quantizer.is_some());
+    let latent = [targs.num_latent_tokens, targs.codebook_embed_dim];
+    let z = maetok::generate::sample_latents(&sit, latent, &[5, 7], 0, sampler, guidance, 3, &device).unwrap();
+    let imgs = maetok::generate::decode_latents(&tok, &z, 2, (0.0, 1.0), &device).unwrap();
+    for (i, img) in imgs.iter().enumerate() {
+        let saved = image::open(args.out.join(format!("{i:06}.png"))).unwrap().to_rgb8();
+        assert_eq!(saved.as_raw(), img.as_raw(), "image {i}");
+    }
+}

@@ -32,7 +32,7 @@ pub enum DitError {
 /// Loads a DiT folder (`config.json` + `model.safetensors`), strictly. A config without
 /// `learn_sigma` gets the DiT default (true).
 pub fn load_dit<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<(Dit<B>, LatentTransformerConfig, LoadReport), DitError> {
-    let dir = dir.as_ref();
+    let dir = &maetok_generator::folder::resolve_folder(dir.as_ref())?;
     let cfg = read_config(dir, |c| {
         c.learn_sigma.get_or_insert(true);
     })?;

@@ -15,11 +15,22 @@ pub enum FolderError {
     #[error("model folder {0} does not exist or is not a folder")]
     NotAFolder(PathBuf),
     #[error(transparent)]
+    Hub(#[from] maetok_nn::hub::HubError),
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+}
+
+/// The folder `spec` names: itself, or for a Hugging Face id (`owner/name`) that is not a local
+/// path, its snapshot in the Hugging Face cache (fetched if missing; [`maetok_nn::hub`]).
+pub fn resolve_folder(spec: &Path) -> Result<PathBuf, FolderError> {
+    if !spec.exists() && maetok_nn::hub::is_model_id(&spec.to_string_lossy()) {
+        return Ok(maetok_nn::hub::resolve_model_dir(spec)?);
+    }
+    Ok(spec.to_path_buf())
 }
 
 /// Reads `dir/config.json`; `adjust` may fill in a family's defaults before validation.

@@ -222,3 +222,92 @@ pub fn assert_walk_covers_module<B: Backend, M: crate::io::VisitParams<B> + burn
         model.num_params()
     );
 }
+
+/// A minimal Hugging Face hub on `127.0.0.1` for tests: serves `files` of model `id` at
+/// `/{id}/resolve/main/{file}` with the headers `hf-hub` reads (`x-repo-commit`, `etag`,
+/// `Content-Range` for ranged requests); 404 for anything else. Stops when dropped.
+pub struct HubServer {
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+    /// Requests served so far.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HubServer {
+    /// Serves `files` (name → bytes) as model `id`.
+    pub fn start(id: &str, files: HashMap<String, Vec<u8>>) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop2, requests2, prefix) = (stop.clone(), requests.clone(), format!("/{id}/resolve/main/"));
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                stream.set_nonblocking(false).ok();
+                let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut range = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("range") {
+                            range = v.trim().strip_prefix("bytes=").map(str::to_string);
+                        }
+                    }
+                }
+                requests2.fetch_add(1, Ordering::SeqCst);
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut out = stream;
+                let Some(body) = path.strip_prefix(&prefix).and_then(|f| files.get(f)) else {
+                    let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                };
+                let len = body.len();
+                let (status, part, content_range) = match range.as_deref().and_then(|r| r.split_once('-')) {
+                    Some((a, b)) => {
+                        let start: usize = a.parse().unwrap_or(0).min(len);
+                        let end: usize = b.parse().map(|e: usize| e + 1).unwrap_or(len).min(len);
+                        ("206 Partial Content", &body[start..end], Some(format!("bytes {start}-{}/{len}", end.max(1) - 1)))
+                    }
+                    None => ("200 OK", &body[..], None),
+                };
+                let mut head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nx-repo-commit: {}\r\netag: \"{:016x}{len}\"\r\nConnection: close\r\n",
+                    part.len(),
+                    "0123456789abcdef0123456789abcdef01234567",
+                    body.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64))
+                );
+                if let Some(cr) = content_range {
+                    head.push_str(&format!("Content-Range: {cr}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(part));
+            }
+        });
+        Self { endpoint, requests, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for HubServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -30,9 +30,10 @@ pub enum SitError {
     Folder(#[from] FolderError),
 }
 
-/// Loads a SiT folder (`config.json` + `model.safetensors`), strictly.
+/// Loads a SiT folder (`config.json` + `model.safetensors`), strictly; `dir` may also be a
+/// Hugging Face id, read through the Hugging Face cache.
 pub fn load_sit<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<(Sit<B>, LatentTransformerConfig, LoadReport), SitError> {
-    let dir = dir.as_ref();
+    let dir = &maetok_generator::folder::resolve_folder(dir.as_ref())?;
     let cfg = read_config(dir, |_| {})?;
     if cfg.learns_sigma() {
         return Err(SitError::LearnedVariance(dir.to_path_buf()));

@@ -43,6 +43,8 @@ pub enum PretrainedError {
     #[error("model folder {0} does not exist or is not a folder")]
     NotAFolder(PathBuf),
     #[error(transparent)]
+    Hub(#[from] maetok_nn::hub::HubError),
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -54,9 +56,14 @@ pub enum PretrainedError {
 pub const SOFTVQ_KEY: &str = "quantize.embedding";
 
 /// Loads a model folder (`config.json` + `model.safetensors`): a MAETok `AEModel` (or a
-/// `MaskAEModel` checkpoint, whose training extras are listed as ignored) or a SoftVQ-VAE.
+/// `MaskAEModel` checkpoint, whose training extras are listed as ignored) or a SoftVQ-VAE. `dir`
+/// may also be a Hugging Face id (`MAETok/maetok-b-128`), fetched into and read from the
+/// standard Hugging Face cache ([`maetok_nn::hub`]).
 pub fn load_pretrained<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<(Tokenizer<B>, LoadReport), PretrainedError> {
     let dir = dir.as_ref();
+    if !dir.exists() && maetok_nn::hub::is_model_id(&dir.to_string_lossy()) {
+        return load_pretrained(maetok_nn::hub::resolve_model_dir(dir)?, device);
+    }
     if !dir.is_dir() {
         return Err(PretrainedError::NotAFolder(dir.to_path_buf()));
     }
