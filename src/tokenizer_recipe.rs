@@ -207,11 +207,7 @@ impl TokenizerRecipe {
                 "disc_cr_loss_weight" => gan.cr_weight = num(v, key, o)?,
                 "lecam_loss_weight" => gan.lecam_weight = num(v, key, o)?,
                 "use_diff_aug" => use_diff_aug = boolean(v, key, o)?,
-                "disc_adaptive_weight" => {
-                    if !boolean(v, key, o)? {
-                        bail!("{origin}: disc_adaptive_weight false is not supported (the recipe's adaptive weight λ is)");
-                    }
-                }
+                "disc_adaptive_weight" => gan.adaptive = boolean(v, key, o)?,
                 "disc_type" | "disc_loss" | "gen_loss" => {
                     let s = string(v, key, o)?;
                     let want = if key == "disc_type" { "dino" } else { "hinge" };
@@ -306,9 +302,11 @@ mod tests {
     fn reads_a_softvq_recipe() {
         let y = "vq_model: SoftVQ\nnum_codebooks: 4\ncodebook_size: 8192\ntau: 0.07\nentropy_loss_ratio: 0.01\nrepa: True\n\
                  repa_align: repeat\nrepa_proj_dim: 1024\nuse_rope: False\nuse_ape: True\ndecoder_cls_token: True\n\
-                 num_latent_tokens: 64\ndecoder_model: vit_large_patch14_dinov2.lvd142m\nencoder_model: vit_large_patch14_dinov2.lvd142m\n";
+                 num_latent_tokens: 64\ndecoder_model: vit_large_patch14_dinov2.lvd142m\nencoder_model: vit_large_patch14_dinov2.lvd142m\n\
+                 disc_weight: 0.2\ndisc_start: 20000\ndisc_adaptive_weight: False\n";
         let r = TokenizerRecipe::from_yaml(y, "s.yaml").unwrap();
         assert_eq!(r.model.quantizer.as_deref(), Some("softvq"));
+        assert_eq!((r.train.gan.disc_weight, r.train.gan.disc_start, r.train.gan.adaptive), (0.2, 20000, false));
         let aux = r.model.resolve_aux("s.yaml").unwrap();
         assert!(aux.is_empty(), "SoftVQModel has no auxiliary decoders, whatever aux_*_dec say");
         let s = aux.softvq.unwrap();

@@ -10,6 +10,8 @@ use crate::config::{DecoderKind, TokenizerConfig};
 use crate::decoder::{Decoder, DecoderIntermediates};
 use crate::plain_decoder::{PlainDecoder, PlainDecoderIntermediates};
 
+// One decoder per model: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum PixelDecoder<B: Backend> {
     Movq(Decoder<B>),

@@ -73,6 +73,13 @@ pub struct GanWeights {
     pub perceptual_weight: f64,
     /// Upper clamp of the adaptive weight λ.
     pub max_adaptive_weight: f64,
+    /// `disc_adaptive_weight`: λ from the gradient norms (MAETok's recipe); off, λ = 1.
+    #[serde(default = "adaptive_default")]
+    pub adaptive: bool,
+}
+
+fn adaptive_default() -> bool {
+    true
 }
 
 impl Default for GanWeights {
@@ -85,6 +92,7 @@ impl Default for GanWeights {
             perceptual_warmup: 10_000,
             perceptual_weight: 1.0,
             max_adaptive_weight: 1e4,
+            adaptive: true,
         }
     }
 }
@@ -106,8 +114,11 @@ impl GanWeights {
     }
 
     /// The adaptive GAN weight `λ = clamp(‖∇_W nll‖ / (‖∇_W g‖ + 1e-4), 0, max)` from the two
-    /// gradient norms on the decoder's last layer.
+    /// gradient norms on the decoder's last layer; 1 when `adaptive` is off.
     pub fn adaptive_weight(&self, nll_grad_norm: f64, g_grad_norm: f64) -> f64 {
+        if !self.adaptive {
+            return 1.0;
+        }
         (nll_grad_norm / (g_grad_norm + 1e-4)).clamp(0.0, self.max_adaptive_weight)
     }
 }
@@ -195,6 +206,8 @@ mod tests {
         assert!((w.adaptive_weight(0.5, 0.0) - 5000.0).abs() < 1e-6);
         assert!((w.adaptive_weight(3.0, 1.0) - 3.0 / 1.0001).abs() < 1e-12);
         assert_eq!(w.adaptive_weight(1e9, 0.0), 1e4);
+        let fixed = GanWeights { adaptive: false, ..w.clone() };
+        assert_eq!(fixed.adaptive_weight(0.5, 0.0), 1.0);
         // Before disc_start the loss is exactly 0 but the LeCam anchors still move.
         let mut l = LeCam::default();
         let out = discriminator_loss(&w, 10, &mut l, t(&[0.3]), t(&[-0.2]), Some((t(&[0.0]), t(&[0.0]))));
