@@ -103,7 +103,9 @@ fn cache_round_trip_with_a_corrupt_image_resume_and_npz_export() {
     assert!(err.contains("tokenizer") && err.contains("manifest.json"), "{err}");
 }
 
-/// A SoftVQ-VAE caches its quantised latents `z_q` (what its `encode` gives) like MAETok's.
+/// A SoftVQ-VAE caches its quantised latents `z_q` (what its `encode` gives) like MAETok's, and
+/// the chain goes on: a SiT trains on that cache (the tokenizer's latent normalisation) and
+/// samples decode to images through the SoftVQ folder, with the ADM batch for evaluation.
 #[test]
 fn softvq_tokenizer_caches_its_quantised_latents() {
     let dir = fixtures().join("tokenizer-softvq-tiny");
@@ -131,4 +133,48 @@ fn softvq_tokenizer_caches_its_quantised_latents() {
         let r = cache.get(i);
         assert!(err(&r.zq, &zq) < 1e-5 && err(&r.zq_flip, &zf) < 1e-5, "record {i} latents differ");
     }
+
+    // Train a tiny SiT on the cache for a few steps and sample through the SoftVQ folder.
+    type A = burn::backend::Autodiff<B>;
+    let latent = cache.latent_shape();
+    let mut sit = maetok::sit::preset("SiT-S", latent[0], latent[1]).unwrap();
+    (sit.depth, sit.hidden_size, sit.decoder_hidden_size, sit.num_heads, sit.num_classes) = (1, 32, Some(32), 2, 2);
+    let cfg = maetok::train::GeneratorTrainConfig {
+        batch_size: 2,
+        lr: 1e-3,
+        latent_mean: model.config.vq_mean,
+        latent_std: model.config.vq_std,
+        ..Default::default()
+    };
+    let device = Default::default();
+    let mut t = maetok::train::GeneratorTrainer::<A>::new(sit, cfg, &device).unwrap();
+    for _ in 0..3 {
+        assert!(t.step(&cache).unwrap().is_finite());
+    }
+    let run = tmp.path().join("sit");
+    let ck = t.save_checkpoint(&run).unwrap();
+    let tok_dir = tmp.path().join("softvq");
+    std::fs::create_dir_all(&tok_dir).unwrap();
+    std::fs::write(tok_dir.join("config.json"), args.to_json()).unwrap();
+    std::fs::copy(dir.join("model.safetensors"), tok_dir.join("model.safetensors")).unwrap();
+    let out = tmp.path().join("samples");
+    let g = maetok::generate::generate(
+        maetok::generate::GenerateArgs {
+            generator: ck.join("ema"),
+            tokenizer: tok_dir,
+            out: out.clone(),
+            classes: maetok::generate::Classes::List { classes: vec![0, 1], per_class: 1 },
+            sampler: maetok::sampler::Sampler::Ode { steps: 2, heun: false },
+            guidance: maetok::sampler::Guidance { scale: 1.0, low: 0.0, high: 1.0 },
+            batch_size: 2,
+            seed: 0,
+            latent_stats: None,
+            progress: false,
+        },
+        "ndarray",
+    )
+    .unwrap();
+    assert_eq!(g.images, 2);
+    let npz = maetok::eval::npz::SampleStream::open(out.join("samples.npz")).unwrap();
+    assert_eq!((npz.len(), npz.image_shape()), (2, [model.config.image_size, model.config.image_size, 3]));
 }
