@@ -216,6 +216,14 @@ impl TokenizerRecipe {
                     }
                 }
                 "ema" => ema = boolean(v, key, o)?,
+                // Our extension: the reference hard-codes 0.9999, far too slow for a short run.
+                "ema_decay" => {
+                    let d = num(v, key, o)?;
+                    if !(0.0..1.0).contains(&d) {
+                        bail!("{origin}: ema_decay {d} must lie in [0, 1)");
+                    }
+                    t.ema_decay = d;
+                }
                 "optim" => {
                     let s = string(v, key, o)?;
                     match s.as_str() {
@@ -307,6 +315,9 @@ mod tests {
         let r = TokenizerRecipe::from_yaml(y, "s.yaml").unwrap();
         assert_eq!(r.model.quantizer.as_deref(), Some("softvq"));
         assert_eq!((r.train.gan.disc_weight, r.train.gan.disc_start, r.train.gan.adaptive), (0.2, 20000, false));
+        let r = TokenizerRecipe::from_yaml(&format!("{y}ema_decay: 0.99\n"), "s.yaml").unwrap();
+        assert_eq!(r.train.ema_decay, 0.99);
+        assert!(TokenizerRecipe::from_yaml("ema_decay: 1.5\n", "s.yaml").unwrap_err().to_string().contains("ema_decay"));
         let aux = r.model.resolve_aux("s.yaml").unwrap();
         assert!(aux.is_empty(), "SoftVQModel has no auxiliary decoders, whatever aux_*_dec say");
         let s = aux.softvq.unwrap();
