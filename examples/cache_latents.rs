@@ -15,7 +15,7 @@ use maetok::train::data::Layout;
 
 #[derive(Parser)]
 struct Cli {
-    /// Hugging Face tokenizer folder (config.json + model.safetensors).
+    /// Tokenizer (MAETok or SoftVQ-VAE): a Hugging Face folder (config.json + model.safetensors) or id.
     #[arg(long)]
     model: PathBuf,
     /// Dataset root (see --layout).

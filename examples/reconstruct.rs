@@ -9,7 +9,7 @@ use maetok::reconstruct::{describe, run, ReconstructArgs};
 /// Encode and decode images; write reconstructions, a grid and PSNR/SSIM.
 #[derive(Parser)]
 struct Cli {
-    /// Hugging Face model folder (config.json + model.safetensors).
+    /// Tokenizer (MAETok or SoftVQ-VAE): a Hugging Face model folder (config.json + model.safetensors) or id (MAETok/maetok-b-128).
     #[arg(long)]
     model: PathBuf,
     /// Output folder.

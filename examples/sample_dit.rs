@@ -25,9 +25,10 @@ enum CliSchedule {
 
 #[derive(Parser)]
 struct Cli {
-    /// DiT model folder (config.json + model.safetensors).
+    /// DiT model folder (config.json + model.safetensors) or Hugging Face id.
     #[arg(long)]
     dit: PathBuf,
+    /// Tokenizer folder or Hugging Face id (MAETok or SoftVQ-VAE).
     #[arg(long)]
     tokenizer: PathBuf,
     #[arg(long)]

@@ -26,10 +26,10 @@ enum CliPath {
 
 #[derive(Parser)]
 struct Cli {
-    /// SiT model folder (config.json + model.safetensors).
+    /// SiT model folder (config.json + model.safetensors) or Hugging Face id.
     #[arg(long)]
     sit: PathBuf,
-    /// MAETok tokenizer folder.
+    /// Tokenizer folder or Hugging Face id (MAETok or SoftVQ-VAE).
     #[arg(long)]
     tokenizer: PathBuf,
     #[arg(long)]

@@ -8,13 +8,13 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{activation::silu, backend::Backend, Distribution, Tensor};
+use burn::tensor::{activation::silu, backend::Backend, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
 use maetok_nn::{MovqBlock, MovqBlockConfig, MovqNorm, MovqNormConfig, PatchEmbed, PatchEmbedConfig, Rope, RopeFull, RopeTable};
 use rand::Rng;
 
 use crate::config::{RopeKind, TokenizerConfig, VitDims};
-use crate::encoder::build_rope;
+use crate::encoder::{build_rope, normal};
 
 #[derive(Module, Debug)]
 pub struct Decoder<B: Backend> {
@@ -35,10 +35,6 @@ pub struct Decoder<B: Backend> {
     pub head: Option<Linear<B>>,
     pub rope: Rope<B>,
     pub grid: usize,
-}
-
-fn normal<B: Backend>(shape: [usize; 3], std: f64, device: &B::Device) -> Param<Tensor<B, 3>> {
-    Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, std), device))
 }
 
 impl<B: Backend> Decoder<B> {

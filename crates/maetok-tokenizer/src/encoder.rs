@@ -32,7 +32,8 @@ pub struct Encoder<B: Backend> {
     pub grid: usize,
 }
 
-fn normal<B: Backend>(shape: [usize; 3], std: f64, device: &B::Device) -> Param<Tensor<B, 3>> {
+/// A `[1, ·, D]` token / position parameter drawn from N(0, std²).
+pub(crate) fn normal<B: Backend>(shape: [usize; 3], std: f64, device: &B::Device) -> Param<Tensor<B, 3>> {
     Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, std), device))
 }
 

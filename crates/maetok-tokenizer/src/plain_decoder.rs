@@ -7,11 +7,12 @@
 //! `[B, 1+N+T, D]`; the output is rows `1..1+N` after the norm.
 
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, Distribution, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
 use maetok_nn::{Block, BlockConfig, LayerNorm, LayerNormConfig, PatchEmbed, PatchEmbedConfig};
 
 use crate::config::TokenizerConfig;
+use crate::encoder::normal;
 
 #[derive(Module, Debug)]
 pub struct PlainDecoder<B: Backend> {
@@ -29,10 +30,6 @@ pub struct PlainDecoder<B: Backend> {
     pub norm: LayerNorm<B>,
     pub ape: bool,
     pub grid: usize,
-}
-
-fn normal<B: Backend>(shape: [usize; 3], std: f64, device: &B::Device) -> Param<Tensor<B, 3>> {
-    Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, std), device))
 }
 
 impl<B: Backend> PlainDecoder<B> {

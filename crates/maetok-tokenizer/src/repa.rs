@@ -19,6 +19,7 @@ use maetok_nn::io::{join, ParamVisitor, VisitParams};
 use maetok_nn::ops::linear3;
 
 pub use crate::config::RepaAlign;
+use crate::soft_vq::l2_normalize;
 
 /// The projection MLP `projection.{0,2,4}`: `Linear(C → P) · SiLU · Linear(P → P) · SiLU ·
 /// Linear(P → D_t)`.
@@ -53,12 +54,6 @@ impl<B: Backend> VisitParams<B> for RepaProjection<B> {
         v.linear(&join(prefix, "2"), &mut self.fc2);
         v.linear(&join(prefix, "4"), &mut self.fc4);
     }
-}
-
-/// `x / max(‖x‖₂, 1e-12)` along the last dim.
-fn normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let n = x.clone().powi_scalar(2).sum_dim(D - 1).sqrt().clamp_min(1e-12);
-    x / n
 }
 
 /// `adaptive_avg_pool1d` over the token axis: `[B, N, D]` → `[B, L, D]` (window `i` spans
@@ -99,5 +94,5 @@ pub fn repa_loss<B: Backend>(teacher: Tensor<B, 3>, projected: Tensor<B, 3>, ali
             (teacher, projected.unsqueeze_dim::<4>(2).expand([b, l, n / l, d]).reshape([b, n, d]))
         }
     };
-    Ok((normalize(z) * normalize(z_hat)).sum_dim(2).mean().neg())
+    Ok((l2_normalize(z) * l2_normalize(z_hat)).sum_dim(2).mean().neg())
 }

@@ -36,7 +36,7 @@ pub struct SoftVqOutput<B: Backend> {
 }
 
 /// `x / max(‖x‖₂, 1e-12)` along the last dim (PyTorch's `F.normalize`).
-fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+pub(crate) fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let norm = x.clone().powi_scalar(2).sum_dim(D - 1).sqrt().clamp_min(1e-12);
     x / norm
 }

@@ -66,3 +66,18 @@ pub fn recorded_mask(orders: &(Vec<usize>, Vec<f32>), ratio: f64) -> Result<crat
     let rows: Vec<Vec<usize>> = orders.1.chunks(n).map(|r| r.iter().map(|&v| v as usize).collect()).collect();
     crate::TokenMask::from_orders(&rows, n, ratio)
 }
+
+/// A published state-dict key list (`fixtures/*.keys.txt`: `name (shape) dtype` lines, `#`
+/// comments) as key → shape.
+pub fn read_key_list(path: &Path) -> std::collections::BTreeMap<String, Vec<usize>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            let key = it.next().unwrap_or_default().to_string();
+            let shape = it.next().unwrap_or_default().trim_matches(|c| c == '(' || c == ')');
+            (key, shape.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().expect("a dimension")).collect())
+        })
+        .collect()
+}

@@ -22,18 +22,7 @@ fn b128_args() -> ModelArgs {
 
 #[test]
 fn maetok_b128_state_dict_matches_published_key_list() {
-    let text = std::fs::read_to_string(fixtures_dir().join("maetok-b-128.keys.txt")).unwrap();
-    let expected: BTreeMap<String, Vec<usize>> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let mut it = l.split_whitespace();
-            let key = it.next().unwrap().to_string();
-            let shape = it.next().unwrap().trim_matches(|c| c == '(' || c == ')');
-            let shape = shape.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
-            (key, shape)
-        })
-        .collect();
+    let expected = maetok_tokenizer::testing::read_key_list(&fixtures_dir().join("maetok-b-128.keys.txt"));
     let cfg = b128_args().resolve("default").unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut model = Tokenizer::<B>::new(&cfg, &mut rng, &Default::default());

@@ -18,17 +18,8 @@ fn training_only(key: &str) -> bool {
 #[test]
 fn softvq_l_64_state_dict_matches_published_key_list() {
     let text = std::fs::read_to_string(fixtures_dir().join("softvq-l-64.keys.txt")).unwrap();
-    let expected: BTreeMap<String, Vec<usize>> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let mut it = l.split_whitespace();
-            let key = it.next().unwrap().to_string();
-            let shape = it.next().unwrap().trim_matches(|c| c == '(' || c == ')');
-            (key, shape.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect())
-        })
-        .filter(|(k, _): &(String, Vec<usize>)| !training_only(k))
-        .collect();
+    let mut expected = maetok_tokenizer::testing::read_key_list(&fixtures_dir().join("softvq-l-64.keys.txt"));
+    expected.retain(|k, _| !training_only(k));
     // The header states the inference parameter count ("inference_numel(...)=N").
     let numel: usize = text
         .lines()
