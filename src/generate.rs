@@ -177,7 +177,7 @@ impl crate::backend::Task for GenerateTask {
             for (j, img) in imgs.into_iter().enumerate() {
                 let idx = b * a.batch_size.max(1) + j;
                 let p = a.out.join(format!("{idx:06}.png"));
-                img.save(&p).with_context(|| format!("cannot write {}", p.display()))?;
+                maetok_train::viz::save_png(&img, &p).with_context(|| format!("cannot write {}", p.display()))?;
                 all.slice_mut(maetok_eval::ndarray::s![idx, .., .., ..]).as_slice_mut().expect("contiguous").copy_from_slice(img.as_raw());
                 if preview.len() < 64 {
                     preview.push(img);
@@ -187,7 +187,7 @@ impl crate::backend::Task for GenerateTask {
         }
         pb.finish_and_clear();
         let grid_path = a.out.join("grid.png");
-        grid(&preview, 8).save(&grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
+        maetok_train::viz::save_png(&grid(&preview, 8), &grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
         let npz = a.out.join("samples.npz");
         maetok_eval::npz::write_samples(&npz, &all)?;
         let secs = start.elapsed().as_secs_f64();

@@ -123,6 +123,10 @@ pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     }
     let (n, d) = (h.shape[0], h.shape[1]);
     let data = &bytes[h.data_offset..];
+    let item = if h.descr == "<f8" { 8 } else { 4 };
+    if maetok_nn::limits::checked_numel(&[n, d, item]).is_none_or(|b| b > data.len() as u64) {
+        bail!("{}: truncated: shape {:?} needs more than the {} data bytes it holds", path.display(), h.shape, data.len());
+    }
     let v: Vec<f32> = match h.descr.as_str() {
         "<f4" => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
         "<f8" => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32).collect(),

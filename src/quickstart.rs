@@ -218,11 +218,11 @@ pub fn run_on<B: AutodiffBackend>(args: &QuickstartArgs, device: &B::Device, bac
         tiles.extend(row[..8].iter().map(|i| enlarge(i, 128)));
     }
     let grid_path = args.out.join("reconstructions.png");
-    grid(&tiles, 8).save(&grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
+    maetok_train::viz::save_png(&grid(&tiles, 8), &grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
     let samples = args.out.join("samples");
     std::fs::create_dir_all(&samples)?;
     for (i, img) in eval_imgs[..8].iter().enumerate() {
-        img.save(samples.join(format!("shape_{i:02}.png")))?;
+        maetok_train::viz::save_png(&img, &samples.join(format!("shape_{i:02}.png")))?;
     }
 
     let report = QuickstartReport {

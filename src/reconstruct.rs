@@ -136,7 +136,7 @@ pub fn run_on<B: Backend>(args: &ReconstructArgs, device: &B::Device, backend_na
         for (j, (inp, rec)) in chunk.iter().zip(recon).enumerate() {
             let i = chunk_idx * bs + j;
             let out_path = args.out.join(&names[i]);
-            rec.save(&out_path).with_context(|| format!("cannot write {}", out_path.display()))?;
+            maetok_train::viz::save_png(&rec, &out_path).with_context(|| format!("cannot write {}", out_path.display()))?;
             let (a, b) = (to_unit_hwc(&rec), to_unit_hwc(inp));
             metrics.push(ImageMetrics {
                 input: files[i].display().to_string(),
@@ -152,7 +152,7 @@ pub fn run_on<B: Backend>(args: &ReconstructArgs, device: &B::Device, backend_na
     }
     bar.finish_and_clear();
     let grid_path = args.out.join("grid.png");
-    grid(&pairs, 8).save(&grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
+    maetok_train::viz::save_png(&grid(&pairs, 8), &grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
     if let Some(path) = &args.latents_out {
         let mut ex = Exporter::new();
         ex.insert("latents", vec![files.len(), t, c], latents);

@@ -131,7 +131,7 @@ pub fn run_on<B: Backend>(args: &TeacherFeaturesArgs, device: &B::Device, backen
     let (pictures, explained) = pca_pictures(&features, n, tokens, dim, size);
     let pairs: Vec<RgbImage> = inputs.into_iter().zip(pictures).flat_map(|(a, b)| [a, b]).collect();
     let grid_path = args.out.join("pca.png");
-    grid(&pairs, 8).save(&grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
+    maetok_train::viz::save_png(&grid(&pairs, 8), &grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
     let summary = TeacherFeaturesSummary {
         backend: backend_name.to_string(),
         checkpoint: args.checkpoint.display().to_string(),

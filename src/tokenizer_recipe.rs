@@ -257,9 +257,8 @@ impl TokenizerRecipe {
         if !ema {
             t.ema_decay = 0.0;
         }
-        if r.global_batch_size == 0 {
-            bail!("{origin}: global_batch_size must be positive");
-        }
+        maetok_nn::limits::check_positive_at_most("global_batch_size", r.global_batch_size, maetok_nn::limits::MAX_BATCH)
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         m.resolve(origin)?;
         m.resolve_aux(origin)?;
         t.gan = gan;
@@ -278,7 +277,10 @@ impl TokenizerRecipe {
         }
         let mut t = self.train.clone();
         t.schedule = CosineWarmup::reference(scaled_lr(self.lr, self.global_batch_size), per_epoch, self.epochs, self.warmup_epochs);
-        Ok((t, per_epoch * self.epochs))
+        let steps = per_epoch
+            .checked_mul(self.epochs)
+            .with_context(|| format!("{}: {} epochs of {per_epoch} steps overflow the step counter", self.origin, self.epochs))?;
+        Ok((t, steps))
     }
 }
 

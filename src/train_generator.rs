@@ -147,7 +147,7 @@ fn run_training<B: AutodiffBackend>(mut a: TrainGeneratorArgs, device: &B::Devic
                 let z = crate::generate::sample_latents(&t.ema, t.ema.latent_shape(), &labels, 0, sampler, guidance, 0, &device)?;
                 let imgs = crate::generate::decode_latents(tok, &z, 8, (t.config.latent_mean, t.config.latent_std), &device)?;
                 let p = a.out.join(format!("samples/step-{:07}.png", t.step));
-                grid(&imgs, 8).save(&p).with_context(|| format!("cannot write {}", p.display()))?;
+                maetok_train::viz::save_png(&grid(&imgs, 8), &p).with_context(|| format!("cannot write {}", p.display()))?;
             }
         }
         pb.finish_and_clear();

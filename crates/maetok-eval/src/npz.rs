@@ -4,8 +4,9 @@
 use std::fs::File;
 use std::path::Path;
 
+use maetok_nn::limits::{checked_numel, MAX_ARRAY_BYTES};
 use ndarray::Array4;
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray_npy::NpzWriter;
 
 /// Errors reading or writing `.npz` files; messages name the file and key.
 #[derive(Debug, thiserror::Error)]
@@ -16,28 +17,52 @@ pub enum NpzError {
     Format { path: String, msg: String },
 }
 
-/// Reads `arr_0` as uint8 `[N, H, W, C]`.
+/// Reads `arr_0` as uint8 `[N, H, W, C]` (the whole batch in memory; [`SampleStream`] reads
+/// it in parts).
 pub fn read_samples(path: impl AsRef<Path>) -> Result<Array4<u8>, NpzError> {
-    let p = path.as_ref().display().to_string();
-    let file = File::open(path.as_ref()).map_err(|source| NpzError::Io { path: p.clone(), source })?;
-    let mut npz = NpzReader::new(file).map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
-    npz.by_name("arr_0")
-        .or_else(|_| npz.by_name("arr_0.npy"))
-        .map_err(|e| NpzError::Format { path: p.clone(), msg: format!("no uint8 4-D array 'arr_0' ({e})") })
+    let mut stream = SampleStream::open(path)?;
+    let n = stream.len();
+    stream.read(0, n)
+}
+
+/// Checks a zip member's declared size against [`MAX_ARRAY_BYTES`] and reads it, never past
+/// that size (a member that inflates further is a zip bomb, refused).
+fn read_member(member: &mut impl std::io::Read, declared: u64, what: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    if declared > MAX_ARRAY_BYTES {
+        return Err(format!("{what} declares {declared} bytes, more than the limit {MAX_ARRAY_BYTES}"));
+    }
+    let mut bytes = Vec::with_capacity(declared as usize);
+    member.take(declared + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read {what}: {e}"))?;
+    if bytes.len() as u64 > declared {
+        return Err(format!("{what} inflates past the size its zip entry declares (a zip bomb?)"));
+    }
+    if (bytes.len() as u64) < declared {
+        return Err(format!("{what} is shorter than its zip entry declares"));
+    }
+    Ok(bytes)
 }
 
 /// Writes `samples` (uint8 `[N, H, W, C]`) as `arr_0`, uncompressed like `np.savez`, through a
 /// temporary file and a rename.
 pub fn write_samples(path: impl AsRef<Path>, samples: &Array4<u8>) -> Result<(), NpzError> {
-    let path = path.as_ref();
+    write_npz(path.as_ref(), |npz| npz.add_array("arr_0", samples))
+}
+
+/// Writes an `.npz` through [`maetok_nn::io::write_atomic_with`]; `add` adds the arrays.
+fn write_npz(path: &Path, add: impl FnOnce(&mut NpzWriter<&mut File>) -> Result<(), ndarray_npy::WriteNpzError>) -> Result<(), NpzError> {
     let p = path.display().to_string();
-    let io = |source| NpzError::Io { path: p.clone(), source };
-    let tmp = path.with_extension("npz.tmp");
-    let file = File::create(&tmp).map_err(io)?;
-    let mut npz = NpzWriter::new(file);
-    npz.add_array("arr_0", samples).map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
-    npz.finish().map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
-    std::fs::rename(&tmp, path).map_err(io)
+    let fail = |e: std::io::Error| match e.get_ref().map(|inner| inner.is::<ndarray_npy::WriteNpzError>()) {
+        Some(true) => NpzError::Format { path: p.clone(), msg: e.to_string() },
+        _ => NpzError::Io { path: p.clone(), source: e },
+    };
+    maetok_nn::io::write_atomic_with(path, |file: &mut File| -> std::io::Result<()> {
+        let mut npz = NpzWriter::new(file);
+        add(&mut npz).map_err(std::io::Error::other)?;
+        npz.finish().map_err(std::io::Error::other)?;
+        Ok(())
+    })
+    .map_err(fail)
 }
 
 /// A parsed `.npy` header.
@@ -131,17 +156,26 @@ impl SampleStream {
             )));
         }
         let shape = [h.shape[0], h.shape[1], h.shape[2], h.shape[3]];
-        let expected = h.data_offset as u64 + shape.iter().product::<usize>() as u64;
+        let data = checked_numel(&shape)
+            .filter(|&n| n <= MAX_ARRAY_BYTES)
+            .ok_or_else(|| fmt(format!("arr_0 claims shape {shape:?}, more than the limit of {MAX_ARRAY_BYTES} bytes")))?;
+        let expected = h.data_offset as u64 + data;
         if member.size() < expected {
             return Err(fmt(format!("arr_0 is truncated: {} bytes for shape {:?}", member.size(), shape)));
         }
+        let file_len = file.metadata().map_err(|source| NpzError::Io { path: p.clone(), source })?.len();
         let (offset, in_memory) = match (stored, data_start) {
-            (true, Some(start)) => (Some(start + h.data_offset as u64), None),
+            (true, Some(start)) => {
+                if start + expected > file_len {
+                    return Err(fmt(format!("arr_0 claims {expected} bytes from byte {start}, past the end of the {file_len}-byte file")));
+                }
+                (Some(start + h.data_offset as u64), None)
+            }
             _ => {
-                let mut rest = Vec::with_capacity(member.size() as usize);
-                rest.extend_from_slice(&head[h.data_offset.min(head.len())..]);
-                member.read_to_end(&mut rest).map_err(|e| fmt(format!("cannot decompress arr_0: {e}")))?;
-                (None, Some(rest))
+                let declared = member.size();
+                let mut all = head.clone();
+                all.extend(read_member(&mut member, declared - head.len() as u64, "arr_0").map_err(fmt)?);
+                (None, Some(all.split_off(h.data_offset)))
             }
         };
         drop(member);
@@ -183,23 +217,24 @@ impl SampleStream {
 /// Reads the float array `name` (`<f8` or `<f4`) of an `.npz`, or `None` if it is absent
 /// (e.g. the `mu`/`sigma`/`mu_s`/`sigma_s` statistics of an ADM reference batch).
 pub fn read_f64_array(path: impl AsRef<Path>, name: &str) -> Result<Option<ndarray::ArrayD<f64>>, NpzError> {
-    use std::io::Read;
     let p = path.as_ref().display().to_string();
     let fmt = |msg: String| NpzError::Format { path: p.clone(), msg };
     let file = File::open(path.as_ref()).map_err(|source| NpzError::Io { path: p.clone(), source })?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| fmt(format!("not a .npz (zip) archive: {e}")))?;
     let member_name = [format!("{name}.npy"), name.to_string()].into_iter().find(|n| zip.index_for_name(n).is_some());
     let Some(member_name) = member_name else { return Ok(None) };
-    let mut bytes = Vec::new();
-    zip.by_name(&member_name)
-        .and_then(|mut m| m.read_to_end(&mut bytes).map_err(Into::into))
-        .map_err(|e| fmt(format!("cannot read '{name}': {e}")))?;
+    let mut member = zip.by_name(&member_name).map_err(|e| fmt(format!("cannot read '{name}': {e}")))?;
+    let declared = member.size();
+    let bytes = read_member(&mut member, declared, &format!("'{name}'")).map_err(fmt)?;
     let h = parse_npy_header(&bytes).map_err(|m| fmt(format!("'{name}': {m}")))?;
     if h.fortran_order {
         return Err(fmt(format!("'{name}' is stored in Fortran order (expected C order)")));
     }
     let data = &bytes[h.data_offset..];
-    let count: usize = h.shape.iter().product();
+    let count = checked_numel(&h.shape)
+        .filter(|&n| n <= data.len() as u64)
+        .ok_or_else(|| fmt(format!("'{name}' claims shape {:?}, more values than its {} bytes hold", h.shape, data.len())))?
+        as usize;
     let values: Vec<f64> = match h.descr.as_str() {
         "<f8" => data.chunks_exact(8).take(count).map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect(),
         "<f4" => data.chunks_exact(4).take(count).map(|c| f32::from_le_bytes(c.try_into().expect("4")) as f64).collect(),
@@ -213,14 +248,5 @@ pub fn read_f64_array(path: impl AsRef<Path>, name: &str) -> Result<Option<ndarr
 
 /// Writes float64 arrays (e.g. `mu`, `sigma`, `mu_s`, `sigma_s`) to an `.npz` atomically.
 pub fn write_f64_arrays(path: impl AsRef<Path>, arrays: &[(&str, ndarray::ArrayD<f64>)]) -> Result<(), NpzError> {
-    let path = path.as_ref();
-    let p = path.display().to_string();
-    let io = |source| NpzError::Io { path: p.clone(), source };
-    let tmp = path.with_extension("npz.tmp");
-    let mut npz = NpzWriter::new(File::create(&tmp).map_err(io)?);
-    for (name, a) in arrays {
-        npz.add_array(*name, a).map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
-    }
-    npz.finish().map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
-    std::fs::rename(&tmp, path).map_err(io)
+    write_npz(path.as_ref(), |npz| arrays.iter().try_for_each(|(name, a)| npz.add_array(*name, a)))
 }

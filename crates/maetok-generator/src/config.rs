@@ -134,6 +134,23 @@ impl LatentTransformerConfig {
 
     /// The first inconsistency found, described.
     fn first_problem(&self) -> Result<(), String> {
+        use maetok_nn::limits::{self, MAX_DEPTH, MAX_HEADS, MAX_TOKENS, MAX_WIDTH};
+        for (key, value, max) in [
+            ("depth", self.depth, MAX_DEPTH),
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("num_heads", self.num_heads, MAX_HEADS),
+            ("in_channels", self.in_channels, MAX_WIDTH),
+            ("input_size", self.input_size, MAX_TOKENS),
+            ("num_classes", self.num_classes, MAX_TOKENS),
+        ] {
+            limits::check_at_most(key, value, max)?;
+        }
+        if !(self.mlp_ratio <= 64.0) {
+            return Err(format!("mlp_ratio {} exceeds the limit 64", self.mlp_ratio));
+        }
+        let mlp = (self.hidden_size as f64 * self.mlp_ratio) as usize;
+        let (w, l) = (self.hidden_size as u128, (self.input_size + self.num_classes + 1) as u128);
+        limits::check_params("this latent transformer", limits::trunk_params(self.depth, self.hidden_size, mlp) + l * w)?;
         if !self.vae_1d {
             return Err("vae_1d = false (2-D latent grids) is not supported: MAETok latents are token sequences".into());
         }

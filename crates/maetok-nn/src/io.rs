@@ -25,7 +25,7 @@ use safetensors::{Dtype, SafeTensors};
 pub enum CheckpointError {
     #[error("cannot read checkpoint {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a valid safetensors file: {msg}")]
+    #[error("{path} is not a valid checkpoint file: {msg}")]
     Format { path: PathBuf, msg: String },
     #[error("checkpoint {path} does not match the model:\n{details}")]
     Mismatch { path: PathBuf, details: String },
@@ -118,7 +118,8 @@ impl<B: Backend> Loader<B> {
 
     /// Parses safetensors bytes; `path` is only used in messages.
     pub fn from_bytes(bytes: &[u8], path: PathBuf, device: &B::Device) -> Result<Self, CheckpointError> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format { path: path.clone(), msg: e.to_string() })?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| CheckpointError::Format { path: path.clone(), msg: format!("not a readable safetensors file: {e}") })?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             let values = to_f32(&path, &name, view.dtype(), view.data())?;
@@ -138,10 +139,25 @@ impl<B: Backend> Loader<B> {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
+        crate::pickle_guard::check_pytorch_file(&path)
+            .map_err(|msg| CheckpointError::Format { path: path.clone(), msg: format!("refused as a PyTorch checkpoint: {msg}") })?;
+        let file_len = std::fs::metadata(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?.len();
         let reader = burn_store::pytorch::PytorchReader::new(&path)
             .map_err(|e| CheckpointError::Format { path: path.clone(), msg: format!("not a readable PyTorch checkpoint: {e}") })?;
         let mut map = HashMap::new();
         for (name, snap) in reader.into_tensors() {
+            // A tensor's bytes live in the file: a shape claiming more is refused before the
+            // reader allocates it (burn-store fills absent storages with zeros of that shape).
+            let bytes = crate::limits::checked_numel(&snap.shape).and_then(|n| n.checked_mul(snap.dtype.size() as u64));
+            if bytes.is_none_or(|b| b > file_len) {
+                return Err(CheckpointError::Format {
+                    path: path.clone(),
+                    msg: format!(
+                        "tensor '{name}' claims shape {:?} of {:?}, more bytes than the {file_len}-byte file holds",
+                        snap.shape, snap.dtype
+                    ),
+                });
+            }
             let data =
                 snap.to_data().map_err(|e| CheckpointError::Format { path: path.clone(), msg: format!("tensor '{name}': {e:?}") })?;
             let shape = data.shape.to_vec();
@@ -387,15 +403,29 @@ impl Exporter {
 /// crash never leaves a truncated file at `path`.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    write_atomic_with(path, |f| f.write_all(data))
+}
+
+/// Writes `path` with `write` (a streaming writer: npz archives, …) into a temporary file in the
+/// same folder, flushed to disk, then renamed over `path`. On any error (a full disk, a file-size
+/// limit) the temporary file is removed and the previous `path`, if any, is left untouched; a
+/// killed process leaves at most a hidden `.<name>.tmp-<pid>` beside it.
+pub fn write_atomic_with<E: From<std::io::Error>>(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<(), E>) -> Result<(), E> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
+    let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
+        write(&mut f)?;
         f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    result
 }
 
 impl<B: Backend> ParamVisitor<B> for Exporter {

@@ -12,10 +12,12 @@ pub mod embed;
 pub mod hub;
 pub mod io;
 pub mod layer_norm;
+pub mod limits;
 pub mod mlp;
 pub mod movq;
 pub mod ops;
 pub mod patch;
+pub mod pickle_guard;
 pub mod rope;
 pub mod testing;
 

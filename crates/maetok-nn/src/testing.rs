@@ -311,3 +311,69 @@ impl Drop for HubServer {
         }
     }
 }
+
+/// The bytes `torch.save(OrderedDict(tensors))` writes (PyTorch ≥ 1.6 zip layout, pickle
+/// protocol 2, f32 storages, one per tensor, contiguous), for tests of the `.pth` reader and the
+/// fuzz seeds. `tensors`: `(key, shape, values)`.
+pub fn torch_save_bytes(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    use std::io::Write;
+    fn int(p: &mut Vec<u8>, v: usize) {
+        if v < 256 {
+            p.extend([b'K', v as u8]);
+        } else {
+            p.push(b'J');
+            p.extend((v as i32).to_le_bytes());
+        }
+    }
+    fn text(p: &mut Vec<u8>, s: &str) {
+        p.push(b'X');
+        p.extend((s.len() as u32).to_le_bytes());
+        p.extend(s.as_bytes());
+    }
+    fn tuple(p: &mut Vec<u8>, items: &[usize]) {
+        p.push(b'(');
+        for &i in items {
+            int(p, i);
+        }
+        p.push(b't');
+    }
+    let mut p = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+    for (i, (key, shape, values)) in tensors.iter().enumerate() {
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "{key}: shape and values differ");
+        text(&mut p, key);
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        text(&mut p, "storage");
+        p.extend(b"ctorch\nFloatStorage\n");
+        text(&mut p, &i.to_string());
+        text(&mut p, "cpu");
+        int(&mut p, values.len());
+        p.extend(b"tQ");
+        int(&mut p, 0);
+        tuple(&mut p, shape);
+        let mut strides = vec![1usize; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            strides[d] = strides[d + 1] * shape[d + 1];
+        }
+        tuple(&mut p, &strides);
+        p.extend(b"\x89ccollections\nOrderedDict\n)RtR");
+    }
+    p.extend(b"u.");
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let mut add = |name: &str, bytes: &[u8]| {
+            zip.start_file(name, opts).expect("zip entry");
+            zip.write_all(bytes).expect("zip write");
+        };
+        add("archive/data.pkl", &p);
+        add("archive/byteorder", b"little");
+        for (i, (_, _, values)) in tensors.iter().enumerate() {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            add(&format!("archive/data/{i}"), &bytes);
+        }
+        add("archive/version", b"3\n");
+        zip.finish().expect("zip finish");
+    }
+    buf.into_inner()
+}

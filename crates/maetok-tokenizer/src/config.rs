@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use maetok_nn::limits;
 use serde::{Deserialize, Serialize};
 
 /// Errors in a tokenizer configuration. Messages name the file, key and value.
@@ -386,6 +387,7 @@ impl ModelArgs {
     /// whatever the `aux_*_dec` keys say) its entropy and REPA losses. `origin` names the file.
     pub fn resolve_aux(&self, origin: &str) -> Result<AuxConfig, ConfigError> {
         let bad = |msg: String| ConfigError::Invalid { path: origin.to_string(), msg };
+        self.check_limits().map_err(bad)?;
         if self.quantizer.as_deref() == Some("softvq") {
             let repa = if self.repa {
                 let teacher_dim = match self.aux_dino_dim {
@@ -421,6 +423,8 @@ impl ModelArgs {
         dec.depth = self.aux_dec_depth.unwrap_or(dec.depth);
         dec.heads = self.aux_dec_num_heads.unwrap_or(dec.heads);
         check_dims("auxiliary decoder", "aux_dec_num_heads", dec, true).map_err(bad)?;
+        limits::check_params("the three auxiliary decoders", 3 * limits::trunk_params(dec.depth, dec.width, dec.mlp_hidden))
+            .map_err(bad)?;
         if !self.use_rope && (self.aux_hog_dec || self.aux_dino_dec || self.aux_clip_dec) {
             return Err(bad("the auxiliary MoVQ decoders (aux_hog_dec, aux_dino_dec, aux_clip_dec) need use_rope=true".into()));
         }
@@ -493,10 +497,46 @@ impl ModelArgs {
         serde_json::to_string_pretty(&sorted).expect("serialises")
     }
 
+    /// Every size of the file against [`maetok_nn::limits`], before any arithmetic or allocation
+    /// uses it (a config can claim `enc_depth: 1000000000`); the message names the key.
+    fn check_limits(&self) -> Result<(), String> {
+        use limits::{MAX_DEPTH, MAX_HEADS, MAX_IMAGE_SIDE, MAX_TOKENS, MAX_WIDTH};
+        let sizes = [
+            ("image_size", Some(self.image_size), MAX_IMAGE_SIDE),
+            ("base_image_size", Some(self.base_image_size), MAX_IMAGE_SIDE),
+            ("enc_patch_size", Some(self.enc_patch_size), MAX_IMAGE_SIDE),
+            ("dec_patch_size", Some(self.dec_patch_size), MAX_IMAGE_SIDE),
+            ("num_latent_tokens", Some(self.num_latent_tokens), MAX_TOKENS),
+            ("codebook_embed_dim", Some(self.codebook_embed_dim), MAX_WIDTH),
+            ("codebook_size", Some(self.codebook_size), MAX_TOKENS),
+            ("num_codebooks", Some(self.num_codebooks), MAX_TOKENS),
+            ("repa_proj_dim", Some(self.repa_proj_dim), MAX_WIDTH),
+            ("repa_patch_size", Some(self.repa_patch_size), MAX_IMAGE_SIDE),
+            ("enc_embed_dim", self.enc_embed_dim, MAX_WIDTH),
+            ("enc_depth", self.enc_depth, MAX_DEPTH),
+            ("enc_num_heads", self.enc_num_heads, MAX_HEADS),
+            ("dec_embed_dim", self.dec_embed_dim, MAX_WIDTH),
+            ("dec_depth", self.dec_depth, MAX_DEPTH),
+            ("dec_num_heads", self.dec_num_heads, MAX_HEADS),
+            ("aux_dec_embed_dim", self.aux_dec_embed_dim, MAX_WIDTH),
+            ("aux_dec_depth", self.aux_dec_depth, MAX_DEPTH),
+            ("aux_dec_num_heads", self.aux_dec_num_heads, MAX_HEADS),
+            ("aux_dino_dim", self.aux_dino_dim, MAX_WIDTH),
+            ("aux_clip_dim", self.aux_clip_dim, MAX_WIDTH),
+        ];
+        for (key, value, max) in sizes {
+            if let Some(v) = value {
+                limits::check_at_most(key, v, max)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Resolves presets and overrides into a [`TokenizerConfig`], validating every value.
     /// `origin` names the config file in messages.
     pub fn resolve(&self, origin: &str) -> Result<TokenizerConfig, ConfigError> {
         let bad = |msg: String| ConfigError::Invalid { path: origin.to_string(), msg };
+        self.check_limits().map_err(bad)?;
         if self.enc_type != "vit" {
             return Err(bad(format!("enc_type '{}' is not supported (only 'vit')", self.enc_type)));
         }
@@ -606,12 +646,24 @@ impl ModelArgs {
                 return Err(bad(format!("base_image_size {} is not a multiple of {key} = {p}", self.base_image_size)));
             }
         }
+        for (key, p) in [("enc_patch_size", self.enc_patch_size), ("dec_patch_size", self.dec_patch_size)] {
+            let grid = self.image_size / p;
+            limits::check_at_most(&format!("the token grid image_size / {key} = {grid}, squared,"), grid * grid, limits::MAX_TOKENS)
+                .map_err(bad)?;
+        }
         if self.num_latent_tokens == 0 || self.codebook_embed_dim == 0 {
             return Err(bad("num_latent_tokens and codebook_embed_dim must be positive".into()));
         }
         if self.vq_std.is_nan() || self.vq_std <= 0.0 {
             return Err(bad(format!("vq_std must be positive, got {}", self.vq_std)));
         }
+        let (ge, gd) = ((self.image_size / self.enc_patch_size) as u128, (self.image_size / self.dec_patch_size) as u128);
+        let tokens = self.num_latent_tokens as u128;
+        let params = limits::trunk_params(enc.depth, enc.width, enc.mlp_hidden)
+            + limits::trunk_params(dec.depth, dec.width, dec.mlp_hidden)
+            + (ge * ge + gd * gd + 2 * tokens) * (enc.width + dec.width) as u128
+            + quantizer.map_or(0, |q| (q.codebooks * q.size) as u128 * self.codebook_embed_dim as u128);
+        limits::check_params("this tokenizer", params).map_err(bad)?;
         let arch = self.encoder_model.split('.').next().unwrap_or_default();
         Ok(TokenizerConfig {
             image_size: self.image_size,

@@ -115,7 +115,7 @@ fn malformed_config_and_missing_folder_are_clear_errors() {
     std::fs::write(dir.path().join("model.safetensors"), b"not a safetensors file").unwrap();
     std::fs::write(dir.path().join("config.json"), tiny_args().to_json()).unwrap();
     let msg = load_err(dir.path());
-    assert!(msg.contains("model.safetensors") && msg.contains("not a valid safetensors"), "{msg}");
+    assert!(msg.contains("model.safetensors") && msg.contains("not a readable safetensors"), "{msg}");
 }
 
 #[test]

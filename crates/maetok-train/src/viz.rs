@@ -49,25 +49,38 @@ pub fn line_plot_svg(path: &Path, title: &str, x_label: &str, y_label: &str, ser
     let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (y0, y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let pad = ((y1 - y0) * 0.05).max(1e-9);
-    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| draw(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
-        .map_err(|e| draw(&e))?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| draw(&e))?;
-    let colours = [BLUE, RED, GREEN, MAGENTA, CYAN];
-    for (i, (name, p)) in series.iter().enumerate() {
-        let c = colours[i % colours.len()];
-        chart
-            .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
-            .map_err(|e| draw(&e))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+    // Drawn into memory and written atomically: a killed run never leaves half a plot.
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+            .map_err(|e| draw(&e))?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| draw(&e))?;
+        let colours = [BLUE, RED, GREEN, MAGENTA, CYAN];
+        for (i, (name, p)) in series.iter().enumerate() {
+            let c = colours[i % colours.len()];
+            chart
+                .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
+                .map_err(|e| draw(&e))?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
+        root.present().map_err(|e| draw(&e))?;
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
-    root.present().map_err(|e| draw(&e))
+    maetok_nn::io::write_atomic(path, svg.as_bytes()).map_err(|e| draw(&e))
+}
+
+/// Writes `img` as a PNG through a temporary file and a rename (a full disk or a killed process
+/// leaves the previous file, or none, never half an image).
+pub fn save_png(img: &RgbImage, path: &Path) -> std::io::Result<()> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png).map_err(std::io::Error::other)?;
+    maetok_nn::io::write_atomic(path, &buf.into_inner())
 }

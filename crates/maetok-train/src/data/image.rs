@@ -59,10 +59,30 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Decodes an image file to 8-bit RGB (grey and alpha images are converted).
+/// Largest image file read (bytes).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 30;
+/// Largest buffer one decode may allocate (a 16384² RGB image is 0.8 GB).
+const MAX_DECODE_ALLOC: u64 = 1 << 30;
+
+/// Decodes an image file to 8-bit RGB (grey and alpha images are converted). The declared
+/// dimensions are checked against [`maetok_nn::limits::MAX_IMAGE_SIDE`] before any pixel buffer
+/// is allocated (a PNG header can claim 100000 × 100000).
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
-    let img = image::load_from_memory(&bytes).map_err(|e| ImageError::Decode { path: path.to_path_buf(), msg: e.to_string() })?;
+    let decode = |msg: String| ImageError::Decode { path: path.to_path_buf(), msg };
+    let io = |source| ImageError::Io { path: path.to_path_buf(), source };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_IMAGE_FILE_BYTES {
+        return Err(decode(format!("the file has {len} bytes, more than the {MAX_IMAGE_FILE_BYTES} an image may have")));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(io)?;
+    let side = maetok_nn::limits::MAX_IMAGE_SIDE as u32;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(side);
+    limits.max_image_height = Some(side);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| decode(e.to_string()))?;
     Ok(img.to_rgb8())
 }
 

@@ -322,6 +322,12 @@ impl LatentCache {
         let dir = dir.as_ref().to_path_buf();
         let manifest = CacheManifest::read(&dir)?;
         let [l, c] = manifest.latent_shape;
+        {
+            use maetok_nn::limits::{check_positive_at_most, MAX_TOKENS, MAX_WIDTH};
+            let bad = |msg: String| CacheError::Format { path: dir.join(MANIFEST), msg };
+            check_positive_at_most("latent_shape[0] (tokens)", l, MAX_TOKENS).map_err(bad)?;
+            check_positive_at_most("latent_shape[1] (channels)", c, MAX_WIDTH).map_err(bad)?;
+        }
         let mut shards = Vec::new();
         let mut starts = Vec::new();
         let mut len = 0;
@@ -337,6 +343,13 @@ impl LatentCache {
                 let t = meta.info(name).ok_or_else(|| bad(format!("no tensor '{name}'")))?;
                 if t.dtype != dtype || t.shape != shape {
                     return Err(bad(format!("tensor '{name}' is {:?} {:?}, expected {dtype:?} {shape:?}", t.dtype, t.shape)));
+                }
+                if base + t.data_offsets.1 > map.len() {
+                    return Err(bad(format!(
+                        "tensor '{name}' ends at byte {}, past the end of the {}-byte file",
+                        base + t.data_offsets.1,
+                        map.len()
+                    )));
                 }
                 Ok(base + t.data_offsets.0)
             };
@@ -356,6 +369,10 @@ impl LatentCache {
                 .ok_or_else(|| bad("metadata 'paths' is missing or not a JSON list".into()))?;
             if paths.len() != n {
                 return Err(bad(format!("{} paths for {n} records", paths.len())));
+            }
+            // Paths name files of the export (`<out>/<path>.npz`): relative, inside the folder.
+            if let Some(p) = paths.iter().find(|p| !is_plain_relative(p)) {
+                return Err(bad(format!("record path '{p}' is not a plain relative path (<class>/<file>)")));
             }
             if let Some(&bad_label) = labels.iter().find(|&&x| x >= manifest.classes.len()) {
                 return Err(bad(format!("label {bad_label} is out of range for {} classes", manifest.classes.len())));
@@ -461,6 +478,12 @@ impl LatentCache {
         }
         Ok(self.len)
     }
+}
+
+/// Whether `p` is a relative path of plain names (no root, no `..`, no `.`, not empty).
+fn is_plain_relative(p: &str) -> bool {
+    let path = Path::new(p);
+    !p.is_empty() && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// An `.npy` (format 1.0) holding `data` with the given dtype and shape; the header is padded
