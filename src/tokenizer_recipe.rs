@@ -92,7 +92,7 @@ impl TokenizerRecipe {
     /// Reads a yaml file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = maetok_nn::limits::read_text(path).with_context(|| format!("cannot read {}", path.display()))?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 

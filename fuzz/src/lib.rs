@@ -243,7 +243,9 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 .iter()
                 .map(|f| read(&repo.join("configs").join(f)))
                 .collect();
-            v.push(read(&repo.join("fixtures/sit-tiny/config.json")));
+            for f in ["sit-tiny", "tokenizer-ae-tiny", "tokenizer-softvq-tiny", "tokenizer-maskae-tiny"] {
+                v.push(read(&repo.join("fixtures").join(f).join("config.json")));
+            }
             v.push(b"a: &a [*a, *a]\nb: [*a, *a, *a, *a]\n".to_vec());
             v
         }

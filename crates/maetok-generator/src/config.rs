@@ -112,7 +112,7 @@ impl LatentTransformerConfig {
 
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let p = path.as_ref();
-        let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
+        let text = maetok_nn::limits::read_text(p).map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
         Self::from_json(&text, &p.display().to_string())
     }
 

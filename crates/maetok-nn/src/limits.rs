@@ -25,6 +25,22 @@ pub const MAX_PARAMS: u128 = 4_000_000_000;
 /// Bytes of one array decoded from a file (npy arrays, zip members, pickles, image buffers).
 pub const MAX_ARRAY_BYTES: u64 = 1 << 36;
 
+/// Bytes of a text file read whole (configs, manifests, recipes, training state).
+pub const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// Reads a text file whole after checking its size against [`MAX_TEXT_BYTES`] (a config is a few
+/// KB; a multi-gigabyte "config.json" is refused instead of read into memory).
+pub fn read_text(path: &std::path::Path) -> std::io::Result<String> {
+    let len = std::fs::metadata(path)?.len();
+    if len > MAX_TEXT_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{len} bytes is more than a text config may have ({MAX_TEXT_BYTES})"),
+        ));
+    }
+    std::fs::read_to_string(path)
+}
+
 /// `Err` naming `key` when `value` is outside `1..=max`.
 pub fn check_positive_at_most(key: &str, value: usize, max: usize) -> Result<(), String> {
     if value == 0 {

@@ -464,7 +464,7 @@ impl ModelArgs {
     /// Reads a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let p = path.as_ref().display().to_string();
-        let text = std::fs::read_to_string(path.as_ref()).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
+        let text = limits::read_text(path.as_ref()).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
         Self::from_json(&text, &p)
     }
 

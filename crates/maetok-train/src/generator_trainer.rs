@@ -266,8 +266,9 @@ impl<B: AutodiffBackend> GeneratorTrainer<B> {
         let Ok(name) = std::fs::read_to_string(root.join("latest")) else { return Ok(None) };
         let ck = root.join(name.trim());
         let err = |msg: String| GeneratorTrainError::Checkpoint { path: ck.clone(), msg };
-        let state: TrainState = serde_json::from_str(&std::fs::read_to_string(ck.join("state.json")).map_err(|e| err(e.to_string()))?)
-            .map_err(|e| err(format!("state.json: {e}")))?;
+        let state: TrainState =
+            serde_json::from_str(&maetok_nn::limits::read_text(&ck.join("state.json")).map_err(|e| err(e.to_string()))?)
+                .map_err(|e| err(format!("state.json: {e}")))?;
         let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
         let model = state.model.init::<B>(device).load_file(ck.join("model"), &rec, device).map_err(|e| err(format!("model.mpk: {e}")))?;
         let optim_rec = rec.load(ck.join("optim"), device).map_err(|e| err(format!("optim.mpk: {e}")))?;

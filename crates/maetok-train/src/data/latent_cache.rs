@@ -119,7 +119,7 @@ impl CacheManifest {
 
     fn read(dir: &Path) -> Result<Self, CacheError> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|source| CacheError::Io { path: path.clone(), source })?;
+        let text = maetok_nn::limits::read_text(&path).map_err(|source| CacheError::Io { path: path.clone(), source })?;
         let m: Self = serde_json::from_str(&text).map_err(|e| CacheError::Format { path: path.clone(), msg: e.to_string() })?;
         if m.format != FORMAT {
             return Err(CacheError::Format { path, msg: format!("format '{}' is not '{FORMAT}'", m.format) });

@@ -387,7 +387,7 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
         let Ok(name) = std::fs::read_to_string(root.join("latest")) else { return Ok(None) };
         let ck = root.join(name.trim());
         let err = |msg: String| TrainError::Checkpoint { path: ck.clone(), msg };
-        let text = std::fs::read_to_string(ck.join("state.json")).map_err(|e| err(format!("state.json: {e}")))?;
+        let text = maetok_nn::limits::read_text(&ck.join("state.json")).map_err(|e| err(format!("state.json: {e}")))?;
         let state: TrainState = serde_json::from_str(&text).map_err(|e| err(format!("state.json: {e}")))?;
         let origin = ck.join("state.json").display().to_string();
         let cfg = state.args.resolve(&origin)?;
