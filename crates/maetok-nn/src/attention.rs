@@ -3,7 +3,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{activation::softmax, backend::Backend, module::attention, ops::AttentionModuleOptions, Tensor};
+use burn::tensor::{backend::Backend, module::attention, ops::AttentionModuleOptions, Tensor};
 
 use crate::io::{join, ParamVisitor, VisitParams};
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
@@ -81,7 +81,7 @@ impl<B: Backend> Attention<B> {
             let options = AttentionModuleOptions { scale: Some(1.0), softcap: None, is_causal: false };
             attention(q, k, v, None, None, options)
         } else {
-            softmax(q.matmul(k.swap_dims(2, 3)), 3).matmul(v)
+            crate::ops::softmax(q.matmul(k.swap_dims(2, 3)), 3).matmul(v)
         };
         linear3(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
     }

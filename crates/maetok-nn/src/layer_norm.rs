@@ -58,7 +58,8 @@ impl<B: Backend> LayerNorm<B> {
 /// Normalises the last dimension to zero mean and unit (biased) variance.
 pub fn normalize<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
     let (var, mean) = x.clone().var_mean_bias(D - 1);
-    (x - mean).div((var + eps).sqrt())
+    // Not `.div(…)`: its gradient goes through Burn's approximate reciprocal (crate::ops).
+    crate::ops::divide(x - mean, (var + eps).sqrt())
 }
 
 impl<B: Backend> VisitParams<B> for LayerNorm<B> {

@@ -8,17 +8,13 @@
 
 use burn::tensor::{backend::Backend, Tensor};
 
-/// `x / max(‖x‖₂, 1e-12)` over the last dimension (`F.normalize(dim=-1)`).
-pub fn l2_normalize<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let norm = x.clone().powi_scalar(2).sum_dim(2).sqrt().clamp_min(1e-12);
-    x / norm
-}
+use maetok_nn::ops::{divide, l2_normalize};
 
 /// Weighted mean of per-token values `[B, N]` over the masked tokens (`mask` `[B, N]`, 1 =
 /// masked), or the plain mean without a mask → `[1]`.
 fn masked_mean<B: Backend>(per_token: Tensor<B, 2>, mask: Option<Tensor<B, 2>>) -> Tensor<B, 1> {
     match mask {
-        Some(m) => (per_token * m.clone()).sum() / m.sum(),
+        Some(m) => divide((per_token * m.clone()).sum(), m.sum()),
         None => per_token.mean(),
     }
 }

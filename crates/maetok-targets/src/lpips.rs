@@ -69,7 +69,7 @@ impl<B: Backend> Lpips<B> {
         let device = x.device();
         let shift = Tensor::<B, 1>::from_data(TensorData::new(SHIFT.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
         let scale = Tensor::<B, 1>::from_data(TensorData::new(SCALE.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
-        let mut h = (x - shift) / scale;
+        let mut h = maetok_nn::ops::divide(x - shift, scale);
         let mut taps = Vec::new();
         let mut k = 0;
         for (s, idx) in SLICES.iter().enumerate() {
@@ -101,7 +101,7 @@ impl<B: Backend> Lpips<B> {
         let n = a.dims()[0];
         let fa = self.features(a);
         let fb = self.features(b);
-        let unit = |f: Tensor<B, 4>| f.clone() / (f.powi_scalar(2).sum_dim(1).sqrt() + 1e-10);
+        let unit = |f: Tensor<B, 4>| maetok_nn::ops::divide(f.clone(), f.powi_scalar(2).sum_dim(1).sqrt() + 1e-10);
         let terms: Vec<Tensor<B, 2>> = fa
             .into_iter()
             .zip(fb)

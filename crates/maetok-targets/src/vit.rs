@@ -266,7 +266,7 @@ impl<B: Backend> Vit<B> {
 pub fn imagenet_from_pm1<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let device = x.device();
     let v = |a: [f32; 3]| Tensor::<B, 1>::from_data(TensorData::new(a.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
-    ((x * 0.5 + 0.5) - v(IMAGENET_MEAN)) / v(IMAGENET_STD)
+    maetok_nn::ops::divide((x * 0.5 + 0.5) - v(IMAGENET_MEAN), v(IMAGENET_STD))
 }
 
 impl<B: Backend> VisitParams<B> for Vit<B> {

@@ -10,9 +10,9 @@
 //! when `codebook_show_usage`) is training bookkeeping: loading lists it as ignored.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{backend::Backend, Distribution, Int, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
+use maetok_nn::ops::{log_softmax, softmax};
 
 use crate::config::SoftVqConfig;
 
@@ -35,11 +35,7 @@ pub struct SoftVqOutput<B: Backend> {
     pub indices: Tensor<B, 3, Int>,
 }
 
-/// `x / max(‖x‖₂, 1e-12)` along the last dim (PyTorch's `F.normalize`).
-pub(crate) fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let norm = x.clone().powi_scalar(2).sum_dim(D - 1).sqrt().clamp_min(1e-12);
-    x / norm
-}
+pub(crate) use maetok_nn::ops::l2_normalize;
 
 impl<B: Backend> SoftVq<B> {
     /// A codebook drawn uniformly from `[-1/K, 1/K]` (the reference's init; l2-normalised at use).

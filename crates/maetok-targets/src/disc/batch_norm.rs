@@ -51,7 +51,7 @@ impl<B: Backend> BatchNorm1d<B> {
         } else {
             (self.running_mean.val(), self.running_var.val())
         };
-        let scale = self.weight.val() / (var + self.eps).sqrt();
+        let scale = maetok_nn::ops::divide(self.weight.val(), (var + self.eps).sqrt());
         let shift = self.bias.val() - mean * scale.clone();
         x * scale.reshape([1, c, 1]) + shift.reshape([1, c, 1])
     }

@@ -15,7 +15,7 @@ use maetok_nn::io::{join, ParamVisitor, VisitParams};
 /// `x / max(‖x‖₂, 1e-12)` of a vector (`F.normalize(dim=0, eps=1e-12)`).
 fn normalize<B: Backend>(x: Tensor<B, 1>) -> Tensor<B, 1> {
     let norm = x.clone().powi_scalar(2).sum().sqrt().clamp_min(1e-12);
-    x / norm
+    maetok_nn::ops::divide(x, norm)
 }
 
 #[derive(Module, Debug)]
@@ -81,7 +81,7 @@ impl<B: Backend> SpectralConv1d<B> {
             self.power_iteration();
         }
         let [o, i, k] = self.weight_orig.dims();
-        let w = self.matrix() / self.sigma().unsqueeze::<2>();
+        let w = maetok_nn::ops::divide(self.matrix(), self.sigma().unsqueeze::<2>());
         let [b, c, l] = x.dims();
         let pad = k / 2;
         let cols = if k == 1 {
