@@ -222,7 +222,7 @@ pub fn run_on<B: AutodiffBackend>(args: &QuickstartArgs, device: &B::Device, bac
     let samples = args.out.join("samples");
     std::fs::create_dir_all(&samples)?;
     for (i, img) in eval_imgs[..8].iter().enumerate() {
-        maetok_train::viz::save_png(&img, &samples.join(format!("shape_{i:02}.png")))?;
+        maetok_train::viz::save_png(img, &samples.join(format!("shape_{i:02}.png")))?;
     }
 
     let report = QuickstartReport {

@@ -228,7 +228,7 @@ fn preview<B: AutodiffBackend>(t: &TokenizerTrainer<B>, images: &[RgbImage], pat
     let x = images_to_tensor::<B::InnerBackend>(images, device);
     let recon = tensor_to_images(t.ema.ae.reconstruct(x)?);
     let tiles: Vec<RgbImage> = images.iter().chain(&recon).map(|i| enlarge(i, 128)).collect();
-    maetok_train::viz::save_png(&grid(&tiles, images.len()), &path).with_context(|| format!("cannot write {}", path.display()))?;
+    maetok_train::viz::save_png(&grid(&tiles, images.len()), path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

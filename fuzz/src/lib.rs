@@ -136,8 +136,11 @@ pub fn image(data: &[u8]) {
     }
 }
 
+/// A fuzz target: takes any bytes, may fail, must not panic.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (for the runner and the test).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("tokenizer_folder", tokenizer_folder),
     ("generator_folder", generator_folder),
     ("pytorch_checkpoint", pytorch_checkpoint),

@@ -145,7 +145,7 @@ impl LatentTransformerConfig {
         ] {
             limits::check_at_most(key, value, max)?;
         }
-        if !(self.mlp_ratio <= 64.0) {
+        if self.mlp_ratio.is_nan() || self.mlp_ratio > 64.0 {
             return Err(format!("mlp_ratio {} exceeds the limit 64", self.mlp_ratio));
         }
         let mlp = (self.hidden_size as f64 * self.mlp_ratio) as usize;
