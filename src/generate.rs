@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use maetok_eval::ndarray::Array4;
 use maetok_generator::LatentTransformer;
 use maetok_sampler::{Denoiser, Guidance, Sampler};
 use maetok_tokenizer::{load_pretrained, Tokenizer};
@@ -169,7 +168,9 @@ impl crate::backend::Task for GenerateTask {
         let pb = if a.progress { ProgressBar::new(labels.len() as u64) } else { ProgressBar::hidden() };
         pb.set_style(ProgressStyle::with_template("sampling {bar:40} {pos}/{len} images {per_sec} eta {eta}").expect("template"));
         let size = tok.config.image_size;
-        let mut all = Array4::<u8>::zeros((labels.len(), size, size, 3));
+        // Streamed: one batch of images in memory at a time, whatever the sample count.
+        let npz = a.out.join("samples.npz");
+        let mut samples = maetok_eval::npz::SampleWriter::create(&npz, labels.len(), size, size)?;
         let mut preview = Vec::new();
         for (b, chunk) in labels.chunks(a.batch_size.max(1)).enumerate() {
             let z = sample_latents(&generator, latent, chunk, b as u64, a.sampler, a.guidance, a.seed, &device)?;
@@ -178,7 +179,7 @@ impl crate::backend::Task for GenerateTask {
                 let idx = b * a.batch_size.max(1) + j;
                 let p = a.out.join(format!("{idx:06}.png"));
                 maetok_train::viz::save_png(&img, &p).with_context(|| format!("cannot write {}", p.display()))?;
-                all.slice_mut(maetok_eval::ndarray::s![idx, .., .., ..]).as_slice_mut().expect("contiguous").copy_from_slice(img.as_raw());
+                samples.write(img.as_raw())?;
                 if preview.len() < 64 {
                     preview.push(img);
                 }
@@ -188,8 +189,7 @@ impl crate::backend::Task for GenerateTask {
         pb.finish_and_clear();
         let grid_path = a.out.join("grid.png");
         maetok_train::viz::save_png(&grid(&preview, 8), &grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
-        let npz = a.out.join("samples.npz");
-        maetok_eval::npz::write_samples(&npz, &all)?;
+        samples.finish()?;
         let secs = start.elapsed().as_secs_f64();
         let summary = GenerateSummary {
             images: labels.len(),

@@ -46,7 +46,10 @@ fn read_member(member: &mut impl std::io::Read, declared: u64, what: &str) -> Re
 /// Writes `samples` (uint8 `[N, H, W, C]`) as `arr_0`, uncompressed like `np.savez`, through a
 /// temporary file and a rename.
 pub fn write_samples(path: impl AsRef<Path>, samples: &Array4<u8>) -> Result<(), NpzError> {
-    write_npz(path.as_ref(), |npz| npz.add_array("arr_0", samples))
+    let shape: [usize; 4] = samples.shape().try_into().expect("4-D");
+    let mut writer = SampleWriter::create_shape(path, shape)?;
+    writer.write(samples.as_standard_layout().as_slice().expect("standard layout"))?;
+    writer.finish()
 }
 
 /// Writes an `.npz` through [`maetok_nn::io::write_atomic_with`]; `add` adds the arrays.
@@ -63,6 +66,115 @@ fn write_npz(path: &Path, add: impl FnOnce(&mut NpzWriter<&mut File>) -> Result<
         Ok(())
     })
     .map_err(fail)
+}
+
+/// The `.npy` (format 1.0) header for an array of `descr` and `shape`, padded with spaces so that
+/// the data starts at a multiple of 64 bytes, as NumPy writes it.
+pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let shape_text = match shape {
+        [] => "()".to_string(),
+        [n] => format!("({n},)"),
+        s => format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out
+}
+
+/// Writes an ADM sample batch (`arr_0`, uint8 `[N, H, W, 3]`) a few images at a time, so that
+/// 50,000 samples (9.8 GB at 256², 39 GB at 512²) never sit in memory together: the `.npy`
+/// header goes first (`N` is known in advance), the images follow as they are produced, stored
+/// uncompressed as `np.savez` does (zip64 past 4 GB, which NumPy reads), into a temporary file
+/// that [`SampleWriter::finish`] flushes to disk and renames over `path`. Dropped unfinished
+/// (an error, a panic), it removes the temporary file and leaves `path` as it was.
+pub struct SampleWriter {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    zip: Option<zip::ZipWriter<File>>,
+    shape: [usize; 4],
+    written: usize,
+}
+
+impl SampleWriter {
+    /// Starts `path` for `n` images of `h × w` RGB.
+    pub fn create(path: impl AsRef<Path>, n: usize, h: usize, w: usize) -> Result<Self, NpzError> {
+        Self::create_shape(path, [n, h, w, 3])
+    }
+
+    /// Starts `path` for a uint8 array of `shape` `[N, H, W, C]`.
+    fn create_shape(path: impl AsRef<Path>, shape: [usize; 4]) -> Result<Self, NpzError> {
+        use std::io::Write;
+        let [n, h, w, c] = shape;
+        let path = path.as_ref().to_path_buf();
+        let p = path.display().to_string();
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let bytes = checked_numel(&shape)
+            .ok_or_else(|| NpzError::Format { path: p.clone(), msg: format!("{n} images of {h}x{w}x{c} overflow") })?;
+        let header = npy_header("|u1", &shape);
+        let file = File::create(&tmp).map_err(|source| NpzError::Io { path: tmp.display().to_string(), source })?;
+        let mut writer = Self { path, tmp, zip: Some(zip::ZipWriter::new(file)), shape, written: 0 };
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(bytes + header.len() as u64 >= u32::MAX as u64);
+        let zip = writer.zip.as_mut().expect("open");
+        zip.start_file("arr_0.npy", opts).map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
+        zip.write_all(&header).map_err(|source| NpzError::Io { path: p, source })?;
+        Ok(writer)
+    }
+
+    /// Appends whole images: `images` holds `k·H·W·3` bytes (`[k, H, W, 3]`, row-major).
+    pub fn write(&mut self, images: &[u8]) -> Result<(), NpzError> {
+        use std::io::Write;
+        let p = self.path.display().to_string();
+        let [_, h, w, c] = self.shape;
+        let image = h * w * c;
+        if image == 0 || !images.len().is_multiple_of(image) {
+            return Err(NpzError::Format { path: p, msg: format!("{} bytes are not whole {h}x{w}x{c} images", images.len()) });
+        }
+        let k = images.len() / image;
+        if self.written + k > self.shape[0] {
+            return Err(NpzError::Format { path: p, msg: format!("{} images written to a batch of {}", self.written + k, self.shape[0]) });
+        }
+        let zip = self.zip.as_mut().expect("open until finish");
+        zip.write_all(images).map_err(|source| NpzError::Io { path: p, source })?;
+        self.written += k;
+        Ok(())
+    }
+
+    /// Images written so far.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Completes the archive (every image written), flushes it to disk and renames it over the
+    /// destination.
+    pub fn finish(mut self) -> Result<(), NpzError> {
+        let p = self.path.display().to_string();
+        if self.written != self.shape[0] {
+            return Err(NpzError::Format { path: p, msg: format!("{} of {} images written", self.written, self.shape[0]) });
+        }
+        let zip = self.zip.take().expect("open until finish");
+        let file = zip.finish().map_err(|e| NpzError::Format { path: p.clone(), msg: e.to_string() })?;
+        let io = |source| NpzError::Io { path: p.clone(), source };
+        file.sync_all().map_err(io)?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path).map_err(io)
+    }
+}
+
+impl Drop for SampleWriter {
+    fn drop(&mut self) {
+        if self.zip.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// A parsed `.npy` header.

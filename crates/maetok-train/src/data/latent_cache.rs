@@ -489,18 +489,7 @@ fn is_plain_relative(p: &str) -> bool {
 /// An `.npy` (format 1.0) holding `data` with the given dtype and shape; the header is padded
 /// with spaces so that the data starts at a multiple of 64 bytes, as NumPy writes it.
 pub fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let shape_text = match shape {
-        [] => "()".to_string(),
-        [n] => format!("({n},)"),
-        s => format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
+    let mut out = maetok_eval::npz::npy_header(descr, shape);
     out.extend_from_slice(data);
     out
 }
