@@ -98,7 +98,7 @@ impl TokenizerRecipe {
 
     /// Parses yaml text; `origin` names it in messages.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self> {
-        let doc: Value = serde_norway::from_str(text).with_context(|| format!("{origin}: not valid YAML"))?;
+        let doc: Value = serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: not valid YAML: {e}"))?;
         let Value::Mapping(map) = doc else { bail!("{origin}: expected a mapping of keys to values at the top level") };
         let mut m = ModelArgs::default();
         let mut gan = GanWeights::default();

@@ -245,6 +245,19 @@ fn configs_with_a_billion_blocks_are_refused() {
 }
 
 #[test]
+fn a_yaml_alias_bomb_is_refused() {
+    let _serial = serial();
+    // "Billion laughs": nine levels of nine aliases expand to 9⁹ strings if followed.
+    let mut yaml = String::from("a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        yaml.push_str(&format!("a{i}: &a{i} [*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p}]\n"));
+    }
+    let msg = refused("yaml alias bomb", || maetok::tokenizer_recipe::TokenizerRecipe::from_yaml(&yaml, "bomb.yaml"));
+    assert!(msg.contains("bomb.yaml"), "{msg}");
+}
+
+#[test]
 fn a_cache_path_leaving_its_folder_is_refused() {
     let _serial = serial();
     use maetok::train::data::latent_cache::CacheManifest;
