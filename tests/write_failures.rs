@@ -9,7 +9,7 @@ use std::process::Command;
 
 use burn::backend::NdArray;
 use maetok::nn::io::{Exporter, VisitParams};
-use maetok::tokenizer::{load_pretrained, save_pretrained, ModelArgs, Tokenizer};
+use maetok::tokenizer::{load_pretrained, save_pretrained, Tokenizer};
 use maetok::train::data::latent_cache::CacheManifest;
 use maetok::train::data::{LatentCache, LatentCacheWriter, LatentRecord};
 use rand::SeedableRng;
@@ -20,26 +20,8 @@ const CHILD: &str = "MAETOK_WRITE_FAILURE_DIR";
 /// Latent shape of the test cache: 4 KB per latent, so one shard passes the child's limit.
 const LATENT: [usize; 2] = [64, 16];
 
-fn args(width: usize) -> ModelArgs {
-    ModelArgs {
-        image_size: 16,
-        base_image_size: 16,
-        enc_patch_size: 8,
-        dec_patch_size: 8,
-        num_latent_tokens: 4,
-        codebook_embed_dim: 4,
-        enc_embed_dim: Some(width),
-        enc_depth: Some(1),
-        enc_num_heads: Some(2),
-        dec_embed_dim: Some(width),
-        dec_depth: Some(1),
-        dec_num_heads: Some(2),
-        ..ModelArgs::default()
-    }
-}
-
 fn save_model(width: usize, seed: u64, dir: &Path) -> Result<(), maetok::tokenizer::PretrainedError> {
-    let a = args(width);
+    let a = maetok::tokenizer::testing::tiny_args(width);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut model = Tokenizer::<B>::new(&a.resolve("test").unwrap(), &mut rng, &Default::default());
     save_pretrained(&mut model, &a, dir)

@@ -160,23 +160,9 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let repo = if repo.join("configs").is_dir() { repo } else { Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf() };
     match target {
         "tokenizer_folder" => {
-            use maetok::tokenizer::{save_pretrained, ModelArgs, Tokenizer};
+            use maetok::tokenizer::{save_pretrained, Tokenizer};
             let tiny = |softvq: bool| {
-                let mut a = ModelArgs {
-                    image_size: 16,
-                    base_image_size: 16,
-                    enc_patch_size: 8,
-                    dec_patch_size: 8,
-                    num_latent_tokens: 4,
-                    codebook_embed_dim: 4,
-                    enc_embed_dim: Some(8),
-                    enc_depth: Some(1),
-                    enc_num_heads: Some(2),
-                    dec_embed_dim: Some(8),
-                    dec_depth: Some(1),
-                    dec_num_heads: Some(2),
-                    ..ModelArgs::default()
-                };
+                let mut a = maetok::tokenizer::testing::tiny_args(8);
                 if softvq {
                     a.quantizer = Some("softvq".into());
                     a.decoder_model = "vit_base_patch14_dinov2.lvd142m".into();

@@ -68,11 +68,10 @@ pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tenso
 pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
     let xd = x.clone().detach();
     let max = xd.clone().max_dim(dim);
-    let shifted = xd.clone() - max.clone();
-    let sum = shifted.exp().sum_dim(dim);
-    let lse_value = max + sum.log();
-    let p = softmax(xd.clone(), dim);
-    let lse = lse_value + (p * (x.clone() - xd)).sum_dim(dim);
+    let e = (xd.clone() - max.clone()).exp();
+    let sum = e.clone().sum_dim(dim);
+    let p = e * reciprocal(sum.clone());
+    let lse = max + sum.log() + (p * (x.clone() - xd)).sum_dim(dim);
     x - lse
 }
 

@@ -81,3 +81,23 @@ pub fn read_key_list(path: &Path) -> std::collections::BTreeMap<String, Vec<usiz
         })
         .collect()
 }
+
+/// A tiny MAETok config for tests that build and save models (16 px, patch 8, 4 latent tokens of
+/// 4 channels, one block of `width` with 2 heads in encoder and decoder).
+pub fn tiny_args(width: usize) -> ModelArgs {
+    ModelArgs {
+        image_size: 16,
+        base_image_size: 16,
+        enc_patch_size: 8,
+        dec_patch_size: 8,
+        num_latent_tokens: 4,
+        codebook_embed_dim: 4,
+        enc_embed_dim: Some(width),
+        enc_depth: Some(1),
+        enc_num_heads: Some(2),
+        dec_embed_dim: Some(width),
+        dec_depth: Some(1),
+        dec_num_heads: Some(2),
+        ..ModelArgs::default()
+    }
+}

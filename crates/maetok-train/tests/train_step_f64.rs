@@ -17,8 +17,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor};
 use maetok_nn::io::VisitParams;
 use maetok_nn::testing::{errors, fixtures_dir, read_tensors, tensor};
-use maetok_targets::disc::{hinge_g_loss, DiscResize, GanWeights};
-use maetok_train::tokenizer::{last_layer_grad_norm, TokenizerLoss};
+use maetok_targets::disc::{hinge_g_loss, DiscResize};
+use maetok_train::tokenizer::last_layer_grad_norm;
 use rand::SeedableRng;
 
 mod common;
@@ -63,23 +63,7 @@ fn the_reference_tokenizer_gradients_carry_f32_rounding_beyond_the_fixture_toler
     let dir = fixtures_dir().join("tokenizer-train-step");
     let meta = common::meta(&dir);
     let mae_io = read_tensors(common::maskae_dir().join("io.safetensors"));
-    let vq = &meta["config"]["VQLoss"];
-    let num = |v: &serde_json::Value| v.as_f64().unwrap();
-    let loss = TokenizerLoss {
-        gan: GanWeights {
-            disc_weight: num(&vq["disc_weight"]),
-            disc_start: num(&vq["disc_start"]) as u64,
-            lecam_weight: num(&vq["lecam_loss_weight"]),
-            cr_weight: num(&vq["disc_cr_loss_weight"]),
-            perceptual_warmup: num(&vq["perceptual_warmup"]) as u64,
-            perceptual_weight: num(&vq["perceptual_weight"]),
-            ..GanWeights::default()
-        },
-        diff_aug: None,
-        lpips_dropout: false,
-        disc_random_crop: false,
-        ..TokenizerLoss::default()
-    };
+    let (loss, step) = common::train_step_loss(&meta);
     let mut model = common::mask_ae::<B>(&device);
     let teachers = common::teachers::<B>(&device);
     let lpips = common::lpips::<B>(&device);
@@ -88,7 +72,6 @@ fn the_reference_tokenizer_gradients_carry_f32_rounding_beyond_the_fixture_toler
     let mask = common::mask(&mae_io["orders"], mae_io["mask_ratio"].1[0] as f64);
     let targets = teachers.targets(x.clone()).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let step = num(&vq["global_step"]) as u64;
     let g = loss.generator_step(&model, Some(&lpips), Some(&mut disc), step, x, Some(&mask), &targets, &mut rng).unwrap();
     let ours = common::gradients::<B>(|c| model.visit_params("", c), &g.grads);
     let want = read_tensors(dir.join("grads_tokenizer.safetensors"));

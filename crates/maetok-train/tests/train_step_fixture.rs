@@ -10,8 +10,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::tensor::Tensor;
 use maetok_nn::io::{Exporter, VisitParams};
 use maetok_nn::testing::{assert_close, errors, fixtures_dir, read_tensors, tensor};
-use maetok_targets::disc::{hinge_g_loss, DiscResize, GanWeights, LeCam};
-use maetok_train::tokenizer::{last_layer_grad_norm, TokenizerLoss};
+use maetok_targets::disc::{hinge_g_loss, DiscResize, LeCam};
+use maetok_train::tokenizer::last_layer_grad_norm;
 use rand::SeedableRng;
 
 mod common;
@@ -33,25 +33,8 @@ fn generator_and_discriminator_step_match_vqloss() {
     let meta = common::meta(&dir);
     let io = read_tensors(dir.join("io.safetensors"));
     let mae_io = read_tensors(common::maskae_dir().join("io.safetensors"));
+    let (loss, step) = common::train_step_loss(&meta);
     let vq = &meta["config"]["VQLoss"];
-    // What meta.json says is switched off in the recorded step.
-    assert_eq!(vq["use_diff_aug"], false);
-    let loss = TokenizerLoss {
-        gan: GanWeights {
-            disc_weight: num(&vq["disc_weight"]),
-            disc_start: num(&vq["disc_start"]) as u64,
-            lecam_weight: num(&vq["lecam_loss_weight"]),
-            cr_weight: num(&vq["disc_cr_loss_weight"]),
-            perceptual_warmup: num(&vq["perceptual_warmup"]) as u64,
-            perceptual_weight: num(&vq["perceptual_weight"]),
-            ..GanWeights::default()
-        },
-        diff_aug: None,
-        lpips_dropout: false,
-        disc_random_crop: false,
-        ..TokenizerLoss::default()
-    };
-    let step = num(&vq["global_step"]) as u64;
     let rel_l = meta["tolerance"]["losses/lambda/norms"]["rel"].as_f64().unwrap() as f32;
     let (ga, gr) = common::tol(&meta, "grads");
     let (la, lr) = common::tol(&meta, "logits/buffers");

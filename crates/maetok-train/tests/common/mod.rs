@@ -109,3 +109,28 @@ impl<B: burn::tensor::backend::AutodiffBackend> maetok_nn::io::ParamVisitor<B> f
     }
     fn buffer(&mut self, _: &str, _: &[usize], _: &[f32]) {}
 }
+
+/// The loss settings of `fixtures/tokenizer-train-step` (its meta.json's `VQLoss`, with the
+/// random parts it records as switched off) and the step it was recorded at.
+pub fn train_step_loss(meta: &serde_json::Value) -> (maetok_train::tokenizer::TokenizerLoss, u64) {
+    use maetok_targets::disc::GanWeights;
+    let vq = &meta["config"]["VQLoss"];
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    assert_eq!(vq["use_diff_aug"], false);
+    let loss = maetok_train::tokenizer::TokenizerLoss {
+        gan: GanWeights {
+            disc_weight: num(&vq["disc_weight"]),
+            disc_start: num(&vq["disc_start"]) as u64,
+            lecam_weight: num(&vq["lecam_loss_weight"]),
+            cr_weight: num(&vq["disc_cr_loss_weight"]),
+            perceptual_warmup: num(&vq["perceptual_warmup"]) as u64,
+            perceptual_weight: num(&vq["perceptual_weight"]),
+            ..GanWeights::default()
+        },
+        diff_aug: None,
+        lpips_dropout: false,
+        disc_random_crop: false,
+        ..maetok_train::tokenizer::TokenizerLoss::default()
+    };
+    (loss, num(&vq["global_step"]) as u64)
+}
