@@ -170,6 +170,11 @@ fn benches(c: &mut Criterion) {
         bench_model::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
         bench_ops::<burn::backend::NdArray<f32>>(c, "ndarray", Default::default());
     }
+    #[cfg(feature = "flex")]
+    {
+        bench_model::<burn::backend::Flex>(c, "flex", Default::default());
+        bench_ops::<burn::backend::Flex>(c, "flex", Default::default());
+    }
     #[cfg(feature = "wgpu")]
     {
         bench_model::<burn::backend::Wgpu>(c, "wgpu", Default::default());

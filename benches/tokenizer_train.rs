@@ -1,4 +1,5 @@
-//! Tokenizer training steps (NdArray + OpenBLAS, random weights; timing does not depend on them):
+//! Tokenizer training steps (NdArray + OpenBLAS, and Flex with `--features flex`; random weights,
+//! timing does not depend on them):
 //!
 //! * `tiny_quickstart/step_batch16`: one step of the quickstart (64x64, patch 8, width 64, token
 //!   masking, HOG auxiliary decoder; no LPIPS, no GAN), the whole trainer step (AdamW, EMA).
@@ -14,8 +15,9 @@
 
 use std::time::Duration;
 
-use burn::backend::{Autodiff, NdArray};
-use burn::tensor::{backend::Backend, Distribution, Tensor};
+use burn::backend::Autodiff;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use maetok::quickstart::{tiny_model_args, tiny_train_config, QuickstartArgs};
 use maetok_targets::disc::GanWeights;
@@ -23,19 +25,17 @@ use maetok_targets::{DinoDisc, DiscConfig, HogGenerator, Lpips, Vit, VitConfig};
 use maetok_tokenizer::ModelArgs;
 use maetok_train::tokenizer::{AuxTeachers, CosineWarmup, LossNets, TokenizerTrainConfig, TokenizerTrainer};
 
-type A = Autodiff<NdArray<f32>>;
-
-fn images(b: usize, s: usize) -> Tensor<A, 4> {
+fn images<A: Backend>(b: usize, s: usize) -> Tensor<A, 4> {
     Tensor::random([b, 3, s, s], Distribution::Uniform(-1.0, 1.0), &Default::default())
 }
 
-fn bench_tiny(c: &mut Criterion) {
+fn bench_tiny<A: AutodiffBackend>(c: &mut Criterion, backend: &str) {
     let device = Default::default();
     let q = QuickstartArgs::default();
     let mut t = TokenizerTrainer::<A>::new(tiny_model_args(q.image_size), "tiny", tiny_train_config(&q), None, &device).unwrap();
     let nets = LossNets::<A> { lpips: None, teachers: AuxTeachers { hog: Some(HogGenerator::for_patch(8)), dino: None, clip: None } };
-    let x = images(q.batch_size, q.image_size);
-    let mut g = c.benchmark_group("tiny_quickstart");
+    let x = images::<A>(q.batch_size, q.image_size);
+    let mut g = c.benchmark_group(format!("tiny_quickstart_{backend}"));
     g.sample_size(20).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(2));
     g.bench_function("step_batch16", |b| b.iter(|| t.step(x.clone(), &nets).unwrap()));
     g.finish();
@@ -50,11 +50,11 @@ fn b128_train(aux: bool) -> TokenizerTrainConfig {
     }
 }
 
-fn bench_b128(c: &mut Criterion) {
+fn bench_b128<A: AutodiffBackend>(c: &mut Criterion, backend: &str) {
     let device = Default::default();
-    let mut g = c.benchmark_group("maetok_b128");
+    let mut g = c.benchmark_group(format!("maetok_b128_{backend}"));
     g.sample_size(10).measurement_time(Duration::from_secs(30)).warm_up_time(Duration::from_secs(1));
-    let x = images(1, 256);
+    let x = images::<A>(1, 256);
 
     let plain = ModelArgs { enc_token_drop: 0.4, aux_hog_dec: false, aux_dino_dec: false, aux_clip_dec: false, ..ModelArgs::default() };
     let mut t = TokenizerTrainer::<A>::new(plain, "MAETok-B-128", b128_train(false), None, &device).unwrap();
@@ -79,5 +79,20 @@ fn bench_b128(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(tokenizer_train, bench_tiny, bench_b128);
+fn benches(c: &mut Criterion) {
+    #[cfg(feature = "ndarray")]
+    {
+        type A = Autodiff<burn::backend::NdArray<f32>>;
+        bench_tiny::<A>(c, "ndarray");
+        bench_b128::<A>(c, "ndarray");
+    }
+    #[cfg(feature = "flex")]
+    {
+        type A = Autodiff<burn::backend::Flex>;
+        bench_tiny::<A>(c, "flex");
+        bench_b128::<A>(c, "flex");
+    }
+}
+
+criterion_group!(tokenizer_train, benches);
 criterion_main!(tokenizer_train);

@@ -12,6 +12,9 @@ pub fn available() -> Vec<&'static str> {
     if cfg!(feature = "ndarray") {
         v.push("ndarray");
     }
+    if cfg!(feature = "flex") {
+        v.push("flex");
+    }
     if cfg!(feature = "wgpu") {
         v.push("wgpu");
     }
@@ -64,6 +67,12 @@ pub fn run<T: Task>(name: &str, task: T) -> Result<T::Output> {
             #[cfg(not(feature = "ndarray"))]
             return Err(not_built(name));
         }
+        "flex" => {
+            #[cfg(feature = "flex")]
+            return task.run::<burn::backend::Flex>(Default::default(), name);
+            #[cfg(not(feature = "flex"))]
+            return Err(not_built(name));
+        }
         "wgpu" => {
             #[cfg(feature = "wgpu")]
             return task.run::<burn::backend::Wgpu>(Default::default(), name);
@@ -79,7 +88,7 @@ pub fn run<T: Task>(name: &str, task: T) -> Result<T::Output> {
             #[cfg(not(feature = "cuda"))]
             return Err(not_built(name));
         }
-        other => bail!("unknown backend '{other}'; choose one of: ndarray, wgpu, cuda"),
+        other => bail!("unknown backend '{other}'; choose one of: ndarray, flex, wgpu, cuda"),
     }
 }
 
@@ -91,6 +100,12 @@ pub fn run_train<T: TrainTask>(name: &str, task: T) -> Result<T::Output> {
             #[cfg(feature = "ndarray")]
             return task.run::<Autodiff<burn::backend::NdArray<f32>>>(Default::default(), name);
             #[cfg(not(feature = "ndarray"))]
+            return Err(not_built(name));
+        }
+        "flex" => {
+            #[cfg(feature = "flex")]
+            return task.run::<Autodiff<burn::backend::Flex>>(Default::default(), name);
+            #[cfg(not(feature = "flex"))]
             return Err(not_built(name));
         }
         "wgpu" => {
@@ -108,6 +123,6 @@ pub fn run_train<T: TrainTask>(name: &str, task: T) -> Result<T::Output> {
             #[cfg(not(feature = "cuda"))]
             return Err(not_built(name));
         }
-        other => bail!("unknown backend '{other}'; choose one of: ndarray, wgpu, cuda"),
+        other => bail!("unknown backend '{other}'; choose one of: ndarray, flex, wgpu, cuda"),
     }
 }

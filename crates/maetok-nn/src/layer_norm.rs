@@ -43,23 +43,13 @@ impl LayerNormConfig {
 impl<B: Backend> LayerNorm<B> {
     /// `x`: `[..., D]` → same shape.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = normalize(x, self.eps);
-        let y = match &self.weight {
-            Some(w) => y * w.val().unsqueeze::<D>(),
-            None => y,
-        };
-        match &self.bias {
-            Some(b) => y + b.val().unsqueeze::<D>(),
-            None => y,
-        }
+        crate::fused::layer_norm(x, self.weight.as_ref().map(|w| w.val()), self.bias.as_ref().map(|b| b.val()), self.eps)
     }
 }
 
 /// Normalises the last dimension to zero mean and unit (biased) variance.
 pub fn normalize<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
-    let (var, mean) = x.clone().var_mean_bias(D - 1);
-    // Not `.div(…)`: its gradient goes through Burn's approximate reciprocal (crate::ops).
-    crate::ops::divide(x - mean, (var + eps).sqrt())
+    crate::fused::layer_norm(x, None, None, eps)
 }
 
 impl<B: Backend> VisitParams<B> for LayerNorm<B> {

@@ -9,6 +9,7 @@ pub mod attention;
 pub mod block;
 pub mod ema;
 pub mod embed;
+pub mod fused;
 pub mod hub;
 pub mod io;
 pub mod layer_norm;

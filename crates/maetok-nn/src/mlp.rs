@@ -3,7 +3,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{activation::gelu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use crate::io::{join, ParamVisitor, VisitParams};
 use crate::ops::linear3;
@@ -23,17 +23,10 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x * (inner.tanh() + 1.0) * 0.5
 }
 
-/// `0.5·x·(1 + erf(x/√2))`, PyTorch's exact `GELU()`.
-///
-/// Burn 0.21's `activation::gelu` computes this forward but back-propagates the derivative of
-/// the *tanh approximation* (`burn-backend` `gelu_backward`; off by up to ~1e-3 per unit). On an
-/// autodiff backend the composed form, whose autodiff is exact, is used; other backends keep
-/// Burn's op. (The test below fails once Burn's own gradient becomes exact.)
+/// `0.5·x·(1 + erf(x/√2))`, PyTorch's exact `GELU()`, with its exact gradient (Burn 0.21's own
+/// `gelu` back-propagates the tanh form's derivative; see [`crate::fused::gelu_erf_default`]).
 pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if !B::ad_enabled(&x.device()) {
-        return gelu(x);
-    }
-    x.clone() * ((x * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5
+    crate::fused::gelu_erf(x)
 }
 
 /// `fc1 (dim → hidden) → GELU → fc2 (hidden → dim)`.
@@ -76,7 +69,7 @@ impl<B: Backend> VisitParams<B> for Mlp<B> {
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, NdArray};
-    use burn::tensor::TensorData;
+    use burn::tensor::{activation::gelu, TensorData};
 
     /// The gradient of the exact GELU is `Φ(x) + x·φ(x)`, not the tanh form's derivative.
     #[test]

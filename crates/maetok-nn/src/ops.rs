@@ -53,8 +53,17 @@ pub fn divide<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
     a * reciprocal(b)
 }
 
-/// Softmax along `dim` (max-shifted), with an exact gradient.
+/// Softmax along `dim` (max-shifted), with an exact gradient. Along the last dimension this is
+/// [`crate::fused::softmax_last`] (the CPU fast path where there is one).
 pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    if dim == D - 1 {
+        return crate::fused::softmax_last(x);
+    }
+    softmax_composed(x, dim)
+}
+
+/// [`softmax`] from Burn ops along any `dim` (the default path of [`crate::fused::softmax_last`]).
+pub fn softmax_composed<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
     let max = x.clone().detach().max_dim(dim);
     let e = (x - max).exp();
     let sum = e.clone().sum_dim(dim);

@@ -1,0 +1,373 @@
+//! Slice kernels of the fused CPU operations: f32, rows of `n` contiguous values, loops written
+//! so that LLVM vectorises them (8 independent lanes, no libm calls), parallel over rows with
+//! rayon. Every reduction runs in a fixed order (per row, or per chunk of rows summed in chunk
+//! order), so results do not depend on the number of threads or on scheduling.
+
+use rayon::prelude::*;
+
+/// Below this many elements a kernel runs on the calling thread (rayon's hand-off costs more).
+const PAR_MIN: usize = 1 << 15;
+/// Lanes of the manual vector accumulators (AVX2 width; also fine on SSE/NEON).
+const LANES: usize = 8;
+
+/// Rows per parallel task for rows of length `n`.
+fn rows_per_task(n: usize) -> usize {
+    (PAR_MIN / n.max(1)).max(1)
+}
+
+/// Runs `f(first_row, out_chunk)` over `out` split into tasks of whole rows of length `n`.
+fn par_rows(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() <= PAR_MIN || n == 0 {
+        f(0, out);
+        return;
+    }
+    let per = rows_per_task(n);
+    out.par_chunks_mut(per * n).enumerate().for_each(|(i, c)| f(i * per, c));
+}
+
+/// `e^x` for `x ≤ 88` (larger arguments saturate at `e^88`), within 2 ulp: Cody–Waite range
+/// reduction by ln 2 and Cephes' degree-6 polynomial, branch-free so that it vectorises.
+/// Arguments below −87.3 give 0.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.clamp(-87.336_55, 88.0);
+    let k = (xc * LOG2E).round_ties_even();
+    let r = xc - k * LN2_HI - k * LN2_LO;
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    if x < -87.336_55 {
+        0.0
+    } else {
+        e * scale
+    }
+}
+
+/// `erf(x)` within 4e-7 (a few ulp): `x·P(x²)/Q(x²)` on `[−4, 4]` (the rational approximation of Eigen
+/// and XLA; beyond ±3.8, ±1), branch-free so that it vectorises.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let p = -2.726_142_3e-10_f32;
+    let p = p * x2 + 2.770_681_4e-8;
+    let p = p * x2 - 2.101_024_e-6;
+    let p = p * x2 - 5.692_506_4e-5;
+    let p = p * x2 - 7.349_906_3e-4;
+    let p = p * x2 - 2.954_600_2e-3;
+    let p = p * x2 - 1.609_603_3e-2;
+    let q = -1.456_607_2e-5_f32;
+    let q = q * x2 - 2.133_740_6e-4;
+    let q = q * x2 - 1.682_827e-3;
+    let q = q * x2 - 7.373_329_2e-3;
+    let q = q * x2 - 1.426_474e-2;
+    // Near the clamp the rational form drifts by a few ulp from 1, where erf is 1 − 8e-8 at most.
+    if x.abs() > 3.8 {
+        1.0f32.copysign(x)
+    } else {
+        x * p / q
+    }
+}
+
+/// Sum of a slice in 8 lanes (a fixed order).
+#[inline]
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// `Σ a·b` in 8 lanes.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let ca = a.chunks_exact(LANES);
+    let cb = b.chunks_exact(LANES);
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Largest value of a non-empty slice (NaN-ignoring, as `f32::max`).
+#[inline]
+fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    acc.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// Softmax of each row of length `n`: `y = e^(x − max) / Σ e^(x − max)`.
+pub fn softmax_rows(x: &[f32], y: &mut [f32], n: usize) {
+    par_rows(y, n, |r0, out| {
+        for (i, yr) in out.chunks_exact_mut(n).enumerate() {
+            let xr = &x[(r0 + i) * n..(r0 + i + 1) * n];
+            let m = max(xr);
+            for (o, &v) in yr.iter_mut().zip(xr) {
+                *o = exp(v - m);
+            }
+            let s = sum(yr);
+            for o in yr.iter_mut() {
+                *o /= s;
+            }
+        }
+    });
+}
+
+/// Softmax backward per row: `dx = y · (dy − Σ y·dy)`.
+pub fn softmax_rows_backward(y: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {
+    par_rows(dx, n, |r0, out| {
+        for (i, dxr) in out.chunks_exact_mut(n).enumerate() {
+            let range = (r0 + i) * n..(r0 + i + 1) * n;
+            let (yr, gr) = (&y[range.clone()], &dy[range]);
+            let s = dot(yr, gr);
+            for ((o, &p), &g) in dxr.iter_mut().zip(yr).zip(gr) {
+                *o = p * (g - s);
+            }
+        }
+    });
+}
+
+/// Runs `f(offset, out_chunk)` over `out` in parallel chunks (element-wise kernels).
+fn par_elems(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() <= PAR_MIN {
+        f(0, out);
+        return;
+    }
+    out.par_chunks_mut(PAR_MIN).enumerate().for_each(|(i, c)| f(i * PAR_MIN, c));
+}
+
+/// Exact (erf) GELU: `y = ½·x·(1 + erf(x/√2))`.
+pub fn gelu_erf(x: &[f32], y: &mut [f32]) {
+    par_elems(y, |o0, out| {
+        let len = out.len();
+        for (o, &v) in out.iter_mut().zip(&x[o0..o0 + len]) {
+            *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    });
+}
+
+/// Exact GELU backward: `dx = dy · (Φ(x) + x·φ(x))`.
+pub fn gelu_erf_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    par_elems(dx, |o0, out| {
+        let range = o0..o0 + out.len();
+        for ((o, &v), &g) in out.iter_mut().zip(&x[range.clone()]).zip(&dy[range]) {
+            let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * exp(-0.5 * v * v);
+            *o = g * (cdf + v * pdf);
+        }
+    });
+}
+
+/// LayerNorm of each row of length `n` (biased variance, eps inside the root), then the optional
+/// affine `·w + b`. Writes `y` and, per row, the mean and `1/√(var + eps)` for the backward.
+pub fn layer_norm_rows(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32, n: usize, y: &mut [f32], stats: &mut [f32]) {
+    let rows = y.len() / n.max(1);
+    // Per-row statistics first (cheap), then the normalisation in parallel.
+    par_rows(&mut stats[..2 * rows], 2, |r0, st| {
+        for (i, s) in st.chunks_exact_mut(2).enumerate() {
+            let xr = &x[(r0 + i) * n..(r0 + i + 1) * n];
+            let mean = sum(xr) / n as f32;
+            let mut acc = [0.0f32; LANES];
+            let chunks = xr.chunks_exact(LANES);
+            let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+            for c in chunks {
+                for l in 0..LANES {
+                    acc[l] += (c[l] - mean) * (c[l] - mean);
+                }
+            }
+            let var = (acc.iter().sum::<f32>() + tail) / n as f32;
+            s[0] = mean;
+            s[1] = 1.0 / (var + eps).sqrt();
+        }
+    });
+    let stats = &*stats;
+    par_rows(y, n, |r0, out| {
+        for (i, yr) in out.chunks_exact_mut(n).enumerate() {
+            let r = r0 + i;
+            let xr = &x[r * n..(r + 1) * n];
+            let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
+            match (w, b) {
+                (Some(w), Some(b)) => {
+                    for (((o, &v), &wi), &bi) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                        *o = (v - mean) * rstd * wi + bi;
+                    }
+                }
+                (Some(w), None) => {
+                    for ((o, &v), &wi) in yr.iter_mut().zip(xr).zip(w) {
+                        *o = (v - mean) * rstd * wi;
+                    }
+                }
+                (None, Some(b)) => {
+                    for ((o, &v), &bi) in yr.iter_mut().zip(xr).zip(b) {
+                        *o = (v - mean) * rstd + bi;
+                    }
+                }
+                (None, None) => {
+                    for (o, &v) in yr.iter_mut().zip(xr) {
+                        *o = (v - mean) * rstd;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// LayerNorm backward. With `x̂ = (x − mean)·rstd` and `g = dy·w` (`g = dy` without weight):
+/// `dx = rstd · (g − mean(g) − x̂·mean(g·x̂))`, `dw = Σ_rows dy·x̂`, `db = Σ_rows dy`.
+/// Returns `(dw, db)` (each `[n]`, summed over row chunks in chunk order).
+pub fn layer_norm_rows_backward(x: &[f32], w: Option<&[f32]>, stats: &[f32], dy: &[f32], n: usize, dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
+    par_rows(dx, n, |r0, out| {
+        let mut g = vec![0.0f32; n];
+        let mut xhat = vec![0.0f32; n];
+        for (i, dxr) in out.chunks_exact_mut(n).enumerate() {
+            let r = r0 + i;
+            let (xr, gr) = (&x[r * n..(r + 1) * n], &dy[r * n..(r + 1) * n]);
+            let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
+            for ((h, &v), gi) in xhat.iter_mut().zip(xr).zip(g.iter_mut().zip(gr)) {
+                *h = (v - mean) * rstd;
+                *gi.0 = *gi.1;
+            }
+            if let Some(w) = w {
+                for (gi, &wi) in g.iter_mut().zip(w) {
+                    *gi *= wi;
+                }
+            }
+            let mg = sum(&g) / n as f32;
+            let mgx = dot(&g, &xhat) / n as f32;
+            for ((o, &gi), &h) in dxr.iter_mut().zip(&g).zip(&xhat) {
+                *o = rstd * (gi - mg - h * mgx);
+            }
+        }
+    });
+    // Parameter gradients: partial sums per chunk of rows, combined in chunk order.
+    let rows = dy.len() / n.max(1);
+    let per = rows_per_task(n);
+    let partial = |c: usize| {
+        let (mut dw, mut db) = (vec![0.0f32; n], vec![0.0f32; n]);
+        for r in c * per..((c + 1) * per).min(rows) {
+            let (xr, gr) = (&x[r * n..(r + 1) * n], &dy[r * n..(r + 1) * n]);
+            let (mean, rstd) = (stats[2 * r], stats[2 * r + 1]);
+            for (((a, bb), &v), &gi) in dw.iter_mut().zip(db.iter_mut()).zip(xr).zip(gr) {
+                *a += gi * (v - mean) * rstd;
+                *bb += gi;
+            }
+        }
+        (dw, db)
+    };
+    let chunks = rows.div_ceil(per);
+    let parts: Vec<(Vec<f32>, Vec<f32>)> =
+        if rows * n <= PAR_MIN { (0..chunks).map(partial).collect() } else { (0..chunks).into_par_iter().map(partial).collect() };
+    let (mut dw, mut db) = (vec![0.0f32; n], vec![0.0f32; n]);
+    for (pw, pb) in parts {
+        for (a, p) in dw.iter_mut().zip(pw) {
+            *a += p;
+        }
+        for (a, p) in db.iter_mut().zip(pb) {
+            *a += p;
+        }
+    }
+    (dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp(x) as f64, (x as f64).exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 2.5e-7, "exp relative error {worst:e}");
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn erf_is_within_a_few_ulp_of_the_series() {
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            let want = erf_f64(x as f64);
+            let err = (erf(x) as f64 - want).abs();
+            assert!(err < 4e-7 && err < 4e-7 * want.abs().max(1e-3), "erf({x}) = {} vs {want}", erf(x));
+            x += 0.00173;
+        }
+    }
+
+    /// erf in f64 (series for small |x|, continued fraction of erfc beyond).
+    fn erf_f64(x: f64) -> f64 {
+        if x.abs() < 2.5 {
+            let (mut term, mut s) = (x, x);
+            for k in 1..200 {
+                term *= -x * x / k as f64;
+                s += term / (2 * k + 1) as f64;
+            }
+            s * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            let a = x.abs();
+            let mut f = a;
+            for k in (1..200).rev() {
+                f = a + (k as f64 / 2.0) / f;
+            }
+            let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / f;
+            (1.0 - erfc).copysign(x)
+        }
+    }
+
+    fn rows(r: usize, n: usize) -> Vec<f32> {
+        (0..r * n).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 6.0).collect()
+    }
+
+    /// The parallel path (many rows) equals the serial one row by row.
+    #[test]
+    fn kernels_do_not_depend_on_the_split() {
+        let n = 77;
+        let x = rows(2000, n);
+        let dy = rows(2000, n).iter().map(|v| v * 0.3 + 0.1).collect::<Vec<_>>();
+        let mut y = vec![0.0; x.len()];
+        softmax_rows(&x, &mut y, n);
+        let mut one = vec![0.0; n];
+        softmax_rows(&x[1234 * n..1235 * n], &mut one, n);
+        assert_eq!(&y[1234 * n..1235 * n], &one[..]);
+        let w: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let mut st = vec![0.0; 4000];
+        let mut dx = vec![0.0; x.len()];
+        layer_norm_rows(&x, Some(&w), None, 1e-6, n, &mut y, &mut st);
+        let (dw, _) = layer_norm_rows_backward(&x, Some(&w), &st, &dy, n, &mut dx);
+        let mut st2 = vec![0.0; 4000];
+        let mut dx2 = vec![0.0; x.len()];
+        layer_norm_rows(&x, Some(&w), None, 1e-6, n, &mut y, &mut st2);
+        let (dw2, _) = layer_norm_rows_backward(&x, Some(&w), &st2, &dy, n, &mut dx2);
+        assert_eq!(dx, dx2);
+        assert_eq!(dw, dw2);
+    }
+}
