@@ -30,6 +30,9 @@ struct Cli {
     /// Timed repetitions per measurement (after one warm-up).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 struct Check(Cli);
@@ -164,6 +167,9 @@ impl Task for Check {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        maetok::backend::set_threads(n)?;
+    }
     let tiny = cli.fixtures.join("tokenizer-ae-tiny");
     for f in ["config.json", "model.safetensors", "io.safetensors"] {
         if !tiny.join(f).is_file() {

@@ -28,6 +28,9 @@ struct Cli {
     /// ndarray | wgpu | cuda
     #[arg(long, global = true, default_value = "ndarray")]
     backend: String,
+    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Images per Inception batch.
     #[arg(long, global = true, default_value_t = 32)]
     batch_size: usize,
@@ -77,6 +80,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        maetok::backend::set_threads(n)?;
+    }
     let preprocess = match cli.pipeline {
         Pipeline::Adm => Preprocess::Tf1,
         Pipeline::PytorchFid => Preprocess::PytorchFid,

@@ -56,6 +56,9 @@ struct Cli {
     lr: f64,
     #[arg(long)]
     out: PathBuf,
+    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +66,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let c = Cli::parse();
+    if let Some(n) = c.threads {
+        maetok::backend::set_threads(n)?;
+    }
     let input = match (c.cache, c.npy) {
         (Some(dir), _) => GmmInput::Cache {
             dir,

@@ -24,6 +24,9 @@ struct Cli {
     /// ndarray | wgpu | cuda
     #[arg(long, default_value = "ndarray")]
     backend: String,
+    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
     /// Image files or folders (PNG/JPEG, searched recursively).
@@ -36,6 +39,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        maetok::backend::set_threads(n)?;
+    }
     let args = ReconstructArgs {
         model: cli.model,
         out: cli.out.clone(),

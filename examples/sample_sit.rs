@@ -71,6 +71,9 @@ struct Cli {
     /// ndarray | wgpu | cuda
     #[arg(long, default_value = "ndarray")]
     backend: String,
+    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,6 +81,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let c = Cli::parse();
+    if let Some(n) = c.threads {
+        maetok::backend::set_threads(n)?;
+    }
     let classes = match c.num_samples {
         Some(n) => Classes::Balanced { n },
         None if !c.classes.is_empty() => Classes::List { classes: c.classes, per_class: c.per_class },

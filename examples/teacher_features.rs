@@ -31,6 +31,9 @@ struct Cli {
     /// ndarray | wgpu | cuda
     #[arg(long, default_value = "ndarray")]
     backend: String,
+    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
     /// Image files or folders (PNG/JPEG, searched recursively).
@@ -43,6 +46,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        maetok::backend::set_threads(n)?;
+    }
     let config = match (&cli.preset, &cli.config) {
         (Some(p), _) => VitConfig::preset(p).with_context(|| format!("unknown preset '{p}' (dinov2-l, siglip-so400m, dino-s)"))?,
         (None, Some(path)) => {

@@ -77,6 +77,9 @@ struct Cli {
     /// ndarray | wgpu | cuda
     #[arg(long, default_value = "ndarray")]
     backend: String,
+    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -84,6 +87,9 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        maetok::backend::set_threads(n)?;
+    }
     let mut recipe = TokenizerRecipe::from_file(&cli.config)?;
     if !recipe.ignored.is_empty() {
         tracing::info!("{}: keys without effect here: {}", recipe.origin, recipe.ignored.join(", "));

@@ -24,6 +24,29 @@ pub fn available() -> Vec<&'static str> {
     v
 }
 
+/// Sets the number of CPU threads that every parallel part of this process uses: rayon's global
+/// pool (our fused kernels, Flex, NdArray's parallel iterators) and OpenBLAS's workers (the
+/// GEMMs of the default backend). Call it once, before any model work; without it both use one
+/// thread per core.
+pub fn set_threads(n: usize) -> Result<()> {
+    if n == 0 || n > 4096 {
+        bail!("--threads {n}: give between 1 and 4096 threads");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("--threads {n}: the thread pool was already started ({e}); set it before any model work"))?;
+    #[cfg(feature = "ndarray")]
+    {
+        extern "C" {
+            fn openblas_set_num_threads(n: std::ffi::c_int);
+        }
+        // SAFETY: OpenBLAS's documented setter; it only resizes its worker pool.
+        unsafe { openblas_set_num_threads(n as std::ffi::c_int) };
+    }
+    Ok(())
+}
+
 /// Work that runs on any backend.
 pub trait Task {
     type Output;

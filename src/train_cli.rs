@@ -67,6 +67,9 @@ pub struct TrainFlags {
     /// ndarray | wgpu | cuda
     #[arg(long, default_value = "ndarray")]
     pub backend: String,
+    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 impl TrainFlags {
