@@ -18,31 +18,45 @@ fn rows_per_task(n: usize) -> usize {
 /// Runs `f(first_row, out_chunk)` over `out` split into tasks of whole rows of length `n`.
 fn par_rows(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() <= PAR_MIN || n == 0 {
-        wide(&f, 0, out);
+        f(0, out);
         return;
     }
     let per = rows_per_task(n);
-    out.par_chunks_mut(per * n).enumerate().for_each(|(i, c)| wide(&f, i * per, c));
+    out.par_chunks_mut(per * n).enumerate().for_each(|(i, c)| f(i * per, c));
 }
 
-/// Calls `f` compiled for AVX2 + FMA when the CPU has them (8-lane vectors instead of the
-/// baseline's 4; the arithmetic and its rounding are the same, as nothing is contracted into
-/// FMAs), else as built.
-#[inline(always)]
-fn wide<F: Fn(usize, &mut [f32])>(f: &F, first: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for (checked above).
-        unsafe { wide_avx2(f, first, out) };
+/// Runs `f(offset, out_chunk)` over `out` in parallel chunks (element-wise kernels).
+fn par_elems(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() <= PAR_MIN {
+        f(0, out);
         return;
     }
-    f(first, out)
+    out.par_chunks_mut(PAR_MIN).enumerate().for_each(|(i, c)| f(i * PAR_MIN, c));
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn wide_avx2<F: Fn(usize, &mut [f32])>(f: &F, first: usize, out: &mut [f32]) {
-    f(first, out)
+/// Defines a chunk kernel twice: as built (baseline x86-64 has 4-lane SSE2) and compiled for
+/// AVX2 + FMA (8 lanes), and picks the second at run time when the CPU has those features. The
+/// arithmetic and its rounding are the same in both (nothing is contracted into FMAs). The body
+/// and the helpers it calls are `#[inline(always)]`, so they are compiled inside each version.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) {
+                imp($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has the features `avx2` is compiled for (checked above).
+                return unsafe { avx2($($arg),*) };
+            }
+            imp($($arg),*)
+        }
+    };
 }
 
 /// `e^x` for `x ≤ 88` (larger arguments saturate at `e^88`), within 2 ulp: Cody–Waite range
@@ -63,7 +77,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
     if x < -87.336_55 {
@@ -144,7 +158,12 @@ fn max(x: &[f32]) -> f32 {
 
 /// Softmax of each row of length `n`: `y = e^(x − max) / Σ e^(x − max)`.
 pub fn softmax_rows(x: &[f32], y: &mut [f32], n: usize) {
-    par_rows(y, n, |r0, out| {
+    par_rows(y, n, |r0, out| softmax_chunk(x, out, n, r0));
+}
+
+multiversion! {
+    /// [`softmax_rows`] on the rows of `out` starting at row `r0`.
+    fn softmax_chunk(x: &[f32], out: &mut [f32], n: usize, r0: usize) {
         for (i, yr) in out.chunks_exact_mut(n).enumerate() {
             let xr = &x[(r0 + i) * n..(r0 + i + 1) * n];
             let m = max(xr);
@@ -156,12 +175,16 @@ pub fn softmax_rows(x: &[f32], y: &mut [f32], n: usize) {
                 *o /= s;
             }
         }
-    });
+    }
 }
 
 /// Softmax backward per row: `dx = y · (dy − Σ y·dy)`.
 pub fn softmax_rows_backward(y: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {
-    par_rows(dx, n, |r0, out| {
+    par_rows(dx, n, |r0, out| softmax_backward_chunk(y, dy, out, n, r0));
+}
+
+multiversion! {
+    fn softmax_backward_chunk(y: &[f32], dy: &[f32], out: &mut [f32], n: usize, r0: usize) {
         for (i, dxr) in out.chunks_exact_mut(n).enumerate() {
             let range = (r0 + i) * n..(r0 + i + 1) * n;
             let (yr, gr) = (&y[range.clone()], &dy[range]);
@@ -170,39 +193,39 @@ pub fn softmax_rows_backward(y: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {
                 *o = p * (g - s);
             }
         }
-    });
-}
-
-/// Runs `f(offset, out_chunk)` over `out` in parallel chunks (element-wise kernels).
-fn par_elems(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-    if out.len() <= PAR_MIN {
-        wide(&f, 0, out);
-        return;
     }
-    out.par_chunks_mut(PAR_MIN).enumerate().for_each(|(i, c)| wide(&f, i * PAR_MIN, c));
 }
 
 /// Exact (erf) GELU: `y = ½·x·(1 + erf(x/√2))`.
 pub fn gelu_erf(x: &[f32], y: &mut [f32]) {
-    par_elems(y, |o0, out| {
-        let len = out.len();
-        for (o, &v) in out.iter_mut().zip(&x[o0..o0 + len]) {
+    par_elems(y, |o0, out| gelu_chunk(&x[o0..o0 + out.len()], out));
+}
+
+multiversion! {
+    fn gelu_chunk(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
             *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
         }
-    });
+    }
 }
 
 /// Exact GELU backward: `dx = dy · (Φ(x) + x·φ(x))`.
 pub fn gelu_erf_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    const INV_SQRT_2PI: f32 = 0.398_942_3;
     par_elems(dx, |o0, out| {
         let range = o0..o0 + out.len();
-        for ((o, &v), &g) in out.iter_mut().zip(&x[range.clone()]).zip(&dy[range]) {
+        gelu_backward_chunk(&x[range.clone()], &dy[range], out)
+    });
+}
+
+multiversion! {
+    fn gelu_backward_chunk(x: &[f32], dy: &[f32], out: &mut [f32]) {
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
             let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
             let pdf = INV_SQRT_2PI * exp(-0.5 * v * v);
             *o = g * (cdf + v * pdf);
         }
-    });
+    }
 }
 
 /// LayerNorm of each row of length `n` (biased variance, eps inside the root), then the optional
@@ -210,7 +233,14 @@ pub fn gelu_erf_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
 pub fn layer_norm_rows(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32, n: usize, y: &mut [f32], stats: &mut [f32]) {
     let rows = y.len() / n.max(1);
     // Per-row statistics first (cheap), then the normalisation in parallel.
-    par_rows(&mut stats[..2 * rows], 2, |r0, st| {
+    par_rows(&mut stats[..2 * rows], 2, |r0, st| layer_norm_stats_chunk(x, st, n, eps, r0));
+    let stats = &*stats;
+    par_rows(y, n, |r0, out| layer_norm_chunk(x, w, b, stats, out, n, r0));
+}
+
+multiversion! {
+    /// Mean and `1/√(var + eps)` of the rows starting at `r0`, two values per row in `st`.
+    fn layer_norm_stats_chunk(x: &[f32], st: &mut [f32], n: usize, eps: f32, r0: usize) {
         for (i, s) in st.chunks_exact_mut(2).enumerate() {
             let xr = &x[(r0 + i) * n..(r0 + i + 1) * n];
             let mean = sum(xr) / n as f32;
@@ -226,9 +256,12 @@ pub fn layer_norm_rows(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32
             s[0] = mean;
             s[1] = 1.0 / (var + eps).sqrt();
         }
-    });
-    let stats = &*stats;
-    par_rows(y, n, |r0, out| {
+    }
+}
+
+multiversion! {
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_chunk(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, stats: &[f32], out: &mut [f32], n: usize, r0: usize) {
         for (i, yr) in out.chunks_exact_mut(n).enumerate() {
             let r = r0 + i;
             let xr = &x[r * n..(r + 1) * n];
@@ -256,14 +289,19 @@ pub fn layer_norm_rows(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32
                 }
             }
         }
-    });
+    }
 }
 
 /// LayerNorm backward. With `x̂ = (x − mean)·rstd` and `g = dy·w` (`g = dy` without weight):
 /// `dx = rstd · (g − mean(g) − x̂·mean(g·x̂))`, `dw = Σ_rows dy·x̂`, `db = Σ_rows dy`.
 /// Returns `(dw, db)` (each `[n]`, summed over row chunks in chunk order).
 pub fn layer_norm_rows_backward(x: &[f32], w: Option<&[f32]>, stats: &[f32], dy: &[f32], n: usize, dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
-    par_rows(dx, n, |r0, out| {
+    par_rows(dx, n, |r0, out| layer_norm_backward_chunk(x, w, stats, dy, out, n, r0));
+    layer_norm_param_grads(x, stats, dy, n)
+}
+
+multiversion! {
+    fn layer_norm_backward_chunk(x: &[f32], w: Option<&[f32]>, stats: &[f32], dy: &[f32], out: &mut [f32], n: usize, r0: usize) {
         let mut g = vec![0.0f32; n];
         let mut xhat = vec![0.0f32; n];
         for (i, dxr) in out.chunks_exact_mut(n).enumerate() {
@@ -285,7 +323,11 @@ pub fn layer_norm_rows_backward(x: &[f32], w: Option<&[f32]>, stats: &[f32], dy:
                 *o = rstd * (gi - mg - h * mgx);
             }
         }
-    });
+    }
+}
+
+/// `(dw, db)` of the LayerNorm backward: `Σ_rows dy·x̂` and `Σ_rows dy`.
+fn layer_norm_param_grads(x: &[f32], stats: &[f32], dy: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
     // Parameter gradients: partial sums per chunk of rows, combined in chunk order.
     let rows = dy.len() / n.max(1);
     let per = rows_per_task(n);

@@ -44,7 +44,10 @@ fn prim<B: Backend, T: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Float
 
 /// A backend `T` primitive as a tensor of `B` (the caller checked that `B` is `T`).
 fn wrap<T: Backend, B: Backend, const D: usize>(p: FloatTensor<T>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(cast(p).ok().expect("B is T (checked by prim)")))
+    match cast(p) {
+        Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(p)),
+        Err(_) => unreachable!("B is T (checked by prim)"),
+    }
 }
 
 /// Which fast path a backend type takes.
