@@ -37,7 +37,7 @@ struct Cli {
     shard_size: usize,
     #[arg(long)]
     export_npz: Option<PathBuf>,
-    /// ndarray | wgpu | cuda
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// CPU threads for rayon and OpenBLAS together (default: one per core).

@@ -25,7 +25,7 @@ enum Pipeline {
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
-    /// ndarray | wgpu | cuda
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, global = true, default_value = "ndarray")]
     backend: String,
     /// CPU threads for rayon and OpenBLAS together (default: one per core).

@@ -26,7 +26,7 @@ struct Cli {
     /// Peak learning rate (AdamW, warm-up then cosine).
     #[arg(long, default_value_t = 1e-2)]
     lr: f64,
-    /// ndarray | wgpu | cuda
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// CPU threads for rayon and OpenBLAS together (default: one per core).

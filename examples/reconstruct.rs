@@ -21,7 +21,7 @@ struct Cli {
     /// SoftVQ-VAE only: also write each token's code index [N, codebooks, tokens/codebooks] (tensor `indices`).
     #[arg(long)]
     indices_out: Option<PathBuf>,
-    /// ndarray | wgpu | cuda
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// CPU threads for rayon and OpenBLAS together (default: one per core).

@@ -63,7 +63,7 @@ struct Cli {
     latent_mean: Option<f64>,
     #[arg(long, requires = "latent_mean")]
     latent_std: Option<f64>,
-    /// ndarray | wgpu | cuda
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// CPU threads for rayon and OpenBLAS together (default: one per core).

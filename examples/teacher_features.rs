@@ -28,7 +28,7 @@ struct Cli {
     /// Also write the resampled (patch-16) state dict as safetensors.
     #[arg(long)]
     export_weights: Option<PathBuf>,
-    /// ndarray | wgpu | cuda
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// CPU threads for rayon and OpenBLAS together (default: one per core).

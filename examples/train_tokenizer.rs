@@ -74,7 +74,7 @@ struct Cli {
     disc_trunk: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     keep_checkpoints: usize,
-    /// ndarray | wgpu | cuda
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, default_value = "ndarray")]
     backend: String,
     /// CPU threads for rayon and OpenBLAS together (default: one per core).

@@ -1,4 +1,4 @@
-//! Backend selection for the example programs (`--backend ndarray|wgpu|cuda`).
+//! Backend selection for the example programs (`--backend ndarray|flex|wgpu|cuda`).
 //!
 //! Model code is generic over `B: Backend`; a task implements [`Task`] (inference) or
 //! [`TrainTask`] (needs autodiff) and [`run`] / [`run_train`] instantiate it on the chosen backend.

@@ -64,7 +64,7 @@ pub struct TrainFlags {
     pub tokenizer: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = LatentStats::Config)]
     pub latent_stats: LatentStats,
-    /// ndarray | wgpu | cuda
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, default_value = "ndarray")]
     pub backend: String,
     /// CPU threads for rayon and OpenBLAS together (default: one per core).

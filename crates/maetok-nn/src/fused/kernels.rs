@@ -294,10 +294,23 @@ multiversion! {
 
 /// LayerNorm backward. With `x̂ = (x − mean)·rstd` and `g = dy·w` (`g = dy` without weight):
 /// `dx = rstd · (g − mean(g) − x̂·mean(g·x̂))`, `dw = Σ_rows dy·x̂`, `db = Σ_rows dy`.
-/// Returns `(dw, db)` (each `[n]`, summed over row chunks in chunk order).
-pub fn layer_norm_rows_backward(x: &[f32], w: Option<&[f32]>, stats: &[f32], dy: &[f32], n: usize, dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
+/// Returns `(dw, db)` (each `[n]`, summed over row chunks in chunk order) when `params` asks for
+/// them (an affine norm), else empty vectors.
+pub fn layer_norm_rows_backward(
+    x: &[f32],
+    w: Option<&[f32]>,
+    stats: &[f32],
+    dy: &[f32],
+    n: usize,
+    dx: &mut [f32],
+    params: bool,
+) -> (Vec<f32>, Vec<f32>) {
     par_rows(dx, n, |r0, out| layer_norm_backward_chunk(x, w, stats, dy, out, n, r0));
-    layer_norm_param_grads(x, stats, dy, n)
+    if params {
+        layer_norm_param_grads(x, stats, dy, n)
+    } else {
+        (Vec::new(), Vec::new())
+    }
 }
 
 multiversion! {
@@ -426,11 +439,11 @@ mod tests {
         let mut st = vec![0.0; 4000];
         let mut dx = vec![0.0; x.len()];
         layer_norm_rows(&x, Some(&w), None, 1e-6, n, &mut y, &mut st);
-        let (dw, _) = layer_norm_rows_backward(&x, Some(&w), &st, &dy, n, &mut dx);
+        let (dw, _) = layer_norm_rows_backward(&x, Some(&w), &st, &dy, n, &mut dx, true);
         let mut st2 = vec![0.0; 4000];
         let mut dx2 = vec![0.0; x.len()];
         layer_norm_rows(&x, Some(&w), None, 1e-6, n, &mut y, &mut st2);
-        let (dw2, _) = layer_norm_rows_backward(&x, Some(&w), &st2, &dy, n, &mut dx2);
+        let (dw2, _) = layer_norm_rows_backward(&x, Some(&w), &st2, &dy, n, &mut dx2, true);
         assert_eq!(dx, dx2);
         assert_eq!(dw, dw2);
     }

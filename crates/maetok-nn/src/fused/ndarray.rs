@@ -216,15 +216,17 @@ fn param(t: Option<&NdArrayTensor>, n: usize) -> Option<Option<Cow<'_, [f32]>>> 
     }
 }
 
-/// `(dx, dweight, dbias)` from the state and the output gradient.
-fn layer_norm_backward_nd(state: &LnState, dy: &NdArrayTensor) -> (NdArrayTensor, NdArrayTensor, NdArrayTensor) {
+/// `(dx, dweight, dbias)` from the state and the output gradient; the parameter gradients only
+/// for an affine norm (`None` otherwise).
+fn layer_norm_backward_nd(state: &LnState, dy: &NdArrayTensor) -> (NdArrayTensor, Option<(NdArrayTensor, NdArrayTensor)>) {
     let (xs, shape) = read(&state.x).expect("f32 input");
     let (gs, _) = read(dy).expect("f32 gradient");
     let n = row_len(&shape).expect("checked forward");
     let w = state.weight.as_ref().map(|w| read(w).expect("f32 weight").0);
     let mut dx = vec![0.0; xs.len()];
-    let (dw, db) = kernels::layer_norm_rows_backward(&xs, w.as_deref(), &state.stats, &gs, n, &mut dx);
-    (make(&shape, dx), make(&[n], dw), make(&[n], db))
+    let affine = w.is_some();
+    let (dw, db) = kernels::layer_norm_rows_backward(&xs, w.as_deref(), &state.stats, &gs, n, &mut dx, affine);
+    (make(&shape, dx), affine.then(|| (make(&[n], dw), make(&[n], db))))
 }
 
 #[derive(Debug)]
@@ -248,7 +250,8 @@ impl Backward<Nd, 3> for AffineLayerNormBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [px, pw, pb] = ops.parents;
         let dy = grads.consume::<Nd>(&ops.node);
-        let (dx, dw, db) = layer_norm_backward_nd(&ops.state, &dy);
+        let (dx, params) = layer_norm_backward_nd(&ops.state, &dy);
+        let (dw, db) = params.expect("an affine norm has a weight");
         for (parent, grad) in [(px, dx), (pw, dw), (pb, db)] {
             if let Some(node) = parent {
                 grads.register::<Nd>(node.id, grad);
