@@ -121,6 +121,19 @@ fn bench_ops<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
             y
         })
     });
+    // Our attention with merged heads (the model's path): the CPU fast path on NdArray, and the
+    // Burn-op default it replaces (matmul, softmax, matmul, head merge).
+    for (name, fast) in [("attention_merged_heads", true), ("attention_merged_heads_default", false)] {
+        group.bench_function(name, |bch| {
+            bch.iter(|| {
+                let (q, k) = (q.clone(), k.clone());
+                let y =
+                    if fast { maetok_nn::fused::attention(q, k.clone(), k) } else { maetok_nn::fused::attention_default(q, k.clone(), k) };
+                sync::<B>(&device);
+                y
+            })
+        });
+    }
     group.bench_function("layer_norm", |bch| {
         bch.iter(|| {
             let y = maetok_nn::layer_norm::normalize(x3.clone(), 1e-6);

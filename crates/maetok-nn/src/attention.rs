@@ -17,7 +17,8 @@ pub struct Attention<B: Backend> {
     pub proj: Linear<B>,
     pub heads: usize,
     /// Use the backend's fused attention op (flash attention on CUDA/wgpu) instead of
-    /// matmul–softmax–matmul (faster on NdArray, and the reference's op order).
+    /// [`crate::fused::attention`] (matmul–softmax–matmul, the reference's op order, with a CPU
+    /// fast path on NdArray).
     pub fused: bool,
     /// Optional per-head LayerNorms on q and k (timm `qk_norm=True`: `q_norm`, `k_norm` over the
     /// head dimension, applied before RoPE and scaling).
@@ -79,11 +80,11 @@ impl<B: Backend> Attention<B> {
         };
         let out = if self.fused {
             let options = AttentionModuleOptions { scale: Some(1.0), softcap: None, is_causal: false };
-            attention(q, k, v, None, None, options)
+            attention(q, k, v, None, None, options).swap_dims(1, 2).reshape([b, n, d])
         } else {
-            crate::ops::softmax(q.matmul(k.swap_dims(2, 3)), 3).matmul(v)
+            crate::fused::attention(q, k, v)
         };
-        linear3(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
+        linear3(&self.proj, out)
     }
 }
 

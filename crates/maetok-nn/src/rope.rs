@@ -159,9 +159,7 @@ impl<B: Backend> RopeFull<B> {
     }
 
     fn apply(x: Tensor<B, 4>, cos: &Tensor<B, 3>, sin: &Tensor<B, 3>, swap: &Tensor<B, 2>) -> Tensor<B, 4> {
-        let [b, h, n, hd] = x.dims();
-        let swapped = x.clone().reshape([b * h * n, hd]).matmul(swap.clone()).reshape([b, h, n, hd]);
-        x * cos.clone().unsqueeze::<4>() + swapped * sin.clone().unsqueeze::<4>()
+        crate::fused::rope(x, cos.clone(), sin.clone(), swap)
     }
 
     /// Rotates (and scales) q `[B, H, N, hd]`.

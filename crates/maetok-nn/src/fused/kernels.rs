@@ -39,9 +39,9 @@ fn par_elems(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
 /// arithmetic and its rounding are the same in both (nothing is contracted into FMAs). The body
 /// and the helpers it calls are `#[inline(always)]`, so they are compiled inside each version.
 macro_rules! multiversion {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$m])*
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
             fn imp($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
@@ -191,6 +191,34 @@ multiversion! {
             let s = dot(yr, gr);
             for ((o, &p), &g) in dxr.iter_mut().zip(yr).zip(gr) {
                 *o = p * (g - s);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`softmax_rows`] in place on the calling thread (one attention head's scores).
+    pub fn softmax_rows_in_place(s: &mut [f32], n: usize) {
+        for row in s.chunks_exact_mut(n) {
+            let m = max(row);
+            for o in row.iter_mut() {
+                *o = exp(*o - m);
+            }
+            let z = sum(row);
+            for o in row.iter_mut() {
+                *o /= z;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`softmax_rows_backward`] in place on the calling thread: `g ← y · (g − Σ y·g)` per row.
+    pub fn softmax_backward_in_place(y: &[f32], g: &mut [f32], n: usize) {
+        for (yr, gr) in y.chunks_exact(n).zip(g.chunks_exact_mut(n)) {
+            let s = dot(yr, gr);
+            for (o, &p) in gr.iter_mut().zip(yr) {
+                *o = p * (*o - s);
             }
         }
     }

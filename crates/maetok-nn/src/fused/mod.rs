@@ -15,9 +15,15 @@
 //! in f64, take the default path. The fixture tests run through whichever path their backend
 //! selects; `tests` below hold the two paths to each other in value and gradient.
 
+#[cfg(feature = "cpu-kernels")]
+mod attention;
 pub mod kernels;
 #[cfg(feature = "cpu-kernels")]
+mod linear;
+#[cfg(feature = "cpu-kernels")]
 mod ndarray;
+#[cfg(feature = "cpu-kernels")]
+mod rope;
 
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -57,6 +63,80 @@ pub fn layer_norm<B: Backend, const D: usize>(
         Err(args) => args,
     };
     layer_norm_default(x, weight, bias, eps)
+}
+
+/// Attention with merged heads: `softmax(q·kᵀ)·v` per head, the heads concatenated.
+/// `q` `[B, H, Nq, hd]` (already scaled), `k` `[B, H, Nk, hd]`, `v` `[B, H, Nk, hv]` →
+/// `[B, Nq, H·hv]` (head `h` in columns `h·hv..(h+1)·hv`, the layout the output projection reads).
+///
+/// The CPU fast path runs each (batch, head) as one task over raw views (no head split or merge
+/// copy) and records one autodiff node that keeps the attention weights for its backward.
+pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu-kernels")]
+    let [q, k, v] = match ndarray::attention([q, k, v]) {
+        Ok(y) => return y,
+        Err(qkv) => qkv,
+    };
+    attention_default(q, k, v)
+}
+
+/// The default attention (Burn ops): matmul, [`softmax_last`], matmul, merge the heads.
+pub fn attention_default<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, h, nq, _] = q.dims();
+    let hv = v.dims()[3];
+    softmax_last(q.matmul(k.swap_dims(2, 3))).matmul(v).swap_dims(1, 2).reshape([b, nq, h * hv])
+}
+
+/// Rotary embedding of adjacent pairs: `x·cos + swap_pairs(x)·sin` with `x` `[B, H, N, hd]` and
+/// tables `[Hr, N, hd]` (`Hr` = H or 1, see [`crate::rope::RopeFull`]); `swap` `[hd, hd]` is the
+/// pair permutation, used by the default path only.
+///
+/// The CPU fast path reads `x` where it lies (a strided view of the qkv projection), writes one
+/// contiguous result and records one autodiff node (gradients for `x` and for the tables, which
+/// carry the learnable frequencies of mixed RoPE).
+pub fn rope<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 3>, sin: Tensor<B, 3>, swap: &Tensor<B, 2>) -> Tensor<B, 4> {
+    #[cfg(feature = "cpu-kernels")]
+    let (x, cos, sin) = match ndarray::rope((x, cos, sin)) {
+        Ok(y) => return y,
+        Err(args) => args,
+    };
+    rope_default(x, cos, sin, swap)
+}
+
+/// The default RoPE (Burn ops): the swap as a permutation GEMM, two broadcast products, a sum.
+pub fn rope_default<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 3>, sin: Tensor<B, 3>, swap: &Tensor<B, 2>) -> Tensor<B, 4> {
+    let [b, h, n, hd] = x.dims();
+    let swapped = x.clone().reshape([b * h * n, hd]).matmul(swap.clone()).reshape([b, h, n, hd]);
+    x * cos.unsqueeze::<4>() + swapped * sin.unsqueeze::<4>()
+}
+
+/// Linear layer on the last dimension: `x·weight + bias`. `x` `[..., in]`, `weight` `[in, out]`
+/// (Burn's layout), `bias` `[out]` → `[..., out]`.
+///
+/// The CPU fast path runs one GEMM on `x` seen as `[rows, in]` with the bias written into the
+/// output first (no reshape copies, no broadcast pass) and records one autodiff node.
+pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    let (x, weight, bias) = match ndarray::linear((x, weight, bias)) {
+        Ok(y) => return y,
+        Err(args) => args,
+    };
+    linear_default(x, weight, bias)
+}
+
+/// The default Linear (Burn ops): the leading dimensions flattened into one GEMM (much faster on
+/// BLAS backends than the broadcast batched matmul), the bias broadcast-added.
+pub fn linear_default<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, D> {
+    let mut shape = x.dims();
+    let [inp, out] = weight.dims();
+    let rows = shape[..D - 1].iter().product();
+    let y = x.reshape([rows, inp]).matmul(weight);
+    let y = match bias {
+        Some(b) => y + b.unsqueeze_dim::<2>(0),
+        None => y,
+    };
+    shape[D - 1] = out;
+    y.reshape(shape)
 }
 
 /// The default softmax (Burn ops, exact gradient).
@@ -164,6 +244,128 @@ mod tests {
                         &format!("{name} inference = autodiff forward"),
                     );
                 }
+            }
+        }
+    }
+
+    /// Attention: the fast path equals the default in value and in the gradients of q, k and v,
+    /// with v a strided view (as the qkv split makes it), at a serial and a parallel size; the
+    /// inference backend gives the autodiff forward.
+    #[test]
+    fn attention_fast_path_equals_default() {
+        let dev = Default::default();
+        for (b, h, n, hd) in [(2, 3, 5, 4), (2, 4, 70, 16)] {
+            let t = |seed| Tensor::<A, 3>::from_data(data([b * h, n, hd], seed), &dev).reshape([b, h, n, hd]);
+            // v as the qkv split leaves it: [B, N, H, hd] storage seen as [B, H, N, hd].
+            let v_store = || Tensor::<A, 3>::from_data(data([b * n, h, hd], 3), &dev).reshape([b, n, h, hd]).require_grad();
+            let g = Tensor::<A, 3>::from_data(data([b, n, h * hd], 7), &dev);
+            let run = |fast: bool| {
+                let (q, k, vs) = ((t(1) * 0.5).require_grad(), t(2).require_grad(), v_store());
+                let v = vs.clone().swap_dims(1, 2);
+                let y = if fast { attention(q.clone(), k.clone(), v) } else { attention_default(q.clone(), k.clone(), v) };
+                let grads = (y.clone() * g.clone()).sum().backward();
+                let grad = |x: &Tensor<A, 4>| x.grad(&grads).unwrap().into_data();
+                (y.into_data(), grad(&q), grad(&k), grad(&vs))
+            };
+            let (fast, slow) = (run(true), run(false));
+            let what = format!("attention {b}x{h}x{n}x{hd}");
+            close(fast.0.clone(), slow.0, 2e-6, &format!("{what} value"));
+            close(fast.1, slow.1, 5e-6, &format!("{what} dq"));
+            close(fast.2, slow.2, 5e-6, &format!("{what} dk"));
+            close(fast.3, slow.3, 5e-6, &format!("{what} dv"));
+            let inner = |x: Tensor<A, 4>| x.inner();
+            let vi = Tensor::<N, 3>::from_data(data([b * n, h, hd], 3), &dev).reshape([b, n, h, hd]).swap_dims(1, 2);
+            assert!(ndarray::attention([inner(t(1)), inner(t(2)), vi.clone()]).is_ok(), "{what}: the fast path takes a strided v");
+            close(attention(inner(t(1) * 0.5), inner(t(2)), vi).into_data(), fast.0, 0.0, &format!("{what} inference = autodiff forward"));
+        }
+    }
+
+    /// RoPE: the fast path equals the default in value (exactly: same products and sums) and in
+    /// the gradients of x and of both tables, for tables shared by all heads and per head, with x
+    /// a strided view as the qkv split leaves it, at a serial and a parallel size.
+    #[test]
+    fn rope_fast_path_equals_default() {
+        let dev = Default::default();
+        for (b, h, n, hd) in [(2, 3, 5, 4), (3, 4, 70, 32)] {
+            for hr in [1, h] {
+                let mut p = vec![0f32; hd * hd];
+                for j in 0..hd / 2 {
+                    p[(2 * j + 1) * hd + 2 * j] = 1.0;
+                    p[(2 * j) * hd + 2 * j + 1] = 1.0;
+                }
+                let swap = Tensor::<A, 2>::from_data(TensorData::new(p, [hd, hd]), &dev);
+                let g = Tensor::<A, 3>::from_data(data([b * h, n, hd], 9), &dev).reshape([b, h, n, hd]);
+                let run = |fast: bool| {
+                    let xs = Tensor::<A, 3>::from_data(data([b * n, h, hd], 1), &dev).reshape([b, n, h, hd]).require_grad();
+                    let (c, s) = (
+                        Tensor::<A, 3>::from_data(data([hr, n, hd], 2), &dev).require_grad(),
+                        Tensor::<A, 3>::from_data(data([hr, n, hd], 3), &dev).require_grad(),
+                    );
+                    let x = xs.clone().swap_dims(1, 2);
+                    let y = if fast { rope(x, c.clone(), s.clone(), &swap) } else { rope_default(x, c.clone(), s.clone(), &swap) };
+                    let grads = (y.clone() * g.clone()).sum().backward();
+                    (
+                        y.into_data(),
+                        xs.grad(&grads).unwrap().into_data(),
+                        c.grad(&grads).unwrap().into_data(),
+                        s.grad(&grads).unwrap().into_data(),
+                    )
+                };
+                let (fast, slow) = (run(true), run(false));
+                let what = format!("rope {b}x{h}x{n}x{hd} tables for {hr} heads");
+                close(fast.0.clone(), slow.0, 0.0, &format!("{what} value"));
+                close(fast.1, slow.1, 0.0, &format!("{what} dx"));
+                close(fast.2, slow.2, 5e-6, &format!("{what} dcos"));
+                close(fast.3, slow.3, 5e-6, &format!("{what} dsin"));
+                let xi = Tensor::<N, 3>::from_data(data([b * n, h, hd], 1), &dev).reshape([b, n, h, hd]).swap_dims(1, 2);
+                let ti = |seed| Tensor::<N, 3>::from_data(data([hr, n, hd], seed), &dev);
+                assert!(ndarray::rope((xi.clone(), ti(2), ti(3))).is_ok(), "{what}: the fast path takes a strided x");
+                close(rope(xi, ti(2), ti(3), &swap.inner()).into_data(), fast.0, 0.0, &format!("{what} inference = autodiff forward"));
+            }
+        }
+    }
+
+    /// Linear: the fast path equals the default in value and in dx, dW and db, with and without
+    /// bias, with a frozen weight (no dW asked), and on a strided input.
+    #[test]
+    fn linear_fast_path_equals_default() {
+        let dev = Default::default();
+        for (b, n, inp, out) in [(2, 3, 5, 4), (4, 70, 96, 130)] {
+            for (bias, frozen) in [(true, false), (false, false), (true, true)] {
+                let g = Tensor::<A, 3>::from_data(data([b, n, out], 9), &dev);
+                let run = |fast: bool| {
+                    // x as a transposed view of [B, in, N] storage.
+                    let xs = Tensor::<A, 3>::from_data(data([b, inp, n], 1), &dev).require_grad();
+                    let w = Tensor::<A, 3>::from_data(data([1, inp, out], 2), &dev).reshape([inp, out]);
+                    let w = if frozen { w } else { w.require_grad() };
+                    let bb = bias.then(|| Tensor::<A, 3>::from_data(data([1, 1, out], 3), &dev).reshape([out]).require_grad());
+                    let x = xs.clone().swap_dims(1, 2);
+                    let y = if fast { linear(x, w.clone(), bb.clone()) } else { linear_default(x, w.clone(), bb.clone()) };
+                    let grads = (y.clone() * g.clone()).sum().backward();
+                    (
+                        y.into_data(),
+                        xs.grad(&grads).unwrap().into_data(),
+                        w.grad(&grads).map(|t| t.into_data()),
+                        bb.and_then(|t| t.grad(&grads)).map(|t| t.into_data()),
+                    )
+                };
+                let (fast, slow) = (run(true), run(false));
+                let what = format!("linear {b}x{n}x{inp}->{out} bias {bias} frozen {frozen}");
+                close(fast.0.clone(), slow.0, 2e-6, &format!("{what} value"));
+                close(fast.1, slow.1, 2e-6, &format!("{what} dx"));
+                assert_eq!(fast.2.is_some(), !frozen, "{what}: dW only for a trainable weight");
+                if let (Some(a), Some(b)) = (fast.2, slow.2) {
+                    close(a, b, 2e-6, &format!("{what} dW"));
+                }
+                assert_eq!(fast.3.is_some(), bias);
+                if let (Some(a), Some(b)) = (fast.3, slow.3) {
+                    close(a, b, 2e-6, &format!("{what} db"));
+                }
+                let xi = Tensor::<N, 3>::from_data(data([b, inp, n], 1), &dev).swap_dims(1, 2);
+                let wi = Tensor::<N, 3>::from_data(data([1, inp, out], 2), &dev).reshape([inp, out]);
+                let bi = bias.then(|| Tensor::<N, 3>::from_data(data([1, 1, out], 3), &dev).reshape([out]));
+                assert!(ndarray::linear((xi.clone(), wi.clone(), bi.clone())).is_ok(), "{what}: the fast path takes a strided x");
+                close(linear(xi, wi, bi).into_data(), fast.0, 0.0, &format!("{what} inference = autodiff forward"));
             }
         }
     }

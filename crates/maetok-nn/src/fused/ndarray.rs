@@ -11,13 +11,17 @@ use std::borrow::Cow;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
 
+use super::attention as attn;
 use super::kernels;
+use super::linear as lin;
+use super::rope as rot;
 
 type Nd = NdArray<f32>;
 type Ad = Autodiff<Nd>;
@@ -325,5 +329,319 @@ pub(super) fn layer_norm<B: Backend, const D: usize>(
             };
             Ok(wrap::<Ad, B, D>(out))
         }
+    }
+}
+
+// ---- attention ----
+
+/// What the attention backward needs: the inputs and the attention weights `P` `[B, H, Nq, Nk]`.
+#[derive(Clone, Debug)]
+struct AttnState {
+    q: NdArrayTensor,
+    k: NdArrayTensor,
+    v: NdArrayTensor,
+    probs: Vec<f32>,
+}
+
+/// A 4-d f32 view of `t` (any strides), or `None`.
+fn view4(t: &NdArrayTensor) -> Option<ndarray::ArrayView4<'_, f32>> {
+    let NdArrayTensor::F32(storage) = t else { return None };
+    storage.view().into_dimensionality::<ndarray::Ix4>().ok()
+}
+
+/// Forward on f32 tensors; `None` when any of them is not f32 or the shapes do not fit.
+fn attention_nd(q: &NdArrayTensor, k: &NdArrayTensor, v: &NdArrayTensor, keep: bool) -> Option<(NdArrayTensor, Option<Vec<f32>>)> {
+    let (qv, kv, vv) = (view4(q)?, view4(k)?, view4(v)?);
+    let d = attn::Dims::of(&qv, &kv, &vv)?;
+    let (out, probs) = attn::attention(qv, kv, vv, d, keep);
+    Some((make(&[d.b, d.nq, d.h * d.hv], out), probs))
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Nd, 3> for AttentionBackward {
+    type State = AttnState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [pq, pk, pv] = ops.parents;
+        let dout = grads.consume::<Nd>(&ops.node);
+        let s = ops.state;
+        let (q, k, v) = (view4(&s.q).expect("f32 q"), view4(&s.k).expect("f32 k"), view4(&s.v).expect("f32 v"));
+        let d = attn::Dims::of(&q, &k, &v).expect("checked forward");
+        let NdArrayTensor::F32(g) = &dout else { panic!("f32 output gradient") };
+        let g = g.view().into_dimensionality::<ndarray::Ix3>().expect("[B, Nq, H·hv] gradient");
+        let (dq, dk, dv) = attn::attention_backward(q, k, v, d, &s.probs, g);
+        let grads_of = [(pq, dq, [d.b, d.h, d.nq, d.hd]), (pk, dk, [d.b, d.h, d.nk, d.hd]), (pv, dv, [d.b, d.h, d.nk, d.hv])];
+        for (parent, grad, shape) in grads_of {
+            if let Some(node) = parent {
+                grads.register::<Nd>(node.id, make(&shape, grad));
+            }
+        }
+    }
+}
+
+/// The primitives of `xs` as backend `T`'s, or the tensors back (another backend, or any of
+/// them quantised).
+fn prims<B: Backend, T: Backend, const D: usize, const K: usize>(xs: [Tensor<B, D>; K]) -> Result<[FloatTensor<T>; K], [Tensor<B, D>; K]> {
+    let all = xs.map(prim::<B, T, D>);
+    if all.iter().all(Result::is_ok) {
+        return Ok(all.map(|p| p.unwrap_or_else(|_| unreachable!("all converted"))));
+    }
+    Err(all.map(|p| p.map_or_else(|x| x, wrap::<T, B, D>)))
+}
+
+pub(super) type Qkv<B> = [Tensor<B, 4>; 3];
+
+pub(super) fn attention<B: Backend>(qkv: Qkv<B>) -> Result<Tensor<B, 3>, Qkv<B>> {
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let [q, k, v] = prims::<B, Nd, 4, 3>(qkv)?;
+            match attention_nd(&q, &k, &v, false) {
+                Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
+                None => Err([q, k, v].map(wrap::<Nd, B, 4>)),
+            }
+        }
+        Some(Path::Autodiff) => {
+            let [q, k, v] = prims::<B, Ad, 4, 3>(qkv)?;
+            let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
+            let kind = AttentionBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful();
+            let keep = matches!(kind, OpsKind::Tracked(_));
+            let Some((y, probs)) = attention_nd(&q.primitive, &k.primitive, &v.primitive, keep) else {
+                return Err([q, k, v].map(wrap::<Ad, B, 4>));
+            };
+            let out = match kind {
+                OpsKind::Tracked(prep) => {
+                    let state = AttnState { q: q.primitive, k: k.primitive, v: v.primitive, probs: probs.expect("kept when tracked") };
+                    prep.finish(state, y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(wrap::<Ad, B, 3>(out))
+        }
+        None => Err(qkv),
+    }
+}
+
+// ---- RoPE ----
+
+/// What the RoPE backward needs: the input and the tables.
+#[derive(Clone, Debug)]
+struct RopeState {
+    x: NdArrayTensor,
+    cos: NdArrayTensor,
+    sin: NdArrayTensor,
+}
+
+/// The f32 view, sizes and standard-layout tables of a RoPE call, or `None`.
+fn rope_args<'a>(
+    x: &'a NdArrayTensor,
+    cos: &'a NdArrayTensor,
+    sin: &'a NdArrayTensor,
+) -> Option<(ndarray::ArrayView4<'a, f32>, Cow<'a, [f32]>, Cow<'a, [f32]>, rot::Dims)> {
+    let xv = view4(x)?;
+    let (NdArrayTensor::F32(c), NdArrayTensor::F32(s)) = (cos, sin) else { return None };
+    let (cv, sv) = (c.view().into_dimensionality::<ndarray::Ix3>().ok()?, s.view().into_dimensionality::<ndarray::Ix3>().ok()?);
+    let d = rot::Dims::of(&xv, &cv, &sv)?;
+    let (cs, ss) = (read(cos)?.0, read(sin)?.0);
+    Some((xv, cs, ss, d))
+}
+
+fn rope_nd(x: &NdArrayTensor, cos: &NdArrayTensor, sin: &NdArrayTensor) -> Option<NdArrayTensor> {
+    let (xv, cs, ss, d) = rope_args(x, cos, sin)?;
+    Some(make(&[d.b, d.h, d.n, d.hd], rot::rotate(&xv, &cs, &ss, d)))
+}
+
+#[derive(Debug)]
+struct RopeBackward;
+
+impl Backward<Nd, 3> for RopeBackward {
+    type State = RopeState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pc, ps] = ops.parents;
+        let dy = grads.consume::<Nd>(&ops.node);
+        let s = ops.state;
+        let (xv, cs, ss, d) = rope_args(&s.x, &s.cos, &s.sin).expect("checked forward");
+        let (g, _) = read(&dy).expect("f32 gradient");
+        let (dx, tables) = rot::rotate_backward(&xv, &cs, &ss, &g, d, pc.is_some() || ps.is_some());
+        let table_shape = [d.hr, d.n, d.hd];
+        if let Some(node) = px {
+            grads.register::<Nd>(node.id, make(&[d.b, d.h, d.n, d.hd], dx));
+        }
+        if let Some((dcos, dsin)) = tables {
+            for (parent, grad) in [(pc, dcos), (ps, dsin)] {
+                if let Some(node) = parent {
+                    grads.register::<Nd>(node.id, make(&table_shape, grad));
+                }
+            }
+        }
+    }
+}
+
+pub(super) type RopeArgs<B> = (Tensor<B, 4>, Tensor<B, 3>, Tensor<B, 3>);
+
+/// The primitives of a RoPE call's arguments as backend `T`'s, or the arguments back.
+fn rope_prims<B: Backend, T: Backend>((x, cos, sin): RopeArgs<B>) -> Result<(FloatTensor<T>, [FloatTensor<T>; 2]), RopeArgs<B>> {
+    let x = match prim::<B, T, 4>(x) {
+        Ok(p) => p,
+        Err(x) => return Err((x, cos, sin)),
+    };
+    match prims::<B, T, 3, 2>([cos, sin]) {
+        Ok(tables) => Ok((x, tables)),
+        Err([cos, sin]) => Err((wrap::<T, B, 4>(x), cos, sin)),
+    }
+}
+
+pub(super) fn rope<B: Backend>(args: RopeArgs<B>) -> Result<Tensor<B, 4>, RopeArgs<B>> {
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let (x, [c, s]) = rope_prims::<B, Nd>(args)?;
+            match rope_nd(&x, &c, &s) {
+                Some(y) => Ok(wrap::<Nd, B, 4>(y)),
+                None => Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 3>(c), wrap::<Nd, B, 3>(s))),
+            }
+        }
+        Some(Path::Autodiff) => {
+            let (x, [c, s]) = rope_prims::<B, Ad>(args)?;
+            let Some(y) = rope_nd(&x.primitive, &c.primitive, &s.primitive) else {
+                return Err((wrap::<Ad, B, 4>(x), wrap::<Ad, B, 3>(c), wrap::<Ad, B, 3>(s)));
+            };
+            let nodes = [x.node.clone(), c.node.clone(), s.node.clone()];
+            let out = match RopeBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(RopeState { x: x.primitive, cos: c.primitive, sin: s.primitive }, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(wrap::<Ad, B, 4>(out))
+        }
+        None => Err(args),
+    }
+}
+
+// ---- Linear ----
+
+/// What the Linear backward needs: the input and the weight.
+#[derive(Clone, Debug)]
+struct LinearState {
+    x: NdArrayTensor,
+    w: NdArrayTensor,
+}
+
+/// `x` as `[rows, in]` values (borrowed when contiguous) with its shape, and `w` `[in, out]`.
+fn linear_args<'a>(x: &'a NdArrayTensor, w: &'a NdArrayTensor) -> Option<(Cow<'a, [f32]>, Vec<usize>, ndarray::ArrayView2<'a, f32>)> {
+    let (xs, shape) = read(x)?;
+    let NdArrayTensor::F32(ws) = w else { return None };
+    let wv = ws.view().into_dimensionality::<ndarray::Ix2>().ok()?;
+    (row_len(&shape)? == wv.nrows()).then_some((xs, shape, wv))
+}
+
+/// `xs` (`rows × n` values) as a matrix.
+fn matrix(xs: &[f32], n: usize) -> ndarray::ArrayView2<'_, f32> {
+    ndarray::ArrayView2::from_shape((xs.len() / n, n), xs).expect("whole rows")
+}
+
+fn linear_nd(x: &NdArrayTensor, w: &NdArrayTensor, b: Option<&NdArrayTensor>) -> Option<NdArrayTensor> {
+    let (xs, mut shape, wv) = linear_args(x, w)?;
+    let out = wv.ncols();
+    let bias = param(b, out)?;
+    let y = lin::linear(matrix(&xs, wv.nrows()), wv, bias.as_deref());
+    *shape.last_mut().expect("rank ≥ 1") = out;
+    Some(make(&shape, y))
+}
+
+/// Registers the gradients of a Linear node for the parents that are tracked.
+fn linear_backward_nd(state: &LinearState, dy: &NdArrayTensor, parents: [Option<NodeId>; 3], grads: &mut Gradients) {
+    let (xs, shape, wv) = linear_args(&state.x, &state.w).expect("checked forward");
+    let (gs, _) = read(dy).expect("f32 gradient");
+    let (inp, out) = wv.dim();
+    let needs = lin::Needs { x: parents[0].is_some(), w: parents[1].is_some(), bias: parents[2].is_some() };
+    let (dx, dw, db) = lin::linear_backward(matrix(&xs, inp), wv, matrix(&gs, out), needs);
+    let grads_of = [
+        (parents[0], dx.map(|g| make(&shape, g))),
+        (parents[1], dw.map(|g| make(&[inp, out], g))),
+        (parents[2], db.map(|g| make(&[out], g))),
+    ];
+    for (parent, grad) in grads_of {
+        if let (Some(id), Some(grad)) = (parent, grad) {
+            grads.register::<Nd>(id, grad);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Nd, 2> for LinearBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw] = ops.parents;
+        let dy = grads.consume::<Nd>(&ops.node);
+        linear_backward_nd(&ops.state, &dy, [px.map(|n| n.id), pw.map(|n| n.id), None], grads);
+    }
+}
+
+impl Backward<Nd, 3> for LinearBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw, pb] = ops.parents;
+        let dy = grads.consume::<Nd>(&ops.node);
+        linear_backward_nd(&ops.state, &dy, [px.map(|n| n.id), pw.map(|n| n.id), pb.map(|n| n.id)], grads);
+    }
+}
+
+pub(super) type LinearArgs<B, const D: usize> = (Tensor<B, D>, Tensor<B, 2>, Option<Tensor<B, 1>>);
+
+/// The primitives of a Linear call's arguments as backend `T`'s, or the arguments back.
+fn linear_prims<B: Backend, T: Backend, const D: usize>(
+    (x, w, b): LinearArgs<B, D>,
+) -> Result<(FloatTensor<T>, FloatTensor<T>, Option<FloatTensor<T>>), LinearArgs<B, D>> {
+    let x = match prim::<B, T, D>(x) {
+        Ok(p) => p,
+        Err(x) => return Err((x, w, b)),
+    };
+    let w = match prim::<B, T, 2>(w) {
+        Ok(p) => p,
+        Err(w) => return Err((wrap::<T, B, D>(x), w, b)),
+    };
+    match b.map(prim::<B, T, 1>).transpose() {
+        Ok(b) => Ok((x, w, b)),
+        Err(b) => Err((wrap::<T, B, D>(x), wrap::<T, B, 2>(w), Some(b))),
+    }
+}
+
+pub(super) fn linear<B: Backend, const D: usize>(args: LinearArgs<B, D>) -> Result<Tensor<B, D>, LinearArgs<B, D>> {
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let (x, w, b) = linear_prims::<B, Nd, D>(args)?;
+            match linear_nd(&x, &w, b.as_ref()) {
+                Some(y) => Ok(wrap::<Nd, B, D>(y)),
+                None => Err((wrap::<Nd, B, D>(x), wrap::<Nd, B, 2>(w), b.map(wrap::<Nd, B, 1>))),
+            }
+        }
+        Some(Path::Autodiff) => {
+            let (x, w, b) = linear_prims::<B, Ad, D>(args)?;
+            let Some(y) = linear_nd(&x.primitive, &w.primitive, b.as_ref().map(|b| &b.primitive)) else {
+                return Err((wrap::<Ad, B, D>(x), wrap::<Ad, B, 2>(w), b.map(wrap::<Ad, B, 1>)));
+            };
+            let state = || LinearState { x: x.primitive.clone(), w: w.primitive.clone() };
+            let out = match &b {
+                Some(b) => match LinearBackward
+                    .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+                    .compute_bound()
+                    .stateful()
+                {
+                    OpsKind::Tracked(prep) => prep.finish(state(), y),
+                    OpsKind::UnTracked(prep) => prep.finish(y),
+                },
+                None => match LinearBackward.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+                    OpsKind::Tracked(prep) => prep.finish(state(), y),
+                    OpsKind::UnTracked(prep) => prep.finish(y),
+                },
+            };
+            Ok(wrap::<Ad, B, D>(out))
+        }
+        None => Err(args),
     }
 }

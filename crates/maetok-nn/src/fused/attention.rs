@@ -1,0 +1,306 @@
+//! The attention kernel of the CPU fast path: `softmax(q·kᵀ)·v` per (batch, head), parallel
+//! over batch × heads, each head's GEMMs single-threaded (the `gemm` crate, which reads and
+//! writes any strides). q, k and v are read where they lie (views of the qkv projection, RoPE
+//! outputs, any layout); the output is written straight into the merged-heads layout
+//! `[B, Nq, H·hd]` that the output projection reads, so no head split or merge copy is made.
+//!
+//! Per head the result does not depend on the number of threads (each head is one serial task).
+
+use ndarray::{ArrayView3, ArrayView4};
+use rayon::prelude::*;
+
+use super::kernels;
+
+/// Below this many multiply-adds for the whole call, heads run on the calling thread.
+const PAR_MIN_FLOP: usize = 1 << 18;
+
+/// A strided f32 matrix: element `(i, j)` at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// A writable strided f32 matrix.
+#[derive(Clone, Copy)]
+struct MatMut {
+    ptr: *mut f32,
+    rs: isize,
+    cs: isize,
+}
+
+// SAFETY: the pointers come from views and buffers that outlive the parallel loop, and each task
+// writes a region (one head's block) that no other task reads or writes.
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+unsafe impl Send for MatMut {}
+unsafe impl Sync for MatMut {}
+
+impl Mat {
+    /// Head `(b, h)` of a `[B, H, N, hd]` view as an `N × hd` matrix.
+    fn head(x: &ArrayView4<f32>, b: usize, h: usize) -> Mat {
+        let s = x.strides();
+        // `wrapping_offset`: an in-bounds offset of the view's own allocation.
+        Mat { ptr: x.as_ptr().wrapping_offset(b as isize * s[0] + h as isize * s[1]), rs: s[2], cs: s[3] }
+    }
+    /// The transpose.
+    fn t(self) -> Mat {
+        Mat { rs: self.cs, cs: self.rs, ..self }
+    }
+    /// The matrix starting `offset` elements further.
+    fn at(self, offset: isize) -> Mat {
+        Mat { ptr: self.ptr.wrapping_offset(offset), ..self }
+    }
+}
+
+impl MatMut {
+    fn rows(ptr: *mut f32, cols: usize) -> MatMut {
+        MatMut { ptr, rs: cols as isize, cs: 1 }
+    }
+    fn view(self) -> Mat {
+        Mat { ptr: self.ptr, rs: self.rs, cs: self.cs }
+    }
+    /// The matrix starting `offset` elements further.
+    fn at(self, offset: usize) -> MatMut {
+        MatMut { ptr: self.ptr.wrapping_add(offset), ..self }
+    }
+}
+
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)`, single-threaded.
+///
+/// # Safety
+/// Every element of the three matrices at the given sizes must be in bounds of a live allocation,
+/// and `dst` must not overlap the inputs or be written concurrently.
+unsafe fn matmul(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: forwarded to the caller; `read_dst = false` so `dst` needs no initial values.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.cs,
+            dst.rs,
+            false,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Runs `f(task)` for `task` in `0..tasks`, in parallel when the call is large enough.
+fn for_each_head(tasks: usize, flop: usize, f: impl Fn(usize) + Sync + Send) {
+    if flop < PAR_MIN_FLOP {
+        (0..tasks).for_each(f);
+    } else {
+        (0..tasks).into_par_iter().for_each(f);
+    }
+}
+
+/// Sizes of one attention call: q `[B, H, Nq, hd]`, k `[B, H, Nk, hd]`, v `[B, H, Nk, hv]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub b: usize,
+    pub h: usize,
+    pub nq: usize,
+    pub nk: usize,
+    pub hd: usize,
+    pub hv: usize,
+}
+
+impl Dims {
+    /// The sizes when q, k and v fit together, else `None`.
+    pub fn of(q: &ArrayView4<f32>, k: &ArrayView4<f32>, v: &ArrayView4<f32>) -> Option<Dims> {
+        let (&[b, h, nq, hd], &[kb, kh, nk, kd], &[vb, vh, vn, hv]) = (q.shape(), k.shape(), v.shape()) else { return None };
+        (kb == b && vb == b && kh == h && vh == h && kd == hd && vn == nk).then_some(Dims { b, h, nq, nk, hd, hv })
+    }
+    fn flop(&self) -> usize {
+        self.b * self.h * self.nq * self.nk * (self.hd + self.hv)
+    }
+}
+
+/// `softmax(q·kᵀ)·v` with heads merged: returns `out` `[B, Nq, H·hv]` (row-major) and, when
+/// `keep_probs`, the attention weights `P` `[B, H, Nq, Nk]` (what the backward needs). q must
+/// already carry the scale.
+pub fn attention(q: ArrayView4<f32>, k: ArrayView4<f32>, v: ArrayView4<f32>, d: Dims, keep_probs: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+    let Dims { b: _, h, nq, nk, hd, hv } = d;
+    let mut out = vec![0.0f32; d.b * nq * h * hv];
+    let mut probs = keep_probs.then(|| vec![0.0f32; d.b * h * nq * nk]);
+    let out_ptr = MatMut { ptr: out.as_mut_ptr(), rs: (h * hv) as isize, cs: 1 };
+    let probs_ptr = probs.as_mut().map(|p| MatMut::rows(p.as_mut_ptr(), nk));
+    let (qv, kv, vv) = (&q, &k, &v);
+    for_each_head(d.b * h, d.flop(), |task| {
+        let (bi, hi) = (task / h, task % h);
+        let mut scratch = Vec::new();
+        let s = match probs_ptr {
+            // SAFETY: block `task` of the `[B·H, Nq, Nk]` buffer, written by this task only.
+            Some(p) => p.at(task * nq * nk),
+            None => {
+                scratch.resize(nq * nk, 0.0f32);
+                MatMut::rows(scratch.as_mut_ptr(), nk)
+            }
+        };
+        let (qh, kh, vh) = (Mat::head(qv, bi, hi), Mat::head(kv, bi, hi), Mat::head(vv, bi, hi));
+        // SAFETY: q, k, v heads are in-bounds views; `s` is this task's own Nq × Nk block.
+        unsafe { matmul(nq, nk, hd, s, qh, kh.t()) };
+        // SAFETY: `s` points at nq·nk initialised floats that only this task touches.
+        let block = unsafe { std::slice::from_raw_parts_mut(s.ptr, nq * nk) };
+        kernels::softmax_rows_in_place(block, nk);
+        let o = out_ptr.at(bi * nq * h * hv + hi * hv);
+        // SAFETY: the output block of (bi, hi) is columns hi·hv..(hi+1)·hv of batch bi's rows,
+        // disjoint from every other task's block.
+        unsafe { matmul(nq, hv, nk, o, s.view(), vh) };
+    });
+    (out, probs)
+}
+
+/// Gradients of [`attention`] from the saved inputs, the weights `P` and `dout` `[B, Nq, H·hv]`:
+/// `(dq, dk, dv)`, row-major `[B, H, Nq, hd]`, `[B, H, Nk, hd]`, `[B, H, Nk, hv]`.
+///
+/// `dv = Pᵀ·do`, `dP = do·vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k`, `dk = dSᵀ·q`.
+pub fn attention_backward(
+    q: ArrayView4<f32>,
+    k: ArrayView4<f32>,
+    v: ArrayView4<f32>,
+    d: Dims,
+    probs: &[f32],
+    dout: ArrayView3<f32>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Dims { b, h, nq, nk, hd, hv } = d;
+    assert_eq!(probs.len(), b * h * nq * nk, "attention weights of another call");
+    assert_eq!(dout.shape(), [b, nq, h * hv], "output gradient of another call");
+    let mut dq = vec![0.0f32; b * h * nq * hd];
+    let mut dk = vec![0.0f32; b * h * nk * hd];
+    let mut dv = vec![0.0f32; b * h * nk * hv];
+    let (dq_all, dk_all, dv_all) =
+        (MatMut::rows(dq.as_mut_ptr(), hd), MatMut::rows(dk.as_mut_ptr(), hd), MatMut::rows(dv.as_mut_ptr(), hv));
+    let ds = dout.strides();
+    let do_mat = Mat { ptr: dout.as_ptr(), rs: ds[1], cs: ds[2] };
+    let (s0, s2) = (ds[0], ds[2]);
+    let (qv, kv, vv) = (&q, &k, &v);
+    for_each_head(b * h, 2 * d.flop(), |task| {
+        let (bi, hi) = (task / h, task % h);
+        let (qh, kh, vh) = (Mat::head(qv, bi, hi), Mat::head(kv, bi, hi), Mat::head(vv, bi, hi));
+        let doh = do_mat.at(bi as isize * s0 + (hi * hv) as isize * s2);
+        let p = Mat { ptr: probs[task * nq * nk..].as_ptr(), rs: nk as isize, cs: 1 };
+        let mut dp = vec![0.0f32; nq * nk];
+        let dp_mut = MatMut::rows(dp.as_mut_ptr(), nk);
+        // Each task writes block `task` of dq, dk and dv, which no other task touches.
+        let (dqh, dkh, dvh) = (dq_all.at(task * nq * hd), dk_all.at(task * nk * hd), dv_all.at(task * nk * hv));
+        // SAFETY: all matrices are in-bounds views or this task's own blocks (see above).
+        unsafe {
+            matmul(nk, hv, nq, dvh, p.t(), doh);
+            matmul(nq, nk, hv, dp_mut, doh, vh.t());
+        }
+        kernels::softmax_backward_in_place(&probs[task * nq * nk..(task + 1) * nq * nk], &mut dp, nk);
+        let ds_mat = Mat { ptr: dp.as_ptr(), rs: nk as isize, cs: 1 };
+        // SAFETY: as above.
+        unsafe {
+            matmul(nq, hd, nk, dqh, ds_mat, kh);
+            matmul(nk, hd, nq, dkh, ds_mat.t(), qh);
+        }
+    });
+    (dq, dk, dv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array4;
+
+    fn array(shape: [usize; 4], seed: usize) -> Array4<f32> {
+        let n: usize = shape.iter().product();
+        let v = (0..n).map(|i| (((i + seed) * 7919 % 1013) as f32 / 1013.0 - 0.5) * 2.0).collect();
+        Array4::from_shape_vec(shape, v).unwrap()
+    }
+
+    /// f64 reference of one head: `softmax(q·kᵀ)·v`.
+    fn reference(q: &Array4<f32>, k: &Array4<f32>, v: &Array4<f32>, b: usize, h: usize, i: usize) -> Vec<f64> {
+        let (nk, hd, hv) = (k.shape()[2], k.shape()[3], v.shape()[3]);
+        let s: Vec<f64> = (0..nk).map(|j| (0..hd).map(|c| q[[b, h, i, c]] as f64 * k[[b, h, j, c]] as f64).sum()).collect();
+        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        (0..hv).map(|c| (0..nk).map(|j| e[j] / z * v[[b, h, j, c]] as f64).sum()).collect()
+    }
+
+    /// Strided inputs (a transposed view), serial and parallel sizes, against f64.
+    #[test]
+    fn forward_matches_f64_on_strided_views() {
+        for (b, h, nq, nk, hd, hv) in [(2, 3, 5, 7, 4, 6), (2, 4, 70, 90, 16, 16)] {
+            let q = array([b, h, nq, hd], 1);
+            let k = array([b, h, nk, hd], 2);
+            // v stored as [B, Nk, H, hv] and viewed as [B, H, Nk, hv] (non-contiguous).
+            let v_store = array([b, nk, h, hv], 3);
+            let v = v_store.view().permuted_axes([0, 2, 1, 3]);
+            let d = Dims::of(&q.view(), &k.view(), &v).unwrap();
+            let (out, probs) = attention(q.view(), k.view(), v, d, true);
+            let vo = v.to_owned();
+            for bi in 0..b {
+                for hi in 0..h {
+                    for i in 0..nq {
+                        let want = reference(&q, &k, &vo, bi, hi, i);
+                        for (c, w) in want.iter().enumerate() {
+                            let got = out[(bi * nq + i) * h * hv + hi * hv + c] as f64;
+                            assert!((got - w).abs() < 1e-5, "{bi},{hi},{i},{c}: {got} vs {w}");
+                        }
+                    }
+                }
+            }
+            let p = probs.unwrap();
+            let row_sum: f32 = p[..nk].iter().sum();
+            assert!((row_sum - 1.0).abs() < 1e-5);
+        }
+    }
+
+    /// The backward against central differences of `Σ out ⊙ g` in f64 arithmetic of the forward.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let (b, h, nq, nk, hd, hv) = (1, 2, 4, 5, 3, 3);
+        let q = array([b, h, nq, hd], 1);
+        let k = array([b, h, nk, hd], 2);
+        let v = array([b, h, nk, hv], 3);
+        let g: Vec<f32> = (0..b * nq * h * hv).map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0).collect();
+        let d = Dims::of(&q.view(), &k.view(), &v.view()).unwrap();
+        let (_, p) = attention(q.view(), k.view(), v.view(), d, true);
+        let gv = ndarray::ArrayView3::from_shape([b, nq, h * hv], &g).unwrap();
+        let (dq, dk, dv) = attention_backward(q.view(), k.view(), v.view(), d, &p.unwrap(), gv);
+        let loss = |q: &Array4<f32>, k: &Array4<f32>, v: &Array4<f32>| -> f64 {
+            let mut l = 0.0;
+            for hi in 0..h {
+                for i in 0..nq {
+                    for (c, o) in reference(q, k, v, 0, hi, i).into_iter().enumerate() {
+                        l += o * g[i * h * hv + hi * hv + c] as f64;
+                    }
+                }
+            }
+            l
+        };
+        let eps = 1e-2f32;
+        for (which, grad) in [(0, &dq), (1, &dk), (2, &dv)] {
+            let base = [&q, &k, &v][which];
+            for idx in 0..base.len() {
+                let mut plus = [q.clone(), k.clone(), v.clone()];
+                let mut minus = plus.clone();
+                plus[which].as_slice_mut().unwrap()[idx] += eps;
+                minus[which].as_slice_mut().unwrap()[idx] -= eps;
+                let fd = (loss(&plus[0], &plus[1], &plus[2]) - loss(&minus[0], &minus[1], &minus[2])) / (2.0 * eps as f64);
+                assert!((grad[idx] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "input {which} [{idx}]: {} vs {fd}", grad[idx]);
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The Linear kernel of the CPU fast path: `y = x·W + b` on a token tensor seen as one
+//! `[rows, in]` matrix (no reshape copies), with the bias written into the output before the GEMM
+//! (`β = 1`) instead of a separate broadcast pass; its backward (`dx = dy·Wᵀ`, `dW = xᵀ·dy`,
+//! `db = Σ_rows dy`) computes only the gradients that are needed.
+//!
+//! The GEMMs are ndarray's `general_mat_mul`: the system BLAS when ndarray is built with it (the
+//! default `ndarray` feature links OpenBLAS, whose threads `--threads` sets), else
+//! `matrixmultiply`.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+
+/// `x` `[rows, in]` · `w` `[in, out]` (+ `bias` `[out]`) → row-major `[rows, out]`.
+pub fn linear(x: ArrayView2<f32>, w: ArrayView2<f32>, bias: Option<&[f32]>) -> Vec<f32> {
+    let (rows, out) = (x.nrows(), w.ncols());
+    let mut y = match bias {
+        Some(b) => b.iter().copied().cycle().take(rows * out).collect(),
+        None => vec![0.0f32; rows * out],
+    };
+    let mut yv = ArrayViewMut2::from_shape((rows, out), &mut y).expect("rows × out buffer");
+    general_mat_mul(1.0, &x, &w, if bias.is_some() { 1.0 } else { 0.0 }, &mut yv);
+    y
+}
+
+/// Which gradients of [`linear`] to compute.
+#[derive(Clone, Copy, Debug)]
+pub struct Needs {
+    pub x: bool,
+    pub w: bool,
+    pub bias: bool,
+}
+
+/// `(dx [rows, in], dW [in, out], db [out])` from `dy` `[rows, out]`, each only when needed.
+pub fn linear_backward(
+    x: ArrayView2<f32>,
+    w: ArrayView2<f32>,
+    dy: ArrayView2<f32>,
+    needs: Needs,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (rows, inp, out) = (x.nrows(), x.ncols(), w.ncols());
+    let gemm = |m: usize, n: usize, a: ArrayView2<f32>, b: ArrayView2<f32>| {
+        let mut c = vec![0.0f32; m * n];
+        general_mat_mul(1.0, &a, &b, 0.0, &mut ArrayViewMut2::from_shape((m, n), &mut c).expect("m × n buffer"));
+        c
+    };
+    let dx = needs.x.then(|| gemm(rows, inp, dy, w.t()));
+    let dw = needs.w.then(|| gemm(inp, out, x.t(), dy));
+    let db = needs.bias.then(|| dy.sum_axis(Axis(0)).to_vec());
+    (dx, dw, db)
+}
