@@ -80,6 +80,20 @@ fn bench_ops<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
             })
         });
     }
+    // The model's Linear (bias included, on [B, N, D] tokens): the CPU fast path (one GEMM with
+    // the bias written first, no reshape copies) and the Burn-op default it replaces.
+    let wq = Tensor::<B, 2>::random([d, 3 * d], Distribution::Default, &device);
+    let bq = Tensor::<B, 1>::random([3 * d], Distribution::Default, &device);
+    for (name, fast) in [("linear_qkv_with_bias", true), ("linear_qkv_with_bias_default", false)] {
+        group.bench_function(name, |bch| {
+            bch.iter(|| {
+                let (x, w, bias) = (x3.clone(), wq.clone(), Some(bq.clone()));
+                let y = if fast { maetok_nn::fused::linear(x, w, bias) } else { maetok_nn::fused::linear_default(x, w, bias) };
+                sync::<B>(&device);
+                y
+            })
+        });
+    }
     let hidden = Tensor::<B, 2>::random([b * n, 4 * d], Distribution::Default, &device);
     let w2 = Tensor::<B, 2>::random([4 * d, d], Distribution::Default, &device);
     group.bench_function("linear_fc2", |bch| {
