@@ -123,10 +123,12 @@ pub struct Dims {
 }
 
 impl Dims {
-    /// The sizes when q, k and v fit together, else `None`.
+    /// The sizes when q, k and v fit together and none is empty, else `None`.
     pub fn of(q: &ArrayView4<f32>, k: &ArrayView4<f32>, v: &ArrayView4<f32>) -> Option<Dims> {
         let (&[b, h, nq, hd], &[kb, kh, nk, kd], &[vb, vh, vn, hv]) = (q.shape(), k.shape(), v.shape()) else { return None };
-        (kb == b && vb == b && kh == h && vh == h && kd == hd && vn == nk).then_some(Dims { b, h, nq, nk, hd, hv })
+        let fits = kb == b && vb == b && kh == h && vh == h && kd == hd && vn == nk;
+        // Empty tensors take the default path.
+        (fits && b * h * nq * nk * hd * hv > 0).then_some(Dims { b, h, nq, nk, hd, hv })
     }
     fn flop(&self) -> usize {
         self.b * self.h * self.nq * self.nk * (self.hd + self.hv)

@@ -370,6 +370,15 @@ mod tests {
         }
     }
 
+    /// Empty tensors go to the default path instead of the kernels (which assume whole rows).
+    #[test]
+    fn empty_tensors_take_the_default() {
+        let dev = Default::default();
+        let e = Tensor::<N, 4>::zeros([2, 3, 0, 4], &dev);
+        assert!(ndarray::attention([e.clone(), e.clone(), e.clone()]).is_err());
+        assert!(ndarray::rope((e, Tensor::zeros([3, 0, 4], &dev), Tensor::zeros([3, 0, 4], &dev))).is_err());
+    }
+
     /// A parameter that needs no gradient, and an input that needs none, still work.
     #[test]
     fn untracked_inputs() {

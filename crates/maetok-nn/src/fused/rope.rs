@@ -23,12 +23,12 @@ pub struct Dims {
 }
 
 impl Dims {
-    /// The sizes when the shapes fit (`hd` even, `Hr` = H or 1) and every row of `x` is
-    /// contiguous, else `None`.
+    /// The sizes when the shapes fit (`hd` even, `Hr` = H or 1), none is empty and every row of
+    /// `x` is contiguous, else `None`.
     pub fn of(x: &ArrayView4<f32>, cos: &ArrayView3<f32>, sin: &ArrayView3<f32>) -> Option<Dims> {
         let (&[b, h, n, hd], &[hr, tn, td]) = (x.shape(), cos.shape()) else { return None };
         let fits = sin.shape() == cos.shape() && tn == n && td == hd && hd % 2 == 0 && (hr == h || hr == 1);
-        (fits && hd > 0 && x.strides()[3] == 1).then_some(Dims { b, h, n, hd, hr })
+        (fits && b * h * n * hd > 0 && x.strides()[3] == 1).then_some(Dims { b, h, n, hd, hr })
     }
 }
 
