@@ -295,13 +295,13 @@ mod tests {
         let eps = 1e-2f32;
         for (which, grad) in [(0, &dq), (1, &dk), (2, &dv)] {
             let base = [&q, &k, &v][which];
-            for idx in 0..base.len() {
+            for (idx, &got) in grad.iter().enumerate().take(base.len()) {
                 let mut plus = [q.clone(), k.clone(), v.clone()];
                 let mut minus = plus.clone();
                 plus[which].as_slice_mut().unwrap()[idx] += eps;
                 minus[which].as_slice_mut().unwrap()[idx] -= eps;
                 let fd = (loss(&plus[0], &plus[1], &plus[2]) - loss(&minus[0], &minus[1], &minus[2])) / (2.0 * eps as f64);
-                assert!((grad[idx] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "input {which} [{idx}]: {} vs {fd}", grad[idx]);
+                assert!((got as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "input {which} [{idx}]: {got} vs {fd}");
             }
         }
     }

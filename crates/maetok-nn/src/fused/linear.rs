@@ -30,21 +30,28 @@ pub struct Needs {
     pub bias: bool,
 }
 
-/// `(dx [rows, in], dW [in, out], db [out])` from `dy` `[rows, out]`, each only when needed.
-pub fn linear_backward(
-    x: ArrayView2<f32>,
-    w: ArrayView2<f32>,
-    dy: ArrayView2<f32>,
-    needs: Needs,
-) -> (Option<Vec<f32>>, Option<Vec<f32>>, Option<Vec<f32>>) {
+/// Gradients of [`linear`], row-major; `None` where not asked for.
+#[derive(Debug)]
+pub struct Grads {
+    /// `[rows, in]`
+    pub x: Option<Vec<f32>>,
+    /// `[in, out]`
+    pub w: Option<Vec<f32>>,
+    /// `[out]`
+    pub bias: Option<Vec<f32>>,
+}
+
+/// `dx = dy·Wᵀ`, `dW = xᵀ·dy`, `db = Σ_rows dy` from `dy` `[rows, out]`, each only when needed.
+pub fn linear_backward(x: ArrayView2<f32>, w: ArrayView2<f32>, dy: ArrayView2<f32>, needs: Needs) -> Grads {
     let (rows, inp, out) = (x.nrows(), x.ncols(), w.ncols());
     let gemm = |m: usize, n: usize, a: ArrayView2<f32>, b: ArrayView2<f32>| {
         let mut c = vec![0.0f32; m * n];
         general_mat_mul(1.0, &a, &b, 0.0, &mut ArrayViewMut2::from_shape((m, n), &mut c).expect("m × n buffer"));
         c
     };
-    let dx = needs.x.then(|| gemm(rows, inp, dy, w.t()));
-    let dw = needs.w.then(|| gemm(inp, out, x.t(), dy));
-    let db = needs.bias.then(|| dy.sum_axis(Axis(0)).to_vec());
-    (dx, dw, db)
+    Grads {
+        x: needs.x.then(|| gemm(rows, inp, dy, w.t())),
+        w: needs.w.then(|| gemm(inp, out, x.t(), dy)),
+        bias: needs.bias.then(|| dy.sum_axis(Axis(0)).to_vec()),
+    }
 }

@@ -433,23 +433,27 @@ struct RopeState {
     sin: NdArrayTensor,
 }
 
+/// The arguments of a RoPE call as the kernel takes them.
+struct RopeCall<'a> {
+    x: ndarray::ArrayView4<'a, f32>,
+    cos: Cow<'a, [f32]>,
+    sin: Cow<'a, [f32]>,
+    d: rot::Dims,
+}
+
 /// The f32 view, sizes and standard-layout tables of a RoPE call, or `None`.
-fn rope_args<'a>(
-    x: &'a NdArrayTensor,
-    cos: &'a NdArrayTensor,
-    sin: &'a NdArrayTensor,
-) -> Option<(ndarray::ArrayView4<'a, f32>, Cow<'a, [f32]>, Cow<'a, [f32]>, rot::Dims)> {
+fn rope_args<'a>(x: &'a NdArrayTensor, cos: &'a NdArrayTensor, sin: &'a NdArrayTensor) -> Option<RopeCall<'a>> {
     let xv = view4(x)?;
     let (NdArrayTensor::F32(c), NdArrayTensor::F32(s)) = (cos, sin) else { return None };
     let (cv, sv) = (c.view().into_dimensionality::<ndarray::Ix3>().ok()?, s.view().into_dimensionality::<ndarray::Ix3>().ok()?);
     let d = rot::Dims::of(&xv, &cv, &sv)?;
-    let (cs, ss) = (read(cos)?.0, read(sin)?.0);
-    Some((xv, cs, ss, d))
+    Some(RopeCall { x: xv, cos: read(cos)?.0, sin: read(sin)?.0, d })
 }
 
 fn rope_nd(x: &NdArrayTensor, cos: &NdArrayTensor, sin: &NdArrayTensor) -> Option<NdArrayTensor> {
-    let (xv, cs, ss, d) = rope_args(x, cos, sin)?;
-    Some(make(&[d.b, d.h, d.n, d.hd], rot::rotate(&xv, &cs, &ss, d)))
+    let c = rope_args(x, cos, sin)?;
+    let d = c.d;
+    Some(make(&[d.b, d.h, d.n, d.hd], rot::rotate(&c.x, &c.cos, &c.sin, d)))
 }
 
 #[derive(Debug)]
@@ -462,9 +466,10 @@ impl Backward<Nd, 3> for RopeBackward {
         let [px, pc, ps] = ops.parents;
         let dy = grads.consume::<Nd>(&ops.node);
         let s = ops.state;
-        let (xv, cs, ss, d) = rope_args(&s.x, &s.cos, &s.sin).expect("checked forward");
+        let c = rope_args(&s.x, &s.cos, &s.sin).expect("checked forward");
+        let d = c.d;
         let (g, _) = read(&dy).expect("f32 gradient");
-        let (dx, tables) = rot::rotate_backward(&xv, &cs, &ss, &g, d, pc.is_some() || ps.is_some());
+        let (dx, tables) = rot::rotate_backward(&c.x, &c.cos, &c.sin, &g, d, pc.is_some() || ps.is_some());
         let table_shape = [d.hr, d.n, d.hd];
         if let Some(node) = px {
             grads.register::<Nd>(node.id, make(&[d.b, d.h, d.n, d.hd], dx));
@@ -482,7 +487,9 @@ impl Backward<Nd, 3> for RopeBackward {
 pub(super) type RopeArgs<B> = (Tensor<B, 4>, Tensor<B, 3>, Tensor<B, 3>);
 
 /// The primitives of a RoPE call's arguments as backend `T`'s, or the arguments back.
-fn rope_prims<B: Backend, T: Backend>((x, cos, sin): RopeArgs<B>) -> Result<(FloatTensor<T>, [FloatTensor<T>; 2]), RopeArgs<B>> {
+type RopePrims<T> = (FloatTensor<T>, [FloatTensor<T>; 2]);
+
+fn rope_prims<B: Backend, T: Backend>((x, cos, sin): RopeArgs<B>) -> Result<RopePrims<T>, RopeArgs<B>> {
     let x = match prim::<B, T, 4>(x) {
         Ok(p) => p,
         Err(x) => return Err((x, cos, sin)),
@@ -527,12 +534,20 @@ struct LinearState {
     w: NdArrayTensor,
 }
 
-/// `x` as `[rows, in]` values (borrowed when contiguous) with its shape, and `w` `[in, out]`.
-fn linear_args<'a>(x: &'a NdArrayTensor, w: &'a NdArrayTensor) -> Option<(Cow<'a, [f32]>, Vec<usize>, ndarray::ArrayView2<'a, f32>)> {
+/// The arguments of a Linear call as the kernel takes them.
+struct LinearCall<'a> {
+    /// `x`'s values, row-major (borrowed when contiguous), and its shape `[..., in]`.
+    xs: Cow<'a, [f32]>,
+    shape: Vec<usize>,
+    /// `[in, out]`, any strides.
+    w: ndarray::ArrayView2<'a, f32>,
+}
+
+fn linear_args<'a>(x: &'a NdArrayTensor, w: &'a NdArrayTensor) -> Option<LinearCall<'a>> {
     let (xs, shape) = read(x)?;
     let NdArrayTensor::F32(ws) = w else { return None };
-    let wv = ws.view().into_dimensionality::<ndarray::Ix2>().ok()?;
-    (row_len(&shape)? == wv.nrows()).then_some((xs, shape, wv))
+    let w = ws.view().into_dimensionality::<ndarray::Ix2>().ok()?;
+    (row_len(&shape)? == w.nrows()).then_some(LinearCall { xs, shape, w })
 }
 
 /// `xs` (`rows × n` values) as a matrix.
@@ -541,25 +556,25 @@ fn matrix(xs: &[f32], n: usize) -> ndarray::ArrayView2<'_, f32> {
 }
 
 fn linear_nd(x: &NdArrayTensor, w: &NdArrayTensor, b: Option<&NdArrayTensor>) -> Option<NdArrayTensor> {
-    let (xs, mut shape, wv) = linear_args(x, w)?;
-    let out = wv.ncols();
+    let LinearCall { xs, mut shape, w } = linear_args(x, w)?;
+    let out = w.ncols();
     let bias = param(b, out)?;
-    let y = lin::linear(matrix(&xs, wv.nrows()), wv, bias.as_deref());
+    let y = lin::linear(matrix(&xs, w.nrows()), w, bias.as_deref());
     *shape.last_mut().expect("rank ≥ 1") = out;
     Some(make(&shape, y))
 }
 
 /// Registers the gradients of a Linear node for the parents that are tracked.
 fn linear_backward_nd(state: &LinearState, dy: &NdArrayTensor, parents: [Option<NodeId>; 3], grads: &mut Gradients) {
-    let (xs, shape, wv) = linear_args(&state.x, &state.w).expect("checked forward");
+    let LinearCall { xs, shape, w } = linear_args(&state.x, &state.w).expect("checked forward");
     let (gs, _) = read(dy).expect("f32 gradient");
-    let (inp, out) = wv.dim();
+    let (inp, out) = w.dim();
     let needs = lin::Needs { x: parents[0].is_some(), w: parents[1].is_some(), bias: parents[2].is_some() };
-    let (dx, dw, db) = lin::linear_backward(matrix(&xs, inp), wv, matrix(&gs, out), needs);
+    let g = lin::linear_backward(matrix(&xs, inp), w, matrix(&gs, out), needs);
     let grads_of = [
-        (parents[0], dx.map(|g| make(&shape, g))),
-        (parents[1], dw.map(|g| make(&[inp, out], g))),
-        (parents[2], db.map(|g| make(&[out], g))),
+        (parents[0], g.x.map(|g| make(&shape, g))),
+        (parents[1], g.w.map(|g| make(&[inp, out], g))),
+        (parents[2], g.bias.map(|g| make(&[out], g))),
     ];
     for (parent, grad) in grads_of {
         if let (Some(id), Some(grad)) = (parent, grad) {
@@ -593,10 +608,10 @@ impl Backward<Nd, 3> for LinearBackward {
 
 pub(super) type LinearArgs<B, const D: usize> = (Tensor<B, D>, Tensor<B, 2>, Option<Tensor<B, 1>>);
 
+type LinearPrims<T> = (FloatTensor<T>, FloatTensor<T>, Option<FloatTensor<T>>);
+
 /// The primitives of a Linear call's arguments as backend `T`'s, or the arguments back.
-fn linear_prims<B: Backend, T: Backend, const D: usize>(
-    (x, w, b): LinearArgs<B, D>,
-) -> Result<(FloatTensor<T>, FloatTensor<T>, Option<FloatTensor<T>>), LinearArgs<B, D>> {
+fn linear_prims<B: Backend, T: Backend, const D: usize>((x, w, b): LinearArgs<B, D>) -> Result<LinearPrims<T>, LinearArgs<B, D>> {
     let x = match prim::<B, T, D>(x) {
         Ok(p) => p,
         Err(x) => return Err((x, w, b)),

@@ -67,19 +67,15 @@ pub fn rotate(x: &ArrayView4<f32>, cos: &[f32], sin: &[f32], d: Dims) -> Vec<f32
     y
 }
 
+/// `(dcos, dsin)`, each row-major `[Hr, N, hd]`.
+pub type TableGrads = (Vec<f32>, Vec<f32>);
+
 /// Backward: `dx` `[B, H, N, hd]` and, when `tables`, `(dcos, dsin)` `[Hr, N, hd]` (summed over
 /// the batch, and over heads when `Hr` = 1, in a fixed order). `dy` row-major `[B, H, N, hd]`.
 ///
 /// `dx[2j] = dy[2j]·c[2j] + dy[2j+1]·s[2j+1]`, `dx[2j+1] = dy[2j+1]·c[2j+1] + dy[2j]·s[2j]`,
 /// `dcos = Σ dy·x`, `dsin = Σ dy·swap(x)`.
-pub fn rotate_backward(
-    x: &ArrayView4<f32>,
-    cos: &[f32],
-    sin: &[f32],
-    dy: &[f32],
-    d: Dims,
-    tables: bool,
-) -> (Vec<f32>, Option<(Vec<f32>, Vec<f32>)>) {
+pub fn rotate_backward(x: &ArrayView4<f32>, cos: &[f32], sin: &[f32], dy: &[f32], d: Dims, tables: bool) -> (Vec<f32>, Option<TableGrads>) {
     let Dims { b, h, n, hd, hr } = d;
     let mut dx = vec![0.0f32; b * h * n * hd];
     let run = |task: usize, out: &mut [f32]| {
