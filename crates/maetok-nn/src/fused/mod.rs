@@ -1,12 +1,13 @@
-//! Fused operations of our models: softmax over the last dimension, exact GELU and LayerNorm
-//! (with or without affine parameters).
+//! Fused operations of our models: attention with merged heads, RoPE, Linear, softmax over the
+//! last dimension, exact GELU and LayerNorm (with or without affine parameters).
 //!
 //! Each function has two implementations:
 //! * **the default**, composed of Burn tensor ops, which every backend runs (CUDA and wgpu fuse
 //!   it themselves), with gradients exact to rounding (see [`crate::ops`]);
 //! * **the CPU fast path** (feature `cpu-kernels`, on by default) for `NdArray<f32>` and
 //!   `Autodiff<NdArray<f32>>`: one pass over the raw array with the vectorised, rayon-parallel
-//!   kernels of [`kernels`] instead of 5–10 single-threaded NdArray passes, and under autodiff one
+//!   kernels of [`kernels`] (attention, RoPE and Linear: their own files, with GEMMs) instead of
+//!   5–10 single-threaded NdArray passes and copies, and under autodiff one
 //!   graph node with a hand-written backward (the same formulas as the default's gradient)
 //!   instead of 10–20 recorded ops.
 //!

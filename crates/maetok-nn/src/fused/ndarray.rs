@@ -1,8 +1,9 @@
 //! The CPU fast path of [`super`] for `NdArray<f32>` and `Autodiff<NdArray<f32>>`.
 //!
 //! A generic tensor is recognised by its backend's `TypeId` and its primitive moved out through
-//! `Any` (no unsafe code); f32 data run the slice kernels of [`super::kernels`], anything else
-//! (f64 data, quantised tensors, other backends) is handed back untouched for the default path.
+//! `Any` (no unsafe code here); f32 data run the kernels (`kernels`, `attention`, `rope`,
+//! `linear`), anything else (f64 data, quantised tensors, other backends, shapes a kernel does
+//! not take) is handed back untouched for the default path.
 //! Under autodiff each op records one node whose backward calls the matching backward kernel.
 
 use std::any::{Any, TypeId};
