@@ -3,7 +3,7 @@
 //! discriminator (random weights of the published shapes), the Fréchet distance at the 2048-d pool width, and GMM fits of latent spaces (K = 50
 //! on 10,000 latents reduced to 100 dimensions, as in the paper's analysis).
 //!
-//! `cargo bench --bench eval` (NdArray + OpenBLAS); add `--features wgpu` or `--features cuda`
+//! `cargo bench --bench eval` (NdArray); add `--features wgpu` or `--features cuda`
 //! for those backends. Filter with e.g. `-- inception`. `MAETOK_BENCH_BACKENDS=cuda` (comma list)
 //! limits the backends set up at all (criterion filters only skip the timing, not the setup, and a
 //! wgpu build on a machine without a Vulkan adapter would stop there).

@@ -1,7 +1,7 @@
 //! Latent generators: SiT-XL/1 and DiT-XL/1 forward throughput (latents/s) at batch 8 on the
 //! MAETok-B-128 latent (128 tokens x 32 channels), and sampler steps/s with a tiny SiT.
 //!
-//! `cargo bench --bench generative` (NdArray + OpenBLAS; the XL forwards take ~15-25 s each).
+//! `cargo bench --bench generative` (NdArray; the XL forwards take ~15-25 s each).
 
 use std::time::Duration;
 

@@ -1,8 +1,9 @@
 //! MAETok-B-128 and SoftVQ-L-64 (random weights) encode/decode throughput at 256x256, and the
 //! cost of MAETok's building blocks at B-128 shapes (to show where the time goes).
 //!
-//! `cargo bench --bench tokenizer` (NdArray + OpenBLAS); add `--features wgpu` or
-//! `--features cuda` to also measure those backends. Filter with e.g. `-- encode`.
+//! `cargo bench --bench tokenizer` (NdArray; `--features openblas` for the system BLAS); add
+//! `--features wgpu` or `--features cuda` to also measure those backends. Filter with e.g.
+//! `-- encode`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;

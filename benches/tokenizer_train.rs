@@ -1,5 +1,5 @@
-//! Tokenizer training steps (NdArray + OpenBLAS, and Flex with `--features flex`; random weights,
-//! timing does not depend on them):
+//! Tokenizer training steps (NdArray, with `--features openblas` on the system BLAS, and Flex with
+//! `--features flex`; random weights, timing does not depend on them):
 //!
 //! * `tiny_quickstart/step_batch16`: one step of the quickstart (64x64, patch 8, width 64, token
 //!   masking, HOG auxiliary decoder; no LPIPS, no GAN), the whole trainer step (AdamW, EMA).

@@ -30,7 +30,7 @@ struct Cli {
     /// Timed repetitions per measurement (after one warm-up).
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
 }

@@ -56,7 +56,7 @@ struct Cli {
     lr: f64,
     #[arg(long)]
     out: PathBuf,
-    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
 }

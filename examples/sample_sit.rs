@@ -71,7 +71,7 @@ struct Cli {
     /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, default_value = "ndarray")]
     backend: String,
-    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
 }

@@ -25,9 +25,10 @@ pub fn available() -> Vec<&'static str> {
 }
 
 /// Sets the number of CPU threads that every parallel part of this process uses: rayon's global
-/// pool (our fused kernels, Flex, NdArray's parallel iterators) and OpenBLAS's workers (the
-/// GEMMs of the default backend). Call it once, before any model work; without it both use one
-/// thread per core.
+/// pool (our fused kernels and their GEMMs, Flex, NdArray's parallel iterators), the
+/// `matrixmultiply` workers of Burn's own NdArray matmul (`MATMUL_NUM_THREADS`, read on its first
+/// product) and, in a build with `--features openblas`, OpenBLAS's workers. Call it once, before
+/// any model work; without it each uses one thread per core.
 pub fn set_threads(n: usize) -> Result<()> {
     if n == 0 || n > 4096 {
         bail!("--threads {n}: give between 1 and 4096 threads");
@@ -36,7 +37,10 @@ pub fn set_threads(n: usize) -> Result<()> {
         .num_threads(n)
         .build_global()
         .map_err(|e| anyhow::anyhow!("--threads {n}: the thread pool was already started ({e}); set it before any model work"))?;
-    #[cfg(feature = "ndarray")]
+    // matrixmultiply sizes its pool from this variable when it first multiplies; this runs at
+    // start-up, before any other thread of ours reads the environment.
+    std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+    #[cfg(feature = "openblas")]
     {
         extern "C" {
             fn openblas_set_num_threads(n: std::ffi::c_int);

@@ -67,7 +67,7 @@ pub struct TrainFlags {
     /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
     #[arg(long, default_value = "ndarray")]
     pub backend: String,
-    /// CPU threads for rayon and OpenBLAS together (default: one per core).
+    /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
 }

@@ -1,13 +1,14 @@
-//! `--threads`: one setting for rayon's pool and OpenBLAS's workers (its own test binary, as it
-//! sets process-wide state once).
+//! `--threads`: one setting for rayon's pool, matrixmultiply's workers and (with `--features
+//! openblas`) OpenBLAS's (its own test binary, as it sets process-wide state once).
 
 #[test]
-fn threads_set_rayon_and_openblas_once() {
+fn threads_set_every_pool_once() {
     let err = maetok::backend::set_threads(0).unwrap_err().to_string();
     assert!(err.contains("--threads 0"), "{err}");
     maetok::backend::set_threads(1).unwrap();
     assert_eq!(rayon::current_num_threads(), 1);
-    #[cfg(feature = "ndarray")]
+    assert_eq!(std::env::var("MATMUL_NUM_THREADS").as_deref(), Ok("1"));
+    #[cfg(feature = "openblas")]
     {
         extern "C" {
             fn openblas_get_num_threads() -> std::ffi::c_int;

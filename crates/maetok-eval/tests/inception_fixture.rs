@@ -182,7 +182,7 @@ fn uint8_batches_give_per_image_features_and_fid_of_a_set_with_itself_is_zero() 
     let all = model.features_u8(imgs.view(), &device);
     assert_eq!((all.n, all.pool.len(), all.spatial.len()), (3, 3 * 2048, 3 * 2023));
     let one = model.features_u8(imgs.slice(maetok_eval::ndarray::s![1..2, .., .., ..]), &device);
-    // The same image alone or in a batch: equal up to the GEMM's summation order (OpenBLAS picks
+    // The same image alone or in a batch: equal up to the GEMM's summation order (the GEMM picks
     // its blocking by matrix size), i.e. relative to the features' scale.
     let (a, r) = maetok_nn::testing::errors(&one.pool, &all.pool[2048..4096]);
     assert!(r < 1e-5, "batching changes features by {a} ({r} relative)");

@@ -358,7 +358,7 @@ fn softvq_trains_resumes_and_exports() {
     // Resume (the quantiser choice travels in the checkpoint's args). Not bit for bit: Burn's
     // autodiff on NdArray gives the soft quantiser's input gradient with run-to-run differences
     // at f32 rounding (~3e-6 relative) when the entropy loss and z_q both reach it — two
-    // independent runs of the same step differ as much (not from rayon or OpenBLAS threads;
+    // independent runs of the same step differ as much (not from rayon or BLAS threads;
     // each loss alone is reproducible), amplified by the sharp softmax (τ = 0.07) within a few
     // steps. So: the same steps, schedule and terms, values within 1 %.
     let dir = tempfile::tempdir().unwrap();

@@ -9,97 +9,26 @@
 use ndarray::{ArrayView3, ArrayView4};
 use rayon::prelude::*;
 
+use super::gemm::{Mat, MatMut, Threads};
 use super::kernels;
 
 /// Below this many multiply-adds for the whole call, heads run on the calling thread.
 const PAR_MIN_FLOP: usize = 1 << 18;
 
-/// A strided f32 matrix: element `(i, j)` at `ptr + i·rs + j·cs`.
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
+/// Head `(b, h)` of a `[B, H, N, hd]` view as an `N × hd` matrix.
+fn head(x: &ArrayView4<f32>, b: usize, h: usize) -> Mat {
+    let s = x.strides();
+    // `wrapping_offset`: an in-bounds offset of the view's own allocation.
+    Mat { ptr: x.as_ptr().wrapping_offset(b as isize * s[0] + h as isize * s[1]), rs: s[2], cs: s[3] }
 }
 
-/// A writable strided f32 matrix.
-#[derive(Clone, Copy)]
-struct MatMut {
-    ptr: *mut f32,
-    rs: isize,
-    cs: isize,
-}
-
-// SAFETY: the pointers come from views and buffers that outlive the parallel loop, and each task
-// writes a region (one head's block) that no other task reads or writes.
-unsafe impl Send for Mat {}
-unsafe impl Sync for Mat {}
-unsafe impl Send for MatMut {}
-unsafe impl Sync for MatMut {}
-
-impl Mat {
-    /// Head `(b, h)` of a `[B, H, N, hd]` view as an `N × hd` matrix.
-    fn head(x: &ArrayView4<f32>, b: usize, h: usize) -> Mat {
-        let s = x.strides();
-        // `wrapping_offset`: an in-bounds offset of the view's own allocation.
-        Mat { ptr: x.as_ptr().wrapping_offset(b as isize * s[0] + h as isize * s[1]), rs: s[2], cs: s[3] }
-    }
-    /// The transpose.
-    fn t(self) -> Mat {
-        Mat { rs: self.cs, cs: self.rs, ..self }
-    }
-    /// The matrix starting `offset` elements further.
-    fn at(self, offset: isize) -> Mat {
-        Mat { ptr: self.ptr.wrapping_offset(offset), ..self }
-    }
-}
-
-impl MatMut {
-    fn rows(ptr: *mut f32, cols: usize) -> MatMut {
-        MatMut { ptr, rs: cols as isize, cs: 1 }
-    }
-    fn view(self) -> Mat {
-        Mat { ptr: self.ptr, rs: self.rs, cs: self.cs }
-    }
-    /// The matrix starting `offset` elements further.
-    fn at(self, offset: usize) -> MatMut {
-        MatMut { ptr: self.ptr.wrapping_add(offset), ..self }
-    }
-}
-
-/// `dst (m × n) = lhs (m × k) · rhs (k × n)`, single-threaded.
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)` on this task's thread (one task per head).
 ///
 /// # Safety
-/// Every element of the three matrices at the given sizes must be in bounds of a live allocation,
-/// and `dst` must not overlap the inputs or be written concurrently.
+/// As [`super::gemm::matmul`].
 unsafe fn matmul(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: forwarded to the caller; `read_dst = false` so `dst` needs no initial values.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.ptr,
-            dst.cs,
-            dst.rs,
-            false,
-            lhs.ptr,
-            lhs.cs,
-            lhs.rs,
-            rhs.ptr,
-            rhs.cs,
-            rhs.rs,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    // SAFETY: forwarded to the caller.
+    unsafe { super::gemm::matmul(m, n, k, dst, lhs, rhs, false, Threads::One) }
 }
 
 /// Runs `f(task)` for `task` in `0..tasks`, in parallel when the call is large enough.
@@ -156,7 +85,7 @@ pub fn attention(q: ArrayView4<f32>, k: ArrayView4<f32>, v: ArrayView4<f32>, d: 
                 MatMut::rows(scratch.as_mut_ptr(), nk)
             }
         };
-        let (qh, kh, vh) = (Mat::head(qv, bi, hi), Mat::head(kv, bi, hi), Mat::head(vv, bi, hi));
+        let (qh, kh, vh) = (head(qv, bi, hi), head(kv, bi, hi), head(vv, bi, hi));
         // SAFETY: q, k, v heads are in-bounds views; `s` is this task's own Nq × Nk block.
         unsafe { matmul(nq, nk, hd, s, qh, kh.t()) };
         // SAFETY: `s` points at nq·nk initialised floats that only this task touches.
@@ -196,7 +125,7 @@ pub fn attention_backward(
     let (qv, kv, vv) = (&q, &k, &v);
     for_each_head(b * h, 2 * d.flop(), |task| {
         let (bi, hi) = (task / h, task % h);
-        let (qh, kh, vh) = (Mat::head(qv, bi, hi), Mat::head(kv, bi, hi), Mat::head(vv, bi, hi));
+        let (qh, kh, vh) = (head(qv, bi, hi), head(kv, bi, hi), head(vv, bi, hi));
         let doh = do_mat.at(bi as isize * s0 + (hi * hv) as isize * s2);
         let p = Mat { ptr: probs[task * nq * nk..].as_ptr(), rs: nk as isize, cs: 1 };
         let mut dp = vec![0.0f32; nq * nk];

@@ -3,22 +3,26 @@
 //! (`β = 1`) instead of a separate broadcast pass; its backward (`dx = dy·Wᵀ`, `dW = xᵀ·dy`,
 //! `db = Σ_rows dy`) computes only the gradients that are needed.
 //!
-//! The GEMMs are ndarray's `general_mat_mul`: the system BLAS when ndarray is built with it (the
-//! default `ndarray` feature links OpenBLAS, whose threads `--threads` sets), else
-//! `matrixmultiply`.
+//! The GEMMs are [`super::gemm`]'s: the `gemm` crate on rayon's pool (whose size `--threads`
+//! sets), or the system OpenBLAS in a build with the feature `openblas`.
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+
+use super::gemm::gemm_views;
 
 /// `x` `[rows, in]` · `w` `[in, out]` (+ `bias` `[out]`) → row-major `[rows, out]`.
 pub fn linear(x: ArrayView2<f32>, w: ArrayView2<f32>, bias: Option<&[f32]>) -> Vec<f32> {
     let (rows, out) = (x.nrows(), w.ncols());
     let mut y = match bias {
-        Some(b) => b.iter().copied().cycle().take(rows * out).collect(),
+        Some(b) => {
+            let mut y = Vec::with_capacity(rows * out);
+            (0..rows).for_each(|_| y.extend_from_slice(b));
+            y
+        }
         None => vec![0.0f32; rows * out],
     };
     let mut yv = ArrayViewMut2::from_shape((rows, out), &mut y).expect("rows × out buffer");
-    general_mat_mul(1.0, &x, &w, if bias.is_some() { 1.0 } else { 0.0 }, &mut yv);
+    gemm_views(&mut yv, x, w, bias.is_some());
     y
 }
 
@@ -46,7 +50,7 @@ pub fn linear_backward(x: ArrayView2<f32>, w: ArrayView2<f32>, dy: ArrayView2<f3
     let (rows, inp, out) = (x.nrows(), x.ncols(), w.ncols());
     let gemm = |m: usize, n: usize, a: ArrayView2<f32>, b: ArrayView2<f32>| {
         let mut c = vec![0.0f32; m * n];
-        general_mat_mul(1.0, &a, &b, 0.0, &mut ArrayViewMut2::from_shape((m, n), &mut c).expect("m × n buffer"));
+        gemm_views(&mut ArrayViewMut2::from_shape((m, n), &mut c).expect("m × n buffer"), a, b, false);
         c
     };
     Grads {

@@ -18,6 +18,8 @@
 
 #[cfg(feature = "cpu-kernels")]
 mod attention;
+#[cfg(feature = "cpu-kernels")]
+mod gemm;
 pub mod kernels;
 #[cfg(feature = "cpu-kernels")]
 mod linear;

@@ -1,0 +1,184 @@
+//! The GEMM of the CPU fast path: the `gemm` crate (pure Rust, AVX2/AVX-512/NEON kernels chosen
+//! at run time), which reads and writes any strides and parallelises on rayon's pool — the same
+//! pool as every other kernel here, so no second set of worker threads spins against ours (the
+//! cost of the system BLAS measured in BENCHMARKS.md, "two thread pools contending").
+//!
+//! [`Mat`]/[`MatMut`] are raw strided matrices for kernels that split one buffer between rayon
+//! tasks (attention); [`gemm_views`] is the safe entry for whole ndarray views (Linear). With the
+//! opt-in feature `openblas`, [`gemm_views`] calls the system OpenBLAS instead (through ndarray's
+//! `general_mat_mul`, with OpenBLAS's own threads): at 2 cores its kernels beat the contention
+//! they cause (BENCHMARKS.md, "One thread pool").
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// A strided f32 matrix: element `(i, j)` at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// A writable strided f32 matrix.
+#[derive(Clone, Copy)]
+pub(crate) struct MatMut {
+    pub ptr: *mut f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+// SAFETY: the pointers come from views and buffers that outlive the parallel loops that use them,
+// and each task writes a region that no other task reads or writes (see each caller).
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+unsafe impl Send for MatMut {}
+unsafe impl Sync for MatMut {}
+
+impl Mat {
+    /// The transpose.
+    pub fn t(self) -> Mat {
+        Mat { rs: self.cs, cs: self.rs, ..self }
+    }
+    /// The matrix starting `offset` elements further.
+    pub fn at(self, offset: isize) -> Mat {
+        Mat { ptr: self.ptr.wrapping_offset(offset), ..self }
+    }
+}
+
+impl MatMut {
+    /// A row-major matrix with `cols` columns at `ptr`.
+    pub fn rows(ptr: *mut f32, cols: usize) -> MatMut {
+        MatMut { ptr, rs: cols as isize, cs: 1 }
+    }
+    pub fn view(self) -> Mat {
+        Mat { ptr: self.ptr, rs: self.rs, cs: self.cs }
+    }
+    /// The matrix starting `offset` elements further.
+    pub fn at(self, offset: usize) -> MatMut {
+        MatMut { ptr: self.ptr.wrapping_add(offset), ..self }
+    }
+}
+
+/// Whether one GEMM splits its work over rayon's pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// On the calling thread (the caller already runs one task per core).
+    One,
+    /// On rayon's pool (all its threads; small products stay serial inside the crate).
+    #[cfg_attr(feature = "openblas", allow(dead_code))]
+    Pool,
+}
+
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)`, plus the old `dst` when `accumulate`.
+///
+/// # Safety
+/// Every element of the three matrices at the given sizes must be in bounds of a live allocation,
+/// `dst` must not overlap the inputs nor be written concurrently, and when `accumulate` its
+/// elements must be initialised.
+pub(crate) unsafe fn matmul(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Threads) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: the crate would leave `dst` as it is; the product is zero.
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: in bounds of `dst` (caller's contract).
+                    unsafe { *dst.ptr.wrapping_offset(i as isize * dst.rs + j as isize * dst.cs) = 0.0 };
+                }
+            }
+        }
+        return;
+    }
+    let parallelism = match threads {
+        Threads::One => gemm::Parallelism::None,
+        Threads::Pool => gemm::Parallelism::Rayon(0),
+    };
+    // SAFETY: forwarded to the caller; with `read_dst = false` `dst` needs no initial values.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.cs,
+            dst.rs,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// `dst = lhs · rhs (+ dst when accumulate)` on whole views, on rayon's pool (or OpenBLAS's, with
+/// the feature `openblas`).
+///
+/// # Panics
+/// When the shapes do not chain (`lhs` `[m, k]`, `rhs` `[k, n]`, `dst` `[m, n]`): a caller bug.
+pub(crate) fn gemm_views(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, rhs: ArrayView2<f32>, accumulate: bool) {
+    let (m, k, n) = (lhs.nrows(), lhs.ncols(), rhs.ncols());
+    assert!(rhs.nrows() == k && dst.dim() == (m, n), "gemm: [{m}, {k}]·{:?} into {:?}", rhs.dim(), dst.dim());
+    #[cfg(feature = "openblas")]
+    {
+        ndarray::linalg::general_mat_mul(1.0, &lhs, &rhs, if accumulate { 1.0 } else { 0.0 }, dst);
+    }
+    #[cfg(not(feature = "openblas"))]
+    gemm_crate(dst, lhs, rhs, accumulate)
+}
+
+/// [`gemm_views`] on the `gemm` crate.
+#[cfg_attr(feature = "openblas", allow(dead_code))]
+fn gemm_crate(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, rhs: ArrayView2<f32>, accumulate: bool) {
+    let (m, k, n) = (lhs.nrows(), lhs.ncols(), rhs.ncols());
+    let (ls, rs, ds) = (lhs.strides(), rhs.strides(), [dst.strides()[0], dst.strides()[1]]);
+    let lhs = Mat { ptr: lhs.as_ptr(), rs: ls[0], cs: ls[1] };
+    let rhs = Mat { ptr: rhs.as_ptr(), rs: rs[0], cs: rs[1] };
+    let dst = MatMut { ptr: dst.as_mut_ptr(), rs: ds[0], cs: ds[1] };
+    // SAFETY: views are in bounds at their shapes, checked by the caller to chain; `dst` is borrowed
+    // mutably so it overlaps neither input and nothing else writes it; a mutable view's elements
+    // are initialised.
+    unsafe { matmul(m, n, k, dst, lhs, rhs, accumulate, Threads::Pool) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    fn array(r: usize, c: usize, seed: usize) -> Array2<f32> {
+        Array2::from_shape_fn((r, c), |(i, j)| (((i * c + j + seed) * 7919 % 1013) as f32 / 1013.0 - 0.5) * 2.0)
+    }
+
+    /// Against ndarray's `dot` on transposed (strided) operands, with and without accumulation,
+    /// serial and large enough for the crate to split the work.
+    #[test]
+    fn gemm_views_matches_dot() {
+        for (m, k, n) in [(3, 5, 4), (200, 96, 130), (7, 0, 3)] {
+            let a = array(k, m, 1); // used as aᵀ: [m, k], column-major
+            let b = array(k, n, 2);
+            let want = a.t().dot(&b);
+            let mut c = Array2::<f32>::from_elem((m, n), 7.0);
+            // The crate's kernel directly (also in an `openblas` build), then the entry point.
+            for f in [gemm_crate, gemm_views] {
+                c.fill(7.0);
+                f(&mut c.view_mut(), a.t(), b.view(), false);
+                let err = (&c - &want).iter().fold(0.0f32, |e, x| e.max(x.abs()));
+                assert!(err < 1e-4, "{m}×{k}×{n}: {err}");
+                f(&mut c.view_mut(), a.t(), b.view(), true);
+                let err = (&c - &(&want * 2.0)).iter().fold(0.0f32, |e, x| e.max(x.abs()));
+                assert!(err < 1e-4, "{m}×{k}×{n} accumulate: {err}");
+            }
+        }
+    }
+}
