@@ -28,7 +28,7 @@ fn head(x: &ArrayView4<f32>, b: usize, h: usize) -> Mat {
 /// As [`super::gemm::matmul`].
 unsafe fn matmul(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
     // SAFETY: forwarded to the caller.
-    unsafe { super::gemm::matmul(m, n, k, dst, lhs, rhs, false, Threads::One) }
+    unsafe { super::gemm::matmul([m, n, k], dst, lhs, rhs, false, Threads::One) }
 }
 
 /// Runs `f(task)` for `task` in `0..tasks`, in parallel when the call is large enough.

@@ -69,13 +69,15 @@ pub(crate) enum Threads {
     Pool,
 }
 
-/// `dst (m × n) = lhs (m × k) · rhs (k × n)`, plus the old `dst` when `accumulate`.
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)`, plus the old `dst` when `accumulate`;
+/// `mnk = [m, n, k]`.
 ///
 /// # Safety
 /// Every element of the three matrices at the given sizes must be in bounds of a live allocation,
 /// `dst` must not overlap the inputs nor be written concurrently, and when `accumulate` its
 /// elements must be initialised.
-pub(crate) unsafe fn matmul(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Threads) {
+pub(crate) unsafe fn matmul(mnk: [usize; 3], dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Threads) {
+    let [m, n, k] = mnk;
     if m == 0 || n == 0 {
         return;
     }
@@ -148,7 +150,7 @@ fn gemm_crate(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, rhs: ArrayView
     // SAFETY: views are in bounds at their shapes, checked by the caller to chain; `dst` is borrowed
     // mutably so it overlaps neither input and nothing else writes it; a mutable view's elements
     // are initialised.
-    unsafe { matmul(m, n, k, dst, lhs, rhs, accumulate, Threads::Pool) }
+    unsafe { matmul([m, n, k], dst, lhs, rhs, accumulate, Threads::Pool) }
 }
 
 #[cfg(test)]
