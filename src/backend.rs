@@ -33,13 +33,13 @@ pub fn set_threads(n: usize) -> Result<()> {
     if n == 0 || n > 4096 {
         bail!("--threads {n}: give between 1 and 4096 threads");
     }
+    // matrixmultiply sizes its pool from this variable when it first multiplies. Set it before
+    // rayon's workers start, so that no other thread of ours exists while the environment changes.
+    std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
         .map_err(|e| anyhow::anyhow!("--threads {n}: the thread pool was already started ({e}); set it before any model work"))?;
-    // matrixmultiply sizes its pool from this variable when it first multiplies; this runs at
-    // start-up, before any other thread of ours reads the environment.
-    std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
     #[cfg(feature = "openblas")]
     {
         extern "C" {
