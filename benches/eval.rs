@@ -104,7 +104,7 @@ fn bench_target_backends(c: &mut Criterion) {
 /// discriminator (logits of 8 images of 256² interpolated to 224²).
 fn bench_teachers<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
     use maetok_targets::disc::{DinoDisc, DiscConfig, DiscResize};
-    use maetok_targets::vit::{Vit, VitConfig};
+    use maetok_targets::{TargetFeatures, Vit, VitConfig};
     B::seed(&device, 0);
     let mut group = c.benchmark_group(format!("teachers_{backend}"));
     group.sample_size(10).measurement_time(Duration::from_secs(30)).warm_up_time(Duration::from_secs(3));

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use maetok_eval::pca::Pca;
 use maetok_nn::io::{Exporter, VisitParams};
 use maetok_targets::timm::load_vit;
-use maetok_targets::vit::VitConfig;
+use maetok_targets::{TargetFeatures, VitConfig};
 use maetok_train::data::{collect_inputs, images_to_tensor, load_rgb, preprocess_center_crop};
 use maetok_train::viz::grid;
 use serde::Serialize;

@@ -7,7 +7,7 @@ use burn::backend::NdArray;
 use maetok::teacher_features::{run, TeacherFeaturesArgs};
 use maetok_nn::testing::{errors, fixtures_dir, read_tensors};
 use maetok_targets::timm::load_vit;
-use maetok_targets::vit::VitConfig;
+use maetok_targets::{TargetFeatures, VitConfig};
 use maetok_train::data::{images_to_tensor, load_rgb};
 
 /// The narrowed DINOv2 of `teachers-tiny`, as its meta.json records it.

@@ -19,8 +19,10 @@ pub mod movq;
 pub mod ops;
 pub mod patch;
 pub mod pickle_guard;
+pub mod resample;
 pub mod rope;
 pub mod testing;
+pub mod vit;
 
 pub use adaln::{modulate, AdaLnBlock, AdaLnBlockConfig, FinalLayer, FinalLayerConfig};
 pub use attention::{Attention, AttentionConfig};
@@ -32,3 +34,4 @@ pub use mlp::{Mlp, MlpConfig};
 pub use movq::{MovqBlock, MovqBlockConfig, MovqNorm, MovqNormConfig};
 pub use patch::{patchify, unpatchify, PatchEmbed, PatchEmbedConfig};
 pub use rope::{Rope, RopeFull, RopeTable};
+pub use vit::{Vit, VitConfig, VitConfigError, VitInputError};

@@ -7,13 +7,12 @@ pub mod aux_loss;
 pub mod disc;
 pub mod hog;
 pub mod lpips;
-pub mod resample;
+pub mod teacher;
 pub mod testing;
 pub mod timm;
-pub mod vit;
 
 pub use disc::{load_dino_disc, DinoDisc, DiscConfig};
 pub use hog::{HogError, HogGenerator};
 pub use lpips::{load_lpips, load_lpips_from, Lpips, LpipsOutput};
+pub use teacher::{imagenet_from_pm1, TargetFeatures, Vit, VitConfig, VitInputError};
 pub use timm::{load_vit, load_vit_from};
-pub use vit::{imagenet_from_pm1, Vit, VitConfig, VitInputError};

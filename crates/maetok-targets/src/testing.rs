@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::disc::DiscConfig;
-use crate::vit::VitConfig;
+use crate::teacher::VitConfig;
 
 /// A fixture description that lacks what is asked of it.
 #[derive(Debug, thiserror::Error)]

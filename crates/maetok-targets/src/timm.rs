@@ -18,8 +18,8 @@ use maetok_nn::io::{CheckpointError, LoadReport, Loader, VisitParams};
 
 use burn::tensor::backend::Backend;
 
-use crate::resample::{resample_patch_embed, resample_pos_embed};
-use crate::vit::{Vit, VitConfig};
+use crate::teacher::{Vit, VitConfig};
+use maetok_nn::resample::{resample_patch_embed, resample_pos_embed};
 
 /// Keys a feature-only ViT accepts without using.
 const IGNORABLE: [&str; 2] = ["attn_pool.", "mask_token"];

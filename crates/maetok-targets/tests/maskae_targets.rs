@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 use maetok_nn::io::Loader;
 use maetok_nn::testing::{assert_close, fixtures_dir, read_tensors, tensor};
 use maetok_targets::aux_loss::{cosine_feature_loss, hog_loss};
-use maetok_targets::{load_vit_from, HogGenerator, VitConfig};
+use maetok_targets::{load_vit_from, HogGenerator, TargetFeatures, VitConfig};
 
 mod common;
 

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use maetok_nn::io::{Exporter, Loader, VisitParams};
+use maetok_nn::resample::{resample_patch_embed, resample_pos_embed};
 use maetok_nn::testing::{assert_close, errors, fixtures_dir, read_tensors, tensor};
-use maetok_targets::resample::{resample_patch_embed, resample_pos_embed};
 use maetok_targets::timm::{load_vit, load_vit_from};
-use maetok_targets::vit::{imagenet_from_pm1, VitConfig, VitInputError};
+use maetok_targets::{imagenet_from_pm1, TargetFeatures, VitConfig, VitInputError};
 
 type B = NdArray<f32>;
 type Map = HashMap<String, (Vec<usize>, Vec<f32>)>;

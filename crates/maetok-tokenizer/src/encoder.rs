@@ -1,26 +1,24 @@
-//! MAETok ViT encoder (`TimmViTEncoder`): image patches + learnable 1-D latent tokens.
+//! MAETok ViT encoder (`TimmViTEncoder`): the timm ViT trunk ([`maetok_nn::Vit`], keys
+//! `model.*`, the same trunk as the teachers') plus learnable 1-D latent tokens, RoPE and the
+//! mask token of MAE training.
 //!
-//! Sequence `[cls | N image tokens | T latent tokens]`. The cls and image tokens get the learned
-//! absolute position embedding (the reference adds it even with RoPE on; spec §8.1), the latent
-//! tokens their own `latent_pos_embed`. RoPE rotates the image tokens (`1..1+N`) only.
+//! Sequence `[cls | N image tokens | T latent tokens]`. The cls and image tokens get the trunk's
+//! learned absolute position embedding (the reference adds it even with RoPE on; spec §8.1), the
+//! latent tokens their own `latent_pos_embed`. RoPE rotates the image tokens (`1..1+N`) only.
 
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Distribution, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
-use maetok_nn::{Block, BlockConfig, LayerNorm, LayerNormConfig, PatchEmbed, PatchEmbedConfig, Rope, RopeFull, RopeTable};
+use maetok_nn::{Rope, RopeFull, RopeTable, Vit, VitConfig};
 use rand::Rng;
 
 use crate::config::{RopeKind, TokenizerConfig};
 
 #[derive(Module, Debug)]
 pub struct Encoder<B: Backend> {
-    pub patch_embed: PatchEmbed<B>,
-    /// `[1, 1, D]`
-    pub cls_token: Param<Tensor<B, 3>>,
-    /// `[1, 1+N, D]` (index 0 = cls)
-    pub pos_embed: Param<Tensor<B, 3>>,
-    pub blocks: Vec<Block<B>>,
-    pub norm: LayerNorm<B>,
+    /// The timm trunk: patch embedding, cls token, position embedding `[1, 1+N, D]`, blocks and
+    /// the final norm.
+    pub model: Vit<B>,
     /// `[1, T, D]`
     pub latent_tokens: Param<Tensor<B, 3>>,
     /// `[1, T, D]`
@@ -29,7 +27,25 @@ pub struct Encoder<B: Backend> {
     pub mask_token: Option<Param<Tensor<B, 3>>>,
     /// RoPE on the image tokens; `None` for APE-only encoders (SoftVQ-VAE).
     pub rope: Option<Rope<B>>,
-    pub grid: usize,
+}
+
+/// The encoder's trunk as a timm ViT: cls token, LayerScale as the preset says, the
+/// tokenizer's LayerNorm eps, no dynamic image size (the tokenizer checks image sizes itself).
+pub fn trunk_config(cfg: &TokenizerConfig) -> VitConfig {
+    let e = cfg.encoder;
+    VitConfig {
+        img_size: cfg.image_size,
+        patch_size: cfg.enc_patch,
+        dim: e.width,
+        depth: e.depth,
+        heads: e.heads,
+        mlp_hidden: e.mlp_hidden,
+        class_token: true,
+        layer_scale: cfg.encoder_layer_scale,
+        tanh_gelu: false,
+        dynamic_img_size: false,
+        ln_eps: cfg.ln_eps,
+    }
 }
 
 /// A `[1, ·, D]` token / position parameter drawn from N(0, std²).
@@ -60,49 +76,45 @@ impl<B: Backend> Encoder<B> {
     /// starting at 0.1 (timm's DINOv2 uses 1e-5; a larger start lets small models train quickly).
     pub fn new(cfg: &TokenizerConfig, rng: &mut impl Rng, device: &B::Device) -> Self {
         let e = cfg.encoder;
-        let grid = cfg.enc_grid();
-        let n = grid * grid;
         let hd = e.width / e.heads;
         let base_grid = cfg.base_image_size / cfg.enc_patch;
         let rope = cfg.rope.map(|kind| build_rope(kind, e.depth, e.heads, hd, cfg.rope_theta, base_grid, rng, device));
-        let ls = cfg.encoder_layer_scale.then_some(0.1);
         Self {
-            patch_embed: PatchEmbedConfig::new(e.width, cfg.enc_patch).init(device),
-            cls_token: normal([1, 1, e.width], 0.02, device),
-            pos_embed: normal([1, 1 + n, e.width], 0.02, device),
-            blocks: (0..e.depth)
-                .map(|_| BlockConfig::new(e.width, e.heads, e.mlp_hidden).with_layer_scale(ls).with_eps(cfg.ln_eps).init(device))
-                .collect(),
-            norm: LayerNormConfig::new(e.width).with_eps(cfg.ln_eps).init(device),
+            model: Vit::random(&trunk_config(cfg), 0.02, 0.1, device),
             latent_tokens: normal([1, cfg.latent_tokens, e.width], 0.02, device),
             latent_pos_embed: normal([1, cfg.latent_tokens, e.width], 0.02, device),
             mask_token: cfg.enc_mask_token.then(|| normal([1, 1, e.width], 0.02, device)),
             rope,
-            grid,
         }
+    }
+
+    /// Side of the image-token grid (`image_size / enc_patch`).
+    pub fn grid(&self) -> usize {
+        self.model.grid()
     }
 
     /// `x`: `[B, 3, H, W]` in [-1, 1], H = W = image_size → latent-token features `[B, T, D]`
     /// (after the final LayerNorm, before `quant_conv`).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
-        let device = x.device();
-        let mut h = self.tokens(self.patch_embed.forward(x)); // [B, 1+N+T, D]
-        for i in 0..self.blocks.len() {
-            h = self.block(i, h, self.table(i, &device).as_ref());
-        }
-        self.latent_rows(self.norm.forward(h)) // [B, T, D]
+        let h = self.tokens(self.model.patch_embed.forward(x)); // [B, 1+N+T, D]
+        self.latent_rows(self.model.norm.forward(self.blocks(h)))
     }
 
     /// The training forward (spec §4.1): the patches where `mask` `[B, N]` is 1 are replaced by
     /// `mask_token` right after the patch embedding, so they still receive APE and RoPE; nothing
     /// is dropped. `None` without a mask token.
     pub fn forward_masked(&self, x: Tensor<B, 4>, mask: Tensor<B, 2>) -> Option<Tensor<B, 3>> {
-        let device = x.device();
-        let mut h = self.tokens(self.mask_patches(self.patch_embed.forward(x), mask)?);
-        for i in 0..self.blocks.len() {
+        let h = self.tokens(self.mask_patches(self.model.patch_embed.forward(x), mask)?);
+        Some(self.latent_rows(self.model.norm.forward(self.blocks(h))))
+    }
+
+    /// Every block of the trunk, each with its RoPE table: `[B, 1+N+T, D]` → `[B, 1+N+T, D]`.
+    fn blocks(&self, mut h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let device = h.device();
+        for i in 0..self.model.blocks.len() {
             h = self.block(i, h, self.table(i, &device).as_ref());
         }
-        Some(self.latent_rows(self.norm.forward(h)))
+        h
     }
 
     /// `patches` `[B, N, D]` with the rows where `mask` `[B, N]` is 1 replaced by `mask_token`.
@@ -118,20 +130,20 @@ impl<B: Backend> Encoder<B> {
     /// mask token.
     pub fn forward_intermediates(&self, x: Tensor<B, 4>, mask: Option<Tensor<B, 2>>) -> Option<(Tensor<B, 3>, EncoderIntermediates<B>)> {
         let device = x.device();
-        let patch_embed = self.patch_embed.forward(x);
+        let patch_embed = self.model.patch_embed.forward(x);
         let patches = match mask {
             Some(m) => self.mask_patches(patch_embed.clone(), m)?,
             None => patch_embed.clone(),
         };
         let tokens_in = self.tokens(patches);
         let (mut h, mut rope, mut blocks) = (tokens_in.clone(), Vec::new(), Vec::new());
-        for i in 0..self.blocks.len() {
+        for i in 0..self.model.blocks.len() {
             let table = self.table(i, &device);
             h = self.block(i, h, table.as_ref());
             rope.extend(table);
             blocks.push(h.clone());
         }
-        let norm_out = self.norm.forward(h);
+        let norm_out = self.model.norm.forward(h);
         let out = self.latent_rows(norm_out.clone());
         Some((out, EncoderIntermediates { patch_embed, tokens_in, rope, blocks, norm_out }))
     }
@@ -141,20 +153,21 @@ impl<B: Backend> Encoder<B> {
     fn tokens(&self, patches: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, _, d] = patches.dims();
         let t = self.latent_tokens.dims()[1];
-        let cls = self.cls_token.val().expand([b, 1, d]);
-        let image = Tensor::cat(vec![cls, patches], 1) + self.pos_embed.val();
+        let g = self.grid();
+        let image = self.model.embed_patches(patches, g, g);
         let latent = (self.latent_tokens.val() + self.latent_pos_embed.val()).expand([b, t, d]);
         Tensor::cat(vec![image, latent], 1)
     }
 
     /// Block `i`'s RoPE table, if the encoder has RoPE.
     fn table(&self, i: usize, device: &B::Device) -> Option<RopeTable<B>> {
-        self.rope.as_ref().map(|r| r.table(i, self.grid, self.grid, device))
+        let g = self.grid();
+        self.rope.as_ref().map(|r| r.table(i, g, g, device))
     }
 
     /// Block `i`, with RoPE on the image tokens (after the cls token) when `table` is given.
     fn block(&self, i: usize, h: Tensor<B, 3>, table: Option<&RopeTable<B>>) -> Tensor<B, 3> {
-        let blk = &self.blocks[i];
+        let blk = &self.model.blocks[i];
         let [_, n, d] = h.dims();
         match table {
             Some(t) => blk.forward(h, Some(&RopeFull::new(t, n, 1, blk.attn.scale(d)))),
@@ -194,13 +207,6 @@ impl<B: Backend> VisitParams<B> for Encoder<B> {
         if let Some(r) = self.rope.as_mut() {
             r.visit_params(prefix, v);
         }
-        let model = join(prefix, "model");
-        v.param(&join(&model, "cls_token"), &mut self.cls_token);
-        v.param(&join(&model, "pos_embed"), &mut self.pos_embed);
-        self.patch_embed.visit_params(&join(&model, "patch_embed"), v);
-        for (i, blk) in self.blocks.iter_mut().enumerate() {
-            blk.visit_params(&join(&model, &format!("blocks.{i}")), v);
-        }
-        self.norm.visit_params(&join(&model, "norm"), v);
+        self.model.visit_params(&join(prefix, "model"), v);
     }
 }

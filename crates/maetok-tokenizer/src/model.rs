@@ -64,9 +64,7 @@ impl<B: Backend> Tokenizer<B> {
     /// Selects the backend's fused attention op (flash attention on CUDA/wgpu) or the explicit
     /// matmul–softmax–matmul (default; fastest on NdArray and the reference's op order).
     pub fn set_fused_attention(&mut self, fused: bool) {
-        for b in self.encoder.blocks.iter_mut() {
-            b.attn.fused = fused;
-        }
+        self.encoder.model.set_fused_attention(fused);
         self.decoder.set_fused_attention(fused);
     }
 
@@ -135,7 +133,7 @@ impl<B: Backend> Tokenizer<B> {
 
     /// `mask` as a `[B, N]` tensor, after checking it fits the batch and the patch grid.
     fn check_mask(&self, images: &Tensor<B, 4>, mask: &TokenMask) -> Result<Tensor<B, 2>, InputError> {
-        let (b, n) = (images.dims()[0], self.encoder.grid * self.encoder.grid);
+        let (b, n) = (images.dims()[0], self.encoder.grid() * self.encoder.grid());
         if (mask.batch, mask.tokens) != (b, n) {
             return Err(InputError::MaskShape { got: [mask.batch, mask.tokens], want: [b, n] });
         }

@@ -62,7 +62,7 @@ fn an_encoder_without_mask_token_refuses_masking() {
     let args = maetok_tokenizer::testing::fixture_args(&dir).unwrap();
     let (model, _) = load_with_args::<B>(&args, "ae", dir.join("model.safetensors"), &device).unwrap();
     let s = model.config.image_size;
-    let n = model.encoder.grid * model.encoder.grid;
+    let n = model.encoder.grid() * model.encoder.grid();
     let m = TokenMask::from_orders(&[(0..n).collect()], n, 0.5).unwrap();
     let err = model.encode_masked(Tensor::zeros([1, 3, s, s], &device), &m).unwrap_err();
     assert_eq!(err, InputError::NoMaskToken);

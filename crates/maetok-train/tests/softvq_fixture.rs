@@ -8,7 +8,7 @@ use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use maetok_nn::io::{Loader, VisitParams};
 use maetok_nn::testing::{assert_close, fixtures_dir, read_tensors, tensor};
-use maetok_targets::{load_vit_from, VitConfig};
+use maetok_targets::{load_vit_from, TargetFeatures, VitConfig};
 use maetok_tokenizer::{repa_loss, RepaAlign, RepaProjection};
 
 type B = NdArray<f32>;

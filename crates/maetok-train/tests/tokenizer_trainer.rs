@@ -64,6 +64,7 @@ fn disc(device: &burn::backend::ndarray::NdArrayDevice) -> (DinoDisc<A>, DiscCon
         layer_scale: false,
         tanh_gelu: true,
         dynamic_img_size: false,
+        ln_eps: 1e-6,
     };
     let c = DiscConfig { backbone, key_depths: vec![0], kernel: 3, norm_eps: 1e-6 };
     <A as Backend>::seed(device, 3);
@@ -322,6 +323,7 @@ fn softvq_nets(device: &burn::backend::ndarray::NdArrayDevice) -> LossNets<A> {
         layer_scale: true,
         tanh_gelu: false,
         dynamic_img_size: false,
+        ln_eps: 1e-6,
     };
     <A as Backend>::seed(device, 11);
     let mut dino = maetok_targets::Vit::new(&teacher, device);

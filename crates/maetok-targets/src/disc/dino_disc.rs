@@ -18,9 +18,10 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use maetok_nn::io::{join, CheckpointError, LoadReport, Loader, ParamVisitor, VisitParams};
 use rand::Rng;
 
+use maetok_nn::resample::{area_matrix, bicubic_matrix, resize_with};
+
 use super::head::DiscHead;
-use crate::resample::{area_matrix, bicubic_matrix, resize_with};
-use crate::vit::{Vit, VitConfig, VitInputError, IMAGENET_MEAN, IMAGENET_STD};
+use crate::teacher::{Vit, VitConfig, VitInputError, IMAGENET_MEAN, IMAGENET_STD};
 
 /// Shape of the discriminator.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -65,7 +66,7 @@ impl DiscConfig {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DiscConfigError {
     #[error("backbone: {0}")]
-    Backbone(#[from] crate::vit::VitConfigError),
+    Backbone(#[from] crate::teacher::VitConfigError),
     #[error("kernel {0} must be odd (circular padding kernel/2 on both sides)")]
     EvenKernel(usize),
 }

@@ -2,7 +2,7 @@
 
 use maetok_nn::testing::fixtures_dir;
 use maetok_targets::disc::DiscConfig;
-use maetok_targets::vit::VitConfig;
+use maetok_targets::VitConfig;
 
 /// The narrowed DINO discriminator of `disc-tiny`.
 #[allow(dead_code)] // each test binary uses part of this module

@@ -4,7 +4,7 @@
 
 use burn::tensor::{backend::Backend, Tensor};
 use maetok_targets::aux_loss::{cosine_feature_loss, hog_loss};
-use maetok_targets::{HogError, HogGenerator, Vit, VitInputError};
+use maetok_targets::{HogError, HogGenerator, TargetFeatures, Vit, VitInputError};
 use maetok_tokenizer::{repa_loss, AuxTarget, MaskAeOutput, TokenMask};
 
 /// The frozen target extractors of the switched-on auxiliary decoders.

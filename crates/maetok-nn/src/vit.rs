@@ -1,28 +1,21 @@
-//! The frozen ViT teachers of MAETok's auxiliary decoders (`shared/spec/tokenizer.md` §4.4) and
-//! the DINO discriminator's trunk, in timm's `VisionTransformer` layout:
-//! `patch_embed → [cls] ⊕ tokens + pos_embed → blocks → norm` (`forward_features`).
+//! A timm `VisionTransformer` trunk (no head): `patch_embed → [cls] ⊕ tokens + pos_embed →
+//! blocks → norm` (`forward_features`). One trunk for every ViT of the project:
 //!
-//! * DINOv2-L/14 (`vit_large_patch14_dinov2.lvd142m`): cls token, LayerScale, learned position
-//!   embedding; MAETok builds it at 256 px with patch 16, so the checkpoint is resampled when
-//!   loading ([`crate::timm`]).
-//! * SigLIP so400m/14 (`vit_so400m_patch14_siglip_gap_224`): no prefix token, no LayerScale,
-//!   average pooling (unused: MAETok takes the token features), `dynamic_img_size`.
-//! * DINO ViT-S/16 (the discriminator's trunk): cls token, tanh-approximated GELU.
+//! * MAETok's encoder (`TimmViTEncoder`) wraps it under the key prefix `model.` and adds its
+//!   latent tokens, RoPE and mask token around it (`maetok-tokenizer`'s `Encoder`).
+//! * The frozen teachers of the auxiliary decoders, DINOv2-L and SigLIP so400m, and the DINO
+//!   ViT-S trunk of the discriminator (`maetok-targets`), with the presets below.
 //!
 //! Keys: `cls_token`, `pos_embed`, `patch_embed.proj.{weight,bias}`, `blocks.{i}.…` (timm `Block`),
 //! `norm.{weight,bias}`.
 
-use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, Tensor, TensorData};
-use maetok_nn::io::{join, ParamVisitor, VisitParams};
-use maetok_nn::{Block, BlockConfig, LayerNorm, LayerNormConfig, PatchEmbed, PatchEmbedConfig};
-
+use crate::block::{Block, BlockConfig};
+use crate::io::{join, ParamVisitor, VisitParams};
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
+use crate::patch::{PatchEmbed, PatchEmbedConfig};
 use crate::resample::{bicubic_aa_matrix, resize_with};
-
-/// ImageNet mean, the statistics both teachers are fed with (SigLIP included, as the reference).
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// ImageNet standard deviation.
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+use burn::module::{Module, Param};
+use burn::tensor::{backend::Backend, Distribution, Tensor};
 
 /// Shape of a timm ViT.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -43,6 +36,13 @@ pub struct VitConfig {
     /// Accept other input sizes by resampling the position embedding on the fly (timm
     /// `dynamic_img_size`, bicubic with antialias). Off: other sizes are an error.
     pub dynamic_img_size: bool,
+    /// The eps of every LayerNorm (timm's `partial(nn.LayerNorm, eps=1e-6)`).
+    #[serde(default = "default_ln_eps")]
+    pub ln_eps: f64,
+}
+
+fn default_ln_eps() -> f64 {
+    1e-6
 }
 
 impl VitConfig {
@@ -59,6 +59,7 @@ impl VitConfig {
             layer_scale: true,
             tanh_gelu: false,
             dynamic_img_size: false,
+            ln_eps: 1e-6,
         }
     }
 
@@ -76,6 +77,7 @@ impl VitConfig {
             layer_scale: false,
             tanh_gelu: false,
             dynamic_img_size: true,
+            ln_eps: 1e-6,
         }
     }
 
@@ -92,6 +94,7 @@ impl VitConfig {
             layer_scale: false,
             tanh_gelu: true,
             dynamic_img_size: false,
+            ln_eps: 1e-6,
         }
     }
 
@@ -162,17 +165,40 @@ pub struct Vit<B: Backend> {
 }
 
 impl<B: Backend> Vit<B> {
-    /// The architecture with placeholder weights (load real ones with [`crate::timm::load_vit`]).
+    /// The architecture with placeholder weights (load real ones with `maetok_targets::load_vit`):
+    /// zero tokens and position embedding, LayerScale at timm's 1e-5.
     pub fn new(c: &VitConfig, device: &B::Device) -> Self {
+        Self::build(c, 1e-5, |shape| Param::from_tensor(Tensor::zeros(shape, device)), device)
+    }
+
+    /// A trunk to train from scratch: cls token and position embedding drawn from
+    /// N(0, `token_std`²), LayerScale (where the config has it) starting at `layer_scale_init`.
+    pub fn random(c: &VitConfig, token_std: f64, layer_scale_init: f64, device: &B::Device) -> Self {
+        Self::build(
+            c,
+            layer_scale_init,
+            |shape| Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, token_std), device)),
+            device,
+        )
+    }
+
+    /// Builds the modules in checkpoint order (patch embedding, cls, position, blocks, norm), the
+    /// `[1, ·, D]` token parameters from `token`.
+    fn build(c: &VitConfig, layer_scale_init: f64, token: impl Fn([usize; 3]) -> Param<Tensor<B, 3>>, device: &B::Device) -> Self {
         let g = c.grid();
-        let block =
-            BlockConfig::new(c.dim, c.heads, c.mlp_hidden).with_layer_scale(c.layer_scale.then_some(1e-5)).with_tanh_gelu(c.tanh_gelu);
+        let block = BlockConfig::new(c.dim, c.heads, c.mlp_hidden)
+            .with_layer_scale(c.layer_scale.then_some(layer_scale_init))
+            .with_tanh_gelu(c.tanh_gelu)
+            .with_eps(c.ln_eps);
+        let patch_embed = PatchEmbedConfig::new(c.dim, c.patch_size).init(device);
+        let cls_token = c.class_token.then(|| token([1, 1, c.dim]));
+        let pos_embed = token([1, c.prefix_tokens() + g * g, c.dim]);
         Self {
-            patch_embed: PatchEmbedConfig::new(c.dim, c.patch_size).init(device),
-            cls_token: c.class_token.then(|| Param::from_tensor(Tensor::zeros([1, 1, c.dim], device))),
-            pos_embed: Param::from_tensor(Tensor::zeros([1, c.prefix_tokens() + g * g, c.dim], device)),
+            patch_embed,
+            cls_token,
+            pos_embed,
             blocks: (0..c.depth).map(|_| block.init(device)).collect(),
-            norm: LayerNormConfig::new(c.dim).init(device),
+            norm: LayerNormConfig::new(c.dim).with_eps(c.ln_eps).init(device),
             img_size: c.img_size,
             dynamic_img_size: c.dynamic_img_size,
         }
@@ -189,6 +215,11 @@ impl<B: Backend> Vit<B> {
     /// Number of prefix (class) tokens.
     pub fn prefix_tokens(&self) -> usize {
         usize::from(self.cls_token.is_some())
+    }
+
+    /// Side of the patch grid the position embedding is built for.
+    pub fn grid(&self) -> usize {
+        self.img_size / self.patch_embed.patch
     }
 
     /// Checks an input shape; returns the patch grid `(gh, gw)`.
@@ -213,7 +244,7 @@ impl<B: Backend> Vit<B> {
         let pos = self.pos_embed.val();
         let [_, n, d] = pos.dims();
         let prefix = self.prefix_tokens();
-        let g = self.img_size / self.patch_embed.patch;
+        let g = self.grid();
         if (gh, gw) == (g, g) {
             return pos;
         }
@@ -230,16 +261,20 @@ impl<B: Backend> Vit<B> {
     /// Tokens after the position embedding, before the blocks: `[B, prefix + N, D]`.
     pub fn embed(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 3>, VitInputError> {
         let (gh, gw) = self.check_input(x.dims())?;
-        let b = x.dims()[0];
-        let tokens = self.patch_embed.forward(x);
+        Ok(self.embed_patches(self.patch_embed.forward(x), gh, gw))
+    }
+
+    /// The patch tokens `[B, gh·gw, D]` (after `patch_embed`, e.g. with some replaced by a mask
+    /// token) with the cls token prepended and the position embedding added: `[B, prefix + N, D]`.
+    pub fn embed_patches(&self, tokens: Tensor<B, 3>, gh: usize, gw: usize) -> Tensor<B, 3> {
         let tokens = match &self.cls_token {
             Some(cls) => {
-                let d = tokens.dims()[2];
+                let [b, _, d] = tokens.dims();
                 Tensor::cat(vec![cls.val().expand([b, 1, d]), tokens], 1)
             }
             None => tokens,
         };
-        Ok(tokens + self.pos_embed_for(gh, gw))
+        tokens + self.pos_embed_for(gh, gw)
     }
 
     /// timm `forward_features`: `x` `[B, 3, H, W]` (already normalised for the network) →
@@ -251,22 +286,6 @@ impl<B: Backend> Vit<B> {
         }
         Ok(self.norm.forward(h))
     }
-
-    /// The MAETok target: `x` in `[-1, 1]` `[B, 3, H, W]` → ImageNet-normalised →
-    /// `forward_features` without the prefix tokens: `[B, N, D]` (N = 256 at 256 px, patch 16).
-    pub fn target_features(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 3>, VitInputError> {
-        let feats = self.forward_features(imagenet_from_pm1(x))?;
-        let [b, n, d] = feats.dims();
-        Ok(feats.slice([0..b, self.prefix_tokens()..n, 0..d]))
-    }
-}
-
-/// `((x·0.5 + 0.5) − mean) / std` per channel: `[-1, 1]` images to the teachers' ImageNet
-/// statistics (`[B, 3, H, W]`).
-pub fn imagenet_from_pm1<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let device = x.device();
-    let v = |a: [f32; 3]| Tensor::<B, 1>::from_data(TensorData::new(a.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
-    maetok_nn::ops::divide((x * 0.5 + 0.5) - v(IMAGENET_MEAN), v(IMAGENET_STD))
 }
 
 impl<B: Backend> VisitParams<B> for Vit<B> {
@@ -292,7 +311,21 @@ mod tests {
         type B = burn::backend::NdArray<f32>;
         for preset in [VitConfig::dinov2_large(), VitConfig::siglip_so400m(), VitConfig::dino_small()] {
             let cfg = VitConfig { img_size: 64, dim: 32, depth: 2, heads: 4, mlp_hidden: 50, ..preset };
-            maetok_nn::testing::assert_walk_covers_module("ViT", &mut Vit::<B>::new(&cfg, &Default::default()));
+            crate::testing::assert_walk_covers_module("ViT", &mut Vit::<B>::new(&cfg, &Default::default()));
+            crate::testing::assert_walk_covers_module("ViT", &mut Vit::<B>::random(&cfg, 0.02, 0.1, &Default::default()));
         }
+    }
+
+    #[test]
+    fn embed_is_patch_embed_then_embed_patches() {
+        type B = burn::backend::NdArray<f32>;
+        let device = Default::default();
+        let cfg = VitConfig { img_size: 32, dim: 16, depth: 1, heads: 2, mlp_hidden: 24, ..VitConfig::dino_small() };
+        let vit = Vit::<B>::random(&cfg, 0.02, 0.1, &device);
+        let x = Tensor::<B, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let whole = vit.embed(x.clone()).unwrap();
+        let parts = vit.embed_patches(vit.patch_embed.forward(x), 2, 2);
+        assert_eq!(whole.dims(), [2, 1 + 4, 16]);
+        whole.into_data().assert_eq(&parts.into_data(), true);
     }
 }

@@ -182,10 +182,10 @@ pub fn resample_pos_embed(pos: &[f32], tokens: usize, dim: usize, prefix: usize,
 }
 
 /// Resizes `x` `[B, C, H, W]` with the f64 `[oh, H]` and `[ow, W]` matrices of this module
-/// ([`maetok_nn::ops::resize_separable`]).
+/// ([`crate::ops::resize_separable`]).
 pub fn resize_with<B: Backend>(x: Tensor<B, 4>, rh: &[f64], oh: usize, rw: &[f64], ow: usize) -> Tensor<B, 4> {
     let f = |m: &[f64]| m.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-    maetok_nn::ops::resize_separable(x, &f(rh), oh, &f(rw), ow)
+    crate::ops::resize_separable(x, &f(rh), oh, &f(rw), ow)
 }
 
 #[cfg(test)]
