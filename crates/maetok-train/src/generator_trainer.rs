@@ -21,12 +21,12 @@ use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
 use maetok_dit::hybrid_loss;
 use maetok_generator::{load_folder, save_folder, LatentTransformer, LatentTransformerConfig};
 use maetok_nn::ema::ema_update;
-use maetok_nn::io::write_atomic;
 use maetok_sampler::{GaussianDiffusion, PathType, Schedule, TimeSampling};
 use maetok_sit::{si_loss, LossDraws};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{latest_checkpoint, write_checkpoint, CheckpointIoError};
 use crate::data::LatentCache;
 use crate::grad_clip::clipped_gradients;
 
@@ -103,6 +103,12 @@ pub enum GeneratorTrainError {
     NonFinite { value: f32, step: usize },
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+}
+
+impl From<CheckpointIoError> for GeneratorTrainError {
+    fn from(e: CheckpointIoError) -> Self {
+        Self::Checkpoint { path: e.path, msg: e.msg }
+    }
 }
 
 /// The 1000-step training diffusion of each schedule, built once (the tables are f64 host arrays).
@@ -232,43 +238,28 @@ impl<B: AutodiffBackend> GeneratorTrainer<B> {
         Ok(value)
     }
 
-    /// Writes `dir/checkpoints/step-NNNNNNN/` (through a temporary folder and a rename) and
-    /// points `dir/checkpoints/latest` at it.
+    /// Writes `dir/checkpoints/step-NNNNNNN/` (through a temporary folder and a rename, see
+    /// [`crate::checkpoint`]) and points `dir/checkpoints/latest` at it.
     pub fn save_checkpoint(&mut self, dir: &Path) -> Result<PathBuf, GeneratorTrainError> {
-        let root = dir.join("checkpoints");
-        let name = format!("step-{:07}", self.step);
-        let fin = root.join(&name);
-        let tmp = root.join(format!(".{name}.tmp"));
-        let err = |path: &Path, msg: String| GeneratorTrainError::Checkpoint { path: path.to_path_buf(), msg };
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| err(&tmp, e.to_string()))?;
-        // The EMA folder records the latent normalisation beside the architecture, for the samplers.
-        let mut ema_cfg = self.model_config.clone();
-        ema_cfg.extra.insert("latent_mean".into(), self.config.latent_mean.into());
-        ema_cfg.extra.insert("latent_std".into(), self.config.latent_std.into());
-        save_folder(&mut self.ema, &ema_cfg, &tmp.join("ema")).map_err(|e| err(&tmp, e.to_string()))?;
-        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        self.model.clone().save_file(tmp.join("model"), &rec).map_err(|e| err(&tmp, e.to_string()))?;
-        rec.record(self.optim.to_record(), tmp.join("optim")).map_err(|e| err(&tmp, e.to_string()))?;
         let state =
             TrainState { step: self.step, model: self.model_config.clone(), train: self.config.clone(), losses: self.losses.clone() };
-        write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&state).expect("json").as_bytes())
-            .map_err(|e| err(&tmp, e.to_string()))?;
-        let _ = std::fs::remove_dir_all(&fin);
-        std::fs::rename(&tmp, &fin).map_err(|e| err(&fin, e.to_string()))?;
-        write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| err(&root, e.to_string()))?;
-        Ok(fin)
+        write_checkpoint(dir, self.step as u64, &state, None, |tmp| {
+            let err = |msg: String| GeneratorTrainError::Checkpoint { path: tmp.to_path_buf(), msg };
+            // The EMA folder records the latent normalisation beside the architecture, for the samplers.
+            let mut ema_cfg = self.model_config.clone();
+            ema_cfg.extra.insert("latent_mean".into(), self.config.latent_mean.into());
+            ema_cfg.extra.insert("latent_std".into(), self.config.latent_std.into());
+            save_folder(&mut self.ema, &ema_cfg, &tmp.join("ema")).map_err(|e| err(e.to_string()))?;
+            let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+            self.model.clone().save_file(tmp.join("model"), &rec).map_err(|e| err(format!("model: {e}")))?;
+            rec.record(self.optim.to_record(), tmp.join("optim")).map_err(|e| err(format!("optim: {e}")))
+        })
     }
 
     /// Resumes from `dir/checkpoints/latest`, or returns `None` if there is none.
     pub fn resume(dir: &Path, device: &B::Device) -> Result<Option<Self>, GeneratorTrainError> {
-        let root = dir.join("checkpoints");
-        let Ok(name) = std::fs::read_to_string(root.join("latest")) else { return Ok(None) };
-        let ck = root.join(name.trim());
+        let Some((ck, state)) = latest_checkpoint::<TrainState>(dir)? else { return Ok(None) };
         let err = |msg: String| GeneratorTrainError::Checkpoint { path: ck.clone(), msg };
-        let state: TrainState =
-            serde_json::from_str(&maetok_nn::limits::read_text(&ck.join("state.json")).map_err(|e| err(e.to_string()))?)
-                .map_err(|e| err(format!("state.json: {e}")))?;
         let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
         let model = state.model.init::<B>(device).load_file(ck.join("model"), &rec, device).map_err(|e| err(format!("model.mpk: {e}")))?;
         let optim_rec = rec.load(ck.join("optim"), device).map_err(|e| err(format!("optim.mpk: {e}")))?;

@@ -22,7 +22,6 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use maetok_nn::ema::ema_update;
-use maetok_nn::io::write_atomic;
 use maetok_targets::disc::diff_aug::DiffAugError;
 use maetok_targets::disc::LeCam;
 use maetok_targets::{DinoDisc, DiscConfig, Lpips};
@@ -30,6 +29,8 @@ use maetok_tokenizer::{save_pretrained, AuxConfig, ConfigError, MaskAe, MaskErro
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{latest_checkpoint, write_checkpoint, CheckpointIoError};
 
 use super::aux::{AuxTargetError, AuxTargets, AuxTeachers};
 use super::config::{Stage, TokenizerTrainConfig};
@@ -73,6 +74,12 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, msg: String },
     #[error(transparent)]
     Export(#[from] PretrainedError),
+}
+
+impl From<CheckpointIoError> for TrainError {
+    fn from(e: CheckpointIoError) -> Self {
+        Self::Checkpoint { path: e.path, msg: e.msg }
+    }
 }
 
 /// What one step did (one JSON line of the training log).
@@ -327,25 +334,10 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
         Ok(log)
     }
 
-    /// Writes `dir/checkpoints/step-NNNNNNN/` (through a temporary folder and a rename), points
-    /// `dir/checkpoints/latest` at it, and removes older checkpoints beyond the newest `keep`.
+    /// Writes `dir/checkpoints/step-NNNNNNN/` (through a temporary folder and a rename, see
+    /// [`crate::checkpoint`]), points `dir/checkpoints/latest` at it, and removes older
+    /// checkpoints beyond the newest `keep`.
     pub fn save_checkpoint(&mut self, dir: &Path, keep: usize) -> Result<PathBuf, TrainError> {
-        let root = dir.join("checkpoints");
-        let name = format!("step-{:07}", self.step);
-        let fin = root.join(&name);
-        let tmp = root.join(format!(".{name}.tmp"));
-        let err = |path: &Path, msg: String| TrainError::Checkpoint { path: path.to_path_buf(), msg };
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| err(&tmp, e.to_string()))?;
-        self.export_ema(&tmp.join("ema"))?;
-        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        self.model.clone().save_file(tmp.join("model"), &rec).map_err(|e| err(&tmp, format!("model: {e}")))?;
-        self.ema.clone().save_file(tmp.join("ema"), &rec).map_err(|e| err(&tmp, format!("ema: {e}")))?;
-        self.optim_g.save(&tmp, "optim_g").map_err(|e| err(&tmp, format!("optim_g: {e}")))?;
-        if let Some(d) = &self.disc {
-            d.clone().save_file(tmp.join("disc"), &rec).map_err(|e| err(&tmp, format!("disc: {e}")))?;
-            self.optim_d.save(&tmp, "optim_d").map_err(|e| err(&tmp, format!("optim_d: {e}")))?;
-        }
         let state = TrainState {
             step: self.step,
             args: self.args.clone(),
@@ -353,23 +345,19 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
             disc: self.disc_config.clone(),
             lecam: self.lecam,
         };
-        write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&state).expect("json").as_bytes())
-            .map_err(|e| err(&tmp, e.to_string()))?;
-        let _ = std::fs::remove_dir_all(&fin);
-        std::fs::rename(&tmp, &fin).map_err(|e| err(&fin, e.to_string()))?;
-        write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| err(&root, e.to_string()))?;
-        let mut old: Vec<PathBuf> = std::fs::read_dir(&root)
-            .map_err(|e| err(&root, e.to_string()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")))
-            .collect();
-        old.sort();
-        for p in old.iter().take(old.len().saturating_sub(keep.max(1))) {
-            if p != &fin {
-                let _ = std::fs::remove_dir_all(p);
+        write_checkpoint(dir, self.step, &state, Some(keep), |tmp| {
+            let err = |msg: String| TrainError::Checkpoint { path: tmp.to_path_buf(), msg };
+            self.export_ema(&tmp.join("ema"))?;
+            let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+            self.model.clone().save_file(tmp.join("model"), &rec).map_err(|e| err(format!("model: {e}")))?;
+            self.ema.clone().save_file(tmp.join("ema"), &rec).map_err(|e| err(format!("ema: {e}")))?;
+            self.optim_g.save(tmp, "optim_g").map_err(|e| err(format!("optim_g: {e}")))?;
+            if let Some(d) = &self.disc {
+                d.clone().save_file(tmp.join("disc"), &rec).map_err(|e| err(format!("disc: {e}")))?;
+                self.optim_d.save(tmp, "optim_d").map_err(|e| err(format!("optim_d: {e}")))?;
             }
-        }
-        Ok(fin)
+            Ok(())
+        })
     }
 
     /// Writes the EMA autoencoder as a Hugging Face model folder (`config.json` +
@@ -383,12 +371,8 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
     /// Resumes from `dir/checkpoints/latest`, or returns `None` when there is none. The
     /// discriminator's trunk and heads come from the checkpoint.
     pub fn resume(dir: &Path, device: &B::Device) -> Result<Option<Self>, TrainError> {
-        let root = dir.join("checkpoints");
-        let Ok(name) = std::fs::read_to_string(root.join("latest")) else { return Ok(None) };
-        let ck = root.join(name.trim());
+        let Some((ck, state)) = latest_checkpoint::<TrainState>(dir)? else { return Ok(None) };
         let err = |msg: String| TrainError::Checkpoint { path: ck.clone(), msg };
-        let text = maetok_nn::limits::read_text(&ck.join("state.json")).map_err(|e| err(format!("state.json: {e}")))?;
-        let state: TrainState = serde_json::from_str(&text).map_err(|e| err(format!("state.json: {e}")))?;
         let origin = ck.join("state.json").display().to_string();
         let cfg = state.args.resolve(&origin)?;
         let aux = stage_aux(&state.args, state.config.stage, &origin)?;
