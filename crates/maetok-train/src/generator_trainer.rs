@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{adaptor::OptimizerAdaptor, AdamW, AdamWConfig, Optimizer};
+use burn::optim::{adaptor::OptimizerAdaptor, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
@@ -26,6 +26,7 @@ use maetok_sit::{si_loss, LossDraws};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::adamw::FusedAdamW;
 use crate::checkpoint::{latest_checkpoint, write_checkpoint, CheckpointIoError};
 use crate::data::LatentCache;
 use crate::grad_clip::clipped_gradients;
@@ -163,7 +164,7 @@ struct TrainState {
 pub struct GeneratorTrainer<B: AutodiffBackend> {
     pub model: LatentTransformer<B>,
     pub ema: LatentTransformer<B::InnerBackend>,
-    optim: OptimizerAdaptor<AdamW, LatentTransformer<B>, B>,
+    optim: OptimizerAdaptor<FusedAdamW, LatentTransformer<B>, B>,
     pub model_config: LatentTransformerConfig,
     pub config: GeneratorTrainConfig,
     /// Steps done.
@@ -173,8 +174,8 @@ pub struct GeneratorTrainer<B: AutodiffBackend> {
     device: B::Device,
 }
 
-fn optimizer<B: AutodiffBackend>(cfg: &GeneratorTrainConfig) -> OptimizerAdaptor<AdamW, LatentTransformer<B>, B> {
-    AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(cfg.weight_decay as f32).init()
+fn optimizer<B: AutodiffBackend>(cfg: &GeneratorTrainConfig) -> OptimizerAdaptor<FusedAdamW, LatentTransformer<B>, B> {
+    FusedAdamW { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, weight_decay: cfg.weight_decay as f32 }.init()
 }
 
 impl<B: AutodiffBackend> GeneratorTrainer<B> {

@@ -1,5 +1,6 @@
 //! Datasets, image I/O, visualisation and trainers for MAETok and its latent generators.
 
+pub mod adamw;
 pub mod checkpoint;
 pub mod data;
 pub mod generator_trainer;

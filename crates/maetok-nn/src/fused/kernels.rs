@@ -256,6 +256,60 @@ multiversion! {
     }
 }
 
+/// The f32 scalars of one AdamW update, as Burn's `AdamW` applies them (see
+/// [`super::AdamWStep`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWScalars {
+    pub beta_1: f32,
+    pub beta_2: f32,
+    /// `1 − β₁`, `1 − β₂`.
+    pub one_minus_beta_1: f32,
+    pub one_minus_beta_2: f32,
+    /// The bias corrections `1 − β₁ᵗ`, `1 − β₂ᵗ`.
+    pub correction_1: f32,
+    pub correction_2: f32,
+    pub epsilon: f32,
+    /// `1 − lr·weight_decay`, `None` without decay.
+    pub keep: Option<f32>,
+    pub lr: f32,
+    /// The first step: the moments start from the gradient alone.
+    pub first: bool,
+}
+
+/// One AdamW update in place, element by element in Burn's operation order (so the result is
+/// bit-identical to its ten-op version): `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+/// `p ← p·keep − lr · (m/c₁) / (√(v/c₂) + ε)`. All four slices have the same length.
+pub fn adamw(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &AdamWScalars) {
+    if p.len() <= PAR_MIN {
+        adamw_chunk(p, m, v, g, s);
+        return;
+    }
+    p.par_chunks_mut(PAR_MIN)
+        .zip(m.par_chunks_mut(PAR_MIN))
+        .zip(v.par_chunks_mut(PAR_MIN))
+        .zip(g.par_chunks(PAR_MIN))
+        .for_each(|(((p, m), v), g)| adamw_chunk(p, m, v, g, s));
+}
+
+multiversion! {
+    fn adamw_chunk(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &AdamWScalars) {
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            let g2 = g * g;
+            (*m, *v) = if s.first {
+                (g * s.one_minus_beta_1, g2 * s.one_minus_beta_2)
+            } else {
+                (*m * s.beta_1 + g * s.one_minus_beta_1, *v * s.beta_2 + g2 * s.one_minus_beta_2)
+            };
+            let delta = (*m / s.correction_1) / ((*v / s.correction_2).sqrt() + s.epsilon);
+            let kept = match s.keep {
+                Some(k) => *p * k,
+                None => *p,
+            };
+            *p = kept - delta * s.lr;
+        }
+    }
+}
+
 /// LayerNorm of each row of length `n` (biased variance, eps inside the root), then the optional
 /// affine `·w + b`. Writes `y` and, per row, the mean and `1/√(var + eps)` for the backward.
 pub fn layer_norm_rows(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32, n: usize, y: &mut [f32], stats: &mut [f32]) {

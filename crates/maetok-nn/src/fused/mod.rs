@@ -1,5 +1,6 @@
 //! Fused operations of our models: attention with merged heads, RoPE, Linear, softmax over the
-//! last dimension, exact GELU and LayerNorm (with or without affine parameters).
+//! last dimension, exact GELU and LayerNorm (with or without affine parameters), and the AdamW
+//! update of the trainers.
 //!
 //! Each function has two implementations:
 //! * **the default**, composed of Burn tensor ops, which every backend runs (CUDA and wgpu fuse
@@ -176,6 +177,81 @@ pub fn layer_norm_default<B: Backend, const D: usize>(
         Some(b) => y + b.unsqueeze::<D>(),
         None => y,
     }
+}
+
+/// One AdamW update (Burn's `AdamW`: decoupled weight decay, no AMSGrad). `time` is the step
+/// number this update makes (1 for the first, when there are no moments yet).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    pub weight_decay: f32,
+    pub time: usize,
+}
+
+impl AdamWStep {
+    /// The scalars in the f32 values Burn's tensor ops apply.
+    pub fn scalars(&self) -> kernels::AdamWScalars {
+        let t = self.time.min(i32::MAX as usize) as i32;
+        let decay = self.lr * self.weight_decay as f64;
+        kernels::AdamWScalars {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            one_minus_beta_1: 1.0 - self.beta_1,
+            one_minus_beta_2: 1.0 - self.beta_2,
+            correction_1: 1.0 - self.beta_1.powi(t),
+            correction_2: 1.0 - self.beta_2.powi(t),
+            epsilon: self.epsilon,
+            keep: (decay != 0.0).then_some((1.0 - decay) as f32),
+            lr: self.lr as f32,
+            first: self.time <= 1,
+        }
+    }
+}
+
+/// One AdamW update of a parameter: `param`, its `grad` and the moments `(m, v)` of the previous
+/// steps (`None` before the first) → `[param, m, v]` after the step, all of one shape.
+///
+/// The CPU fast path makes one parallel pass that updates the buffers in place (copying only a
+/// buffer that is shared), instead of ten tensor ops that each allocate a parameter-sized
+/// result; it is bit-identical to the default.
+pub fn adamw_update<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    step: &AdamWStep,
+) -> [Tensor<B, D>; 3] {
+    #[cfg(feature = "cpu-kernels")]
+    let (param, grad, moments) = match ndarray::adamw_update((param, grad, moments), step) {
+        Ok(out) => return out,
+        Err(args) => args,
+    };
+    adamw_update_default(param, grad, moments, step)
+}
+
+/// [`adamw_update`] from Burn tensor ops, in the order of Burn's `AdamW`.
+pub fn adamw_update_default<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    step: &AdamWStep,
+) -> [Tensor<B, D>; 3] {
+    let s = step.scalars();
+    let (m, v) = match moments.filter(|_| !s.first) {
+        Some((m, v)) => (
+            m.mul_scalar(s.beta_1) + grad.clone().mul_scalar(s.one_minus_beta_1),
+            v.mul_scalar(s.beta_2) + grad.square().mul_scalar(s.one_minus_beta_2),
+        ),
+        None => (grad.clone().mul_scalar(s.one_minus_beta_1), grad.square().mul_scalar(s.one_minus_beta_2)),
+    };
+    let delta = m.clone().div_scalar(s.correction_1) / (v.clone().div_scalar(s.correction_2).sqrt().add_scalar(s.epsilon));
+    let kept = match s.keep {
+        Some(k) => param.mul_scalar(k),
+        None => param,
+    };
+    [kept - delta.mul_scalar(s.lr), m, v]
 }
 
 #[cfg(all(test, feature = "cpu-kernels"))]
@@ -394,5 +470,32 @@ mod tests {
         assert!(x.grad(&grads).is_none());
         let y = softmax_last(x);
         assert_eq!(y.dims(), [2, 3, 8]);
+    }
+
+    /// The AdamW pass equals the ten tensor ops bit for bit: first and later steps, with and
+    /// without weight decay, serial and parallel sizes; a shared parameter buffer is copied, not
+    /// written through.
+    #[test]
+    fn adamw_fast_path_equals_default_bit_for_bit() {
+        let dev = Default::default();
+        for shape in [[2, 5, 13], [4, 150, 77]] {
+            for weight_decay in [0.0, 0.05] {
+                let t = |seed| Tensor::<N, 3>::from_data(data(shape, seed), &dev);
+                let (mut fast, mut slow) = ((t(1), None), (t(1), None));
+                for time in 1..=3 {
+                    let step = AdamWStep { lr: 0.01 * time as f64, beta_1: 0.9, beta_2: 0.95, epsilon: 1e-8, weight_decay, time };
+                    let grad = t(10 + time);
+                    let (shared, before) = (fast.0.clone(), fast.0.clone().into_data());
+                    let [p, m, v] = adamw_update(fast.0, grad.clone(), fast.1, &step);
+                    let [q, n, w] = adamw_update_default(slow.0, grad, slow.1, &step);
+                    for (a, b) in [(&p, &q), (&m, &n), (&v, &w)] {
+                        a.clone().into_data().assert_eq(&b.clone().into_data(), true);
+                    }
+                    assert_eq!(shared.into_data(), before, "a shared buffer keeps its old value");
+                    assert_ne!(p.clone().into_data(), before, "the parameter moved");
+                    (fast, slow) = ((p, Some((m, v))), (q, Some((n, w))));
+                }
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use super::attention as attn;
 use super::kernels;
@@ -660,4 +660,54 @@ pub(super) fn linear<B: Backend, const D: usize>(args: LinearArgs<B, D>) -> Resu
         }
         None => Err(args),
     }
+}
+
+// ---- AdamW ----
+
+pub(super) type AdamWArgs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<(Tensor<B, D>, Tensor<B, D>)>);
+
+/// The values of an f32 tensor as a row-major array that this call may write: moved when the
+/// buffer is already such an array (writing then copies it only if it is shared), copied when it
+/// is borrowed or strided.
+fn writable(t: NdArrayTensor) -> Option<ndarray::ArcArray<f32, ndarray::IxDyn>> {
+    let NdArrayTensor::F32(storage) = t else { return None };
+    let a = storage.into_owned();
+    Some(if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned().into_shared() })
+}
+
+/// One AdamW update on NdArray f32 tensors (the optimiser runs on the inner backend, so only the
+/// plain path exists): one parallel pass, in place.
+pub(super) fn adamw_update<B: Backend, const D: usize>(
+    (p, g, mv): AdamWArgs<B, D>,
+    step: &super::AdamWStep,
+) -> Result<[Tensor<B, D>; 3], AdamWArgs<B, D>> {
+    let shape = p.shape();
+    let fits = |t: &Tensor<B, D>| t.dtype() == DType::F32 && t.shape() == shape;
+    if path::<B>() != Some(Path::Plain) || !fits(&g) || !fits(&p) || mv.as_ref().is_some_and(|(m, v)| !fits(m) || !fits(v)) {
+        return Err((p, g, mv));
+    }
+    let [p, g] = match prims::<B, Nd, D, 2>([p, g]) {
+        Ok(pg) => pg,
+        Err([p, g]) => return Err((p, g, mv)),
+    };
+    let moments = match mv {
+        Some((m, v)) => match prims::<B, Nd, D, 2>([m, v]) {
+            Ok(mv) => Some(mv),
+            Err([m, v]) => return Err((wrap::<Nd, B, D>(p), wrap::<Nd, B, D>(g), Some((m, v)))),
+        },
+        None => None,
+    };
+    let (gs, _) = read(&g).expect("f32, checked above");
+    let mut pa = writable(p).expect("f32, checked above");
+    let first = moments.is_none();
+    let [mut ma, mut va] = match moments {
+        Some(mv) => mv.map(|t| writable(t).expect("f32, checked above")),
+        None => [(); 2].map(|_| ndarray::ArcArray::zeros(pa.raw_dim())),
+    };
+    let s = kernels::AdamWScalars { first: first || step.time <= 1, ..step.scalars() };
+    match (pa.as_slice_mut(), ma.as_slice_mut(), va.as_slice_mut()) {
+        (Some(ps), Some(ms), Some(vs)) => kernels::adamw(ps, ms, vs, &gs, &s),
+        _ => unreachable!("standard-layout arrays have slices"),
+    }
+    Ok([pa, ma, va].map(|a| wrap::<Nd, B, D>(NdArrayTensor::from(a))))
 }

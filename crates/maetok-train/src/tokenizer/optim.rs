@@ -4,17 +4,18 @@
 //! `weight_decay = 0` is the plain Adam that the public script actually runs (its `optim: adamw`
 //! key is never read, spec §8.3 item 18).
 //!
-//! Burn's optimisers take one weight decay, so each group has its own AdamW and each steps the
+//! Burn's optimiser adaptor takes one weight decay, so each group has its own AdamW ([`FusedAdamW`]) and each steps the
 //! parameters whose gradients it is given (the others are left untouched).
 
 use burn::module::{AutodiffModule, Param};
-use burn::optim::{adaptor::OptimizerAdaptor, AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{adaptor::OptimizerAdaptor, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use maetok_nn::io::{ParamVisitor, VisitParams};
 use std::path::Path;
 
+use crate::adamw::FusedAdamW;
 use crate::grad_clip::clipped_gradients;
 
 /// Moves the gradients of vectors and biases from `all` into `no_decay`.
@@ -39,19 +40,14 @@ impl<B: AutodiffBackend> ParamVisitor<B> for Split<'_> {
 
 /// AdamW over the two weight-decay groups of a module `M`.
 pub struct GroupedAdamW<B: AutodiffBackend, M: AutodiffModule<B>> {
-    decay: OptimizerAdaptor<AdamW, M, B>,
-    no_decay: OptimizerAdaptor<AdamW, M, B>,
+    decay: OptimizerAdaptor<FusedAdamW, M, B>,
+    no_decay: OptimizerAdaptor<FusedAdamW, M, B>,
     /// Global gradient-norm clip (the reference: 1.0).
     pub clip: Option<f64>,
 }
 
-fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(weight_decay: f64, betas: [f64; 2]) -> OptimizerAdaptor<AdamW, M, B> {
-    AdamWConfig::new()
-        .with_beta_1(betas[0] as f32)
-        .with_beta_2(betas[1] as f32)
-        .with_epsilon(1e-8)
-        .with_weight_decay(weight_decay as f32)
-        .init()
+fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(weight_decay: f64, betas: [f64; 2]) -> OptimizerAdaptor<FusedAdamW, M, B> {
+    FusedAdamW { beta_1: betas[0] as f32, beta_2: betas[1] as f32, epsilon: 1e-8, weight_decay: weight_decay as f32 }.init()
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B> + VisitParams<B>> GroupedAdamW<B, M> {
