@@ -16,11 +16,10 @@ pub struct Mlp<B: Backend> {
     pub tanh_gelu: bool,
 }
 
-/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, PyTorch's `GELU(approximate='tanh')`.
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, PyTorch's `GELU(approximate='tanh')` (see
+/// [`crate::fused::gelu_tanh`]).
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let c = (2.0 / std::f64::consts::PI).sqrt();
-    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
-    x * (inner.tanh() + 1.0) * 0.5
+    crate::fused::gelu_tanh(x)
 }
 
 /// `0.5·x·(1 + erf(x/√2))`, PyTorch's exact `GELU()`, with its exact gradient (Burn 0.21's own

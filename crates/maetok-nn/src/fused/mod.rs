@@ -1,6 +1,6 @@
 //! Fused operations of our models: attention with merged heads, RoPE, Linear, softmax over the
-//! last dimension, exact GELU and LayerNorm (with or without affine parameters), and the AdamW
-//! update of the trainers.
+//! last dimension, exact and tanh-approximated GELU, LayerNorm (with or without affine
+//! parameters), and the AdamW update of the trainers.
 //!
 //! Each function has two implementations:
 //! * **the default**, composed of Burn tensor ops, which every backend runs (CUDA and wgpu fuse
@@ -46,11 +46,22 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 /// Exact GELU `½·x·(1 + erf(x/√2))` (PyTorch's `nn.GELU()`), elementwise.
 pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "cpu-kernels")]
-    let x = match ndarray::gelu_erf(x) {
+    let x = match ndarray::gelu(x, ndarray::Gelu::Erf) {
         Ok(y) => return y,
         Err(x) => x,
     };
     gelu_erf_default(x)
+}
+
+/// Tanh-approximated GELU `½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (PyTorch's
+/// `GELU(approximate='tanh')`), elementwise.
+pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match ndarray::gelu(x, ndarray::Gelu::Tanh) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    gelu_tanh_default(x)
 }
 
 /// LayerNorm over the last dimension: `(x − mean)/√(var + eps)·weight + bias` (biased variance),
@@ -157,6 +168,13 @@ pub fn gelu_erf_default<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B
         return burn::tensor::activation::gelu(x);
     }
     x.clone() * ((x * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5
+}
+
+/// The default tanh-approximated GELU (Burn ops; autodiff differentiates them exactly).
+pub fn gelu_tanh_default<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * c;
+    x * (inner.tanh() + 1.0) * 0.5
 }
 
 /// The default LayerNorm (Burn ops, exact gradient).
@@ -287,9 +305,10 @@ mod tests {
             let n = shape[2];
             let p = |seed| Tensor::<A, 1>::from_data(TensorData::new(data([1, 1, n], seed).to_vec::<f32>().unwrap(), [n]), &dev);
             type Op = fn(Tensor<A, 3>, Option<Tensor<A, 1>>, Option<Tensor<A, 1>>) -> Tensor<A, 3>;
-            let cases: [(&str, Op, Op); 3] = [
+            let cases: [(&str, Op, Op); 4] = [
                 ("softmax", |x, _, _| softmax_last(x), |x, _, _| softmax_default(x)),
                 ("gelu", |x, _, _| gelu_erf(x), |x, _, _| gelu_erf_default(x)),
+                ("gelu_tanh", |x, _, _| gelu_tanh(x), |x, _, _| gelu_tanh_default(x)),
                 ("layer_norm", |x, g, b| layer_norm(x, g, b, 1e-6), |x, g, b| layer_norm_default(x, g, b, 1e-6)),
             ];
             for (name, fast, slow) in cases {
@@ -317,6 +336,7 @@ mod tests {
                         match name {
                             "softmax" => softmax_last(xi).into_data(),
                             "gelu" => gelu_erf(xi).into_data(),
+                            "gelu_tanh" => gelu_tanh(xi).into_data(),
                             _ => layer_norm(xi, inner(gi), inner(bi), 1e-6).into_data(),
                         },
                         0.0,

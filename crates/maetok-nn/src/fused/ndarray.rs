@@ -144,17 +144,40 @@ pub(super) fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Resul
     }
 }
 
-// ---- exact GELU ----
+// ---- GELU (exact and tanh-approximated) ----
 
-fn gelu_nd(x: &NdArrayTensor) -> Option<NdArrayTensor> {
+/// Which GELU: the exact erf form or the tanh approximation.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Gelu {
+    Erf,
+    Tanh,
+}
+
+impl Gelu {
+    fn forward(self, x: &[f32], y: &mut [f32]) {
+        match self {
+            Gelu::Erf => kernels::gelu_erf(x, y),
+            Gelu::Tanh => kernels::gelu_tanh(x, y),
+        }
+    }
+
+    fn backward(self, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        match self {
+            Gelu::Erf => kernels::gelu_erf_backward(x, dy, dx),
+            Gelu::Tanh => kernels::gelu_tanh_backward(x, dy, dx),
+        }
+    }
+}
+
+fn gelu_nd(x: &NdArrayTensor, kind: Gelu) -> Option<NdArrayTensor> {
     let (xs, shape) = read(x)?;
     let mut y = vec![0.0; xs.len()];
-    kernels::gelu_erf(&xs, &mut y);
+    kind.forward(&xs, &mut y);
     Some(make(&shape, y))
 }
 
 #[derive(Debug)]
-struct GeluBackward;
+struct GeluBackward(Gelu);
 
 impl Backward<Nd, 1> for GeluBackward {
     /// The input `x`.
@@ -166,22 +189,22 @@ impl Backward<Nd, 1> for GeluBackward {
             let (xs, shape) = read(&x).expect("f32 input");
             let (gs, _) = read(&dy).expect("f32 gradient");
             let mut dx = vec![0.0; xs.len()];
-            kernels::gelu_erf_backward(&xs, &gs, &mut dx);
+            self.0.backward(&xs, &gs, &mut dx);
             make(&shape, dx)
         });
     }
 }
 
-pub(super) fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
+pub(super) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>, kind: Gelu) -> Result<Tensor<B, D>, Tensor<B, D>> {
     match path::<B>() {
         Some(Path::Plain) => {
             let p = prim::<B, Nd, D>(x)?;
-            gelu_nd(&p).map(wrap::<Nd, B, D>).ok_or_else(|| wrap::<Nd, B, D>(p))
+            gelu_nd(&p, kind).map(wrap::<Nd, B, D>).ok_or_else(|| wrap::<Nd, B, D>(p))
         }
         Some(Path::Autodiff) => {
             let p = prim::<B, Ad, D>(x)?;
-            let Some(y) = gelu_nd(&p.primitive) else { return Err(wrap::<Ad, B, D>(p)) };
-            let out = match GeluBackward.prepare::<NoCheckpointing>([p.node.clone()]).compute_bound().stateful() {
+            let Some(y) = gelu_nd(&p.primitive, kind) else { return Err(wrap::<Ad, B, D>(p)) };
+            let out = match GeluBackward(kind).prepare::<NoCheckpointing>([p.node.clone()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish(p.primitive.clone(), y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             };
