@@ -86,10 +86,16 @@ fn prune(root: &Path, current: &Path, keep: usize) -> std::io::Result<()> {
 }
 
 /// The newest complete checkpoint of the run in `dir` and its `state.json`; `None` when the run
-/// has none yet (no `checkpoints/latest`).
+/// has none yet (no `checkpoints/latest`). A `latest` that exists but cannot be read is an error,
+/// not a fresh start (which would train from scratch over the run's checkpoints).
 pub fn latest_checkpoint<S: DeserializeOwned>(dir: &Path) -> Result<Option<(PathBuf, S)>, CheckpointIoError> {
     let root = dir.join("checkpoints");
-    let Ok(name) = std::fs::read_to_string(root.join("latest")) else { return Ok(None) };
+    let latest = root.join("latest");
+    let name = match std::fs::read_to_string(&latest) {
+        Ok(name) => name,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CheckpointIoError::new(&latest, e)),
+    };
     let ck = root.join(name.trim());
     let path = ck.join("state.json");
     let text = maetok_nn::limits::read_text(&path).map_err(|e| CheckpointIoError::new(&ck, format!("state.json: {e}")))?;
@@ -151,6 +157,10 @@ mod tests {
         std::fs::write(ck.join("state.json"), b"{ not json").unwrap();
         let e = latest_checkpoint::<u64>(&dir).unwrap_err();
         assert!(e.path == ck && e.msg.starts_with("state.json:"), "{e}");
+        // A `latest` that is not text is an error naming it, not "no checkpoint yet".
+        std::fs::write(dir.join("checkpoints/latest"), [0xff, 0xfe, 0x00]).unwrap();
+        let e = latest_checkpoint::<u64>(&dir).unwrap_err();
+        assert_eq!(e.path, dir.join("checkpoints/latest"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
