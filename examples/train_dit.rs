@@ -52,8 +52,9 @@ fn main() -> anyhow::Result<()> {
         CliSchedule::Linear => Schedule::Linear,
         CliSchedule::Cosine => Schedule::Cosine,
     };
-    let backend = c.flags.backend.clone();
-    let s = train_generator(c.flags.into_args(model, Objective::Diffusion { schedule }, c.grad_clip), &backend)?;
+    let layout = c.flags.layout()?;
+    let backend = layout.backend.clone();
+    let s = train_generator(c.flags.into_args(model, Objective::Diffusion { schedule }, c.grad_clip, layout), &backend)?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

@@ -65,8 +65,9 @@ fn main() -> anyhow::Result<()> {
             Weighting::Lognormal => TimeSampling::LogNormal,
         },
     };
-    let backend = c.flags.backend.clone();
-    let s = train_generator(c.flags.into_args(model, objective, c.grad_clip), &backend)?;
+    let layout = c.flags.layout()?;
+    let backend = layout.backend.clone();
+    let s = train_generator(c.flags.into_args(model, objective, c.grad_clip, layout), &backend)?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

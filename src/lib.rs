@@ -19,6 +19,7 @@ pub mod cache_latents;
 pub mod evaluate;
 pub mod generate;
 pub mod gmm_fit;
+pub mod parallel_cli;
 pub mod quickstart;
 pub mod reconstruct;
 pub mod teacher_features;

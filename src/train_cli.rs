@@ -9,6 +9,7 @@ use maetok_generator::LatentTransformerConfig;
 use maetok_train::data::LatentCache;
 use maetok_train::{GeneratorTrainConfig, Objective};
 
+use crate::parallel_cli::{Layout, ParallelFlags};
 use crate::train_generator::{Normalisation, TrainGeneratorArgs};
 
 /// Where the latent normalisation comes from.
@@ -64,9 +65,12 @@ pub struct TrainFlags {
     pub tokenizer: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = LatentStats::Config)]
     pub latent_stats: LatentStats,
-    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
-    #[arg(long, default_value = "ndarray")]
-    pub backend: String,
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name);
+    /// default ndarray, or the backend of --devices.
+    #[arg(long)]
+    pub backend: Option<String>,
+    #[command(flatten)]
+    pub parallel: ParallelFlags,
     /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -102,9 +106,14 @@ impl TrainFlags {
         Ok(model)
     }
 
-    /// The run: `model` trained with `objective`, clipping the global gradient norm at
-    /// `grad_clip` (none when ≤ 0).
-    pub fn into_args(self, model: LatentTransformerConfig, objective: Objective, grad_clip: f64) -> TrainGeneratorArgs {
+    /// The backend and devices (`--backend`, `--devices` and the multi-machine flags).
+    pub fn layout(&self) -> Result<Layout> {
+        self.parallel.layout(self.backend.as_deref())
+    }
+
+    /// The run: `model` trained with `objective` on `layout`, clipping the global gradient norm
+    /// at `grad_clip` (none when ≤ 0).
+    pub fn into_args(self, model: LatentTransformerConfig, objective: Objective, grad_clip: f64, layout: Layout) -> TrainGeneratorArgs {
         let train = GeneratorTrainConfig {
             batch_size: self.batch_size,
             lr: self.lr,
@@ -129,6 +138,8 @@ impl TrainFlags {
                 LatentStats::Data => Normalisation::Data,
             },
             progress: true,
+            devices: layout.indices,
+            world: layout.world,
         }
     }
 }

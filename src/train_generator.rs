@@ -13,6 +13,7 @@ use maetok_generator::LatentTransformerConfig;
 use maetok_sampler::{Guidance, Sampler};
 use maetok_tokenizer::load_pretrained;
 use maetok_train::data::LatentCache;
+use maetok_train::parallel::{self, run_peers, World};
 use maetok_train::viz::{grid, line_plot_svg};
 use maetok_train::{GeneratorTrainConfig, GeneratorTrainer, Objective};
 use serde::Serialize;
@@ -34,6 +35,10 @@ pub struct TrainGeneratorArgs {
     /// Where the latent normalisation comes from.
     pub normalisation: Normalisation,
     pub progress: bool,
+    /// Device indices of this machine (one peer each) on the chosen backend.
+    pub devices: Vec<u16>,
+    /// The run's peers (one device, one process: `World::local(1)`).
+    pub world: World,
 }
 
 /// What a run did.
@@ -72,102 +77,150 @@ struct TrainTask(TrainGeneratorArgs);
 
 impl crate::backend::TrainTask for TrainTask {
     type Output = TrainGeneratorSummary;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &str) -> Result<TrainGeneratorSummary> {
-        run_training::<B>(self.0, &device)
+    fn run<B: AutodiffBackend>(self, _device: B::Device, name: &str) -> Result<TrainGeneratorSummary> {
+        let devices = crate::parallel_cli::devices::<B>(name, &self.0.devices)?;
+        run_training::<B>(self.0, &devices)
     }
 }
 
-/// The training loop.
-fn run_training<B: AutodiffBackend>(mut a: TrainGeneratorArgs, device: &B::Device) -> Result<TrainGeneratorSummary> {
-    let device = device.clone();
-    {
-        let start = std::time::Instant::now();
-        let cache = LatentCache::open(&a.cache)?;
-        if cache.is_empty() {
-            bail!("{}: the latent cache is empty", a.cache.display());
+/// The training run: the trainer is built (or resumed) once, forked onto every local device,
+/// and each peer runs [`train_peer`] in its own thread.
+fn run_training<B: AutodiffBackend>(mut a: TrainGeneratorArgs, devices: &[B::Device]) -> Result<TrainGeneratorSummary> {
+    let start = std::time::Instant::now();
+    a.world.validate(a.train.batch_size)?;
+    let device = devices[0].clone();
+    let cache = LatentCache::open(&a.cache)?;
+    if cache.is_empty() {
+        bail!("{}: the latent cache is empty", a.cache.display());
+    }
+    let m = cache.manifest();
+    let stats = match a.normalisation {
+        Normalisation::Given => None,
+        Normalisation::TokenizerConfig => Some((m.latent_mean.unwrap_or(0.0), m.latent_std.unwrap_or(1.0))),
+        Normalisation::Data => match (m.data_mean, m.data_std) {
+            (Some(mu), Some(sd)) if sd > 0.0 => Some((mu, sd)),
+            _ => bail!(
+                "{} records no latent statistics (cached before they were kept); re-cache or give the normalisation",
+                a.cache.display()
+            ),
+        },
+    };
+    if let Some((mu, sd)) = stats {
+        tracing::info!("normalising latents with mean {mu:.5}, std {sd:.5}");
+        a.train.latent_mean = mu;
+        a.train.latent_std = sd;
+    }
+    if cache.len() < a.train.batch_size {
+        bail!("{} holds {} latents, fewer than one batch of {}", a.cache.display(), cache.len(), a.train.batch_size);
+    }
+    let t = match GeneratorTrainer::<B>::resume(&a.out, &device)? {
+        Some(t) => {
+            tracing::info!("resuming {} at step {}", a.out.display(), t.step);
+            t
         }
-        let m = cache.manifest();
-        let stats = match a.normalisation {
-            Normalisation::Given => None,
-            Normalisation::TokenizerConfig => Some((m.latent_mean.unwrap_or(0.0), m.latent_std.unwrap_or(1.0))),
-            Normalisation::Data => match (m.data_mean, m.data_std) {
-                (Some(mu), Some(sd)) if sd > 0.0 => Some((mu, sd)),
-                _ => bail!(
-                    "{} records no latent statistics (cached before they were kept); re-cache or give the normalisation",
-                    a.cache.display()
-                ),
-            },
-        };
-        if let Some((mu, sd)) = stats {
-            tracing::info!("normalising latents with mean {mu:.5}, std {sd:.5}");
-            a.train.latent_mean = mu;
-            a.train.latent_std = sd;
+        None => {
+            let t = GeneratorTrainer::<B>::new(a.model.clone(), a.train.clone(), &device)?;
+            let [l, c] = cache.latent_shape();
+            if t.model.latent_shape() != [l, c] {
+                bail!("the model is configured for {:?} latents but {} holds [{l}, {c}]", t.model.latent_shape(), a.cache.display());
+            }
+            if cache.classes().len() > t.model.num_classes() {
+                bail!("{} has {} classes but the model only {}", a.cache.display(), cache.classes().len(), t.model.num_classes());
+            }
+            t
         }
-        let mut t = match GeneratorTrainer::<B>::resume(&a.out, &device)? {
-            Some(t) => {
-                tracing::info!("resuming {} at step {}", a.out.display(), t.step);
-                t
-            }
-            None => {
-                let t = GeneratorTrainer::<B>::new(a.model.clone(), a.train.clone(), &device)?;
-                let [l, c] = cache.latent_shape();
-                if t.model.latent_shape() != [l, c] {
-                    bail!("the model is configured for {:?} latents but {} holds [{l}, {c}]", t.model.latent_shape(), a.cache.display());
-                }
-                if cache.classes().len() > t.model.num_classes() {
-                    bail!("{} has {} classes but the model only {}", a.cache.display(), cache.classes().len(), t.model.num_classes());
-                }
-                t
-            }
-        };
-        let tok = match &a.tokenizer {
-            Some(p) => Some(load_pretrained::<B::InnerBackend>(p, &device)?.0),
-            None => None,
-        };
-        let resumed = t.step;
-        std::fs::create_dir_all(a.out.join("samples")).with_context(|| format!("cannot create {}", a.out.display()))?;
-        let pb = if a.progress { ProgressBar::new(a.steps as u64) } else { ProgressBar::hidden() };
-        pb.set_style(ProgressStyle::with_template("training {bar:40} {pos}/{len} steps loss {msg} eta {eta}").expect("template"));
-        pb.set_position(t.step as u64);
-        let mut last_ckpt = String::new();
-        while t.step < a.steps {
-            let loss = t.step(&cache)?;
-            pb.set_message(format!("{loss:.4}"));
-            pb.inc(1);
-            if t.step % 50 == 0 {
-                tracing::info!("step {} loss {loss:.5}", t.step);
-            }
-            if a.checkpoint_every > 0 && (t.step % a.checkpoint_every == 0 || t.step == a.steps) {
-                last_ckpt = t.save_checkpoint(&a.out)?.display().to_string();
-            }
-            if let (Some(tok), true) = (&tok, a.sample_every > 0 && (t.step % a.sample_every == 0 || t.step == a.steps)) {
-                let k = cache.classes().len().min(8);
-                let labels: Vec<i64> = (0..8).map(|i| (i % k) as i64).collect();
-                let (sampler, guidance) = preview_sampler(t.config.objective);
-                let z = crate::generate::sample_latents(&t.ema, t.ema.latent_shape(), &labels, 0, sampler, guidance, 0, &device)?;
-                let imgs = crate::generate::decode_latents(tok, &z, 8, (t.config.latent_mean, t.config.latent_std), &device)?;
-                let p = a.out.join(format!("samples/step-{:07}.png", t.step));
-                maetok_train::viz::save_png(&grid(&imgs, 8), &p).with_context(|| format!("cannot write {}", p.display()))?;
-            }
-        }
-        pb.finish_and_clear();
-        if last_ckpt.is_empty() {
-            last_ckpt = t.save_checkpoint(&a.out)?.display().to_string();
-        }
+    };
+    if t.config.batch_size % a.world.size() != 0 {
+        bail!("the run's batch of {} does not split over {} peers", t.config.batch_size, a.world.size());
+    }
+    let tok = match &a.tokenizer {
+        Some(p) => Some(load_pretrained::<B::InnerBackend>(p, &device)?.0),
+        None => None,
+    };
+    let resumed = t.step;
+    std::fs::create_dir_all(a.out.join("samples")).with_context(|| format!("cannot create {}", a.out.display()))?;
+    if a.world.is_parallel() {
+        tracing::info!(
+            "{} peers: {} on this machine, global batch {} ({} per peer)",
+            a.world.size(),
+            devices.len(),
+            t.config.batch_size,
+            t.config.batch_size / a.world.size()
+        );
+    }
+    let trainers: Vec<GeneratorTrainer<B>> = devices.iter().enumerate().map(|(k, d)| t.fork(a.world.peer(k), d)).collect();
+    drop(t);
+    let mut done = run_peers::<B::InnerBackend, _, _, anyhow::Error, _>(&a.world, devices, trainers, |peer, mut t| {
+        t.peer = peer;
+        let ckpt = train_peer(&mut t, &a, &cache, tok.as_ref())?;
+        Ok((t, ckpt))
+    })?;
+    let (t, last_ckpt) = done.swap_remove(0);
+    if t.peer.is_leader() {
         let pts: Vec<(f64, f64)> = t.losses.iter().enumerate().map(|(i, &l)| (i as f64 + 1.0, l as f64)).collect();
         line_plot_svg(&a.out.join("loss.svg"), "latent generator training loss", "step", "loss", &[("loss", pts)])
             .map_err(|e| anyhow::anyhow!(e))?;
         maetok_nn::io::write_atomic(&a.out.join("losses.json"), serde_json::to_string(&t.losses)?.as_bytes())?;
-        let n = t.losses.len();
-        Ok(TrainGeneratorSummary {
-            resumed_from_step: resumed,
-            steps: t.step,
-            first_loss: t.losses.first().copied().unwrap_or(f32::NAN),
-            last_loss_mean_of_10: t.losses[n.saturating_sub(10)..].iter().sum::<f32>() / n.clamp(1, 10) as f32,
-            checkpoint: last_ckpt,
-            seconds: start.elapsed().as_secs_f64(),
-        })
     }
+    let n = t.losses.len();
+    Ok(TrainGeneratorSummary {
+        resumed_from_step: resumed,
+        steps: t.step,
+        first_loss: t.losses.first().copied().unwrap_or(f32::NAN),
+        last_loss_mean_of_10: t.losses[n.saturating_sub(10)..].iter().sum::<f32>() / n.clamp(1, 10) as f32,
+        checkpoint: last_ckpt,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The step loop of one peer; the leader (rank 0) also writes checkpoints, previews and the
+/// progress bar. After every checkpoint the peers agree that it was written
+/// ([`parallel::all_ok`]), so a failed write stops every peer instead of leaving them waiting.
+fn train_peer<B: AutodiffBackend>(
+    t: &mut GeneratorTrainer<B>,
+    a: &TrainGeneratorArgs,
+    cache: &LatentCache,
+    tok: Option<&maetok_tokenizer::Tokenizer<B::InnerBackend>>,
+) -> Result<String> {
+    let leader = t.peer.is_leader();
+    let device = t.device().clone();
+    let pb = if a.progress && leader { ProgressBar::new(a.steps as u64) } else { ProgressBar::hidden() };
+    pb.set_style(ProgressStyle::with_template("training {bar:40} {pos}/{len} steps loss {msg} eta {eta}").expect("template"));
+    pb.set_position(t.step as u64);
+    let mut last_ckpt = String::new();
+    let checkpoint_due = |step: usize| a.checkpoint_every > 0 && (step % a.checkpoint_every == 0 || step == a.steps);
+    while t.step < a.steps {
+        let loss = t.step(cache)?;
+        pb.set_message(format!("{loss:.4}"));
+        pb.inc(1);
+        if leader && t.step % 50 == 0 {
+            tracing::info!("step {} loss {loss:.5}", t.step);
+        }
+        if checkpoint_due(t.step) || t.step == a.steps && last_ckpt.is_empty() {
+            let written = if leader { t.save_checkpoint(&a.out).map(|p| p.display().to_string()) } else { Ok(String::new()) };
+            if t.peer.world > 1 && !parallel::all_ok::<B::InnerBackend>(t.peer, written.is_ok(), &device)? && written.is_ok() {
+                bail!("{}: another peer failed; stopping at step {}", t.peer, t.step);
+            }
+            last_ckpt = written?;
+            if last_ckpt.is_empty() {
+                last_ckpt = "(written by peer 0)".into();
+            }
+        }
+        if let (Some(tok), true) = (tok, leader && a.sample_every > 0 && (t.step % a.sample_every == 0 || t.step == a.steps)) {
+            let k = cache.classes().len().min(8);
+            let labels: Vec<i64> = (0..8).map(|i| (i % k) as i64).collect();
+            let (sampler, guidance) = preview_sampler(t.config.objective);
+            let z = crate::generate::sample_latents(&t.ema, t.ema.latent_shape(), &labels, 0, sampler, guidance, 0, &device)?;
+            let imgs = crate::generate::decode_latents(tok, &z, 8, (t.config.latent_mean, t.config.latent_std), &device)?;
+            let p = a.out.join(format!("samples/step-{:07}.png", t.step));
+            maetok_train::viz::save_png(&grid(&imgs, 8), &p).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+    }
+    pb.finish_and_clear();
+    if last_ckpt.is_empty() && leader {
+        last_ckpt = t.save_checkpoint(&a.out)?.display().to_string();
+    }
+    Ok(last_ckpt)
 }
 
 /// Trains on the backend called `backend` (with autodiff).

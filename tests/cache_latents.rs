@@ -177,4 +177,49 @@ fn softvq_tokenizer_caches_its_quantised_latents() {
     assert_eq!(g.images, 2);
     let npz = maetok::eval::npz::SampleStream::open(out.join("samples.npz")).unwrap();
     assert_eq!((npz.len(), npz.image_shape()), (2, [model.config.image_size, model.config.image_size, 3]));
+
+    // The trainer CLI's run on two CPU peers (`--devices ndarray:0,ndarray:1`): the leader writes
+    // the checkpoints, and a second call resumes on two peers.
+    let flags = maetok::parallel_cli::ParallelFlags {
+        devices: vec!["ndarray:0".into(), "ndarray:1".into()],
+        num_nodes: 1,
+        node_rank: 0,
+        coordinator: None,
+        node_host: None,
+        data_port: None,
+        join_timeout: 30,
+    };
+    let layout = flags.layout(None).unwrap();
+    assert_eq!((layout.backend.as_str(), layout.world.size()), ("ndarray", 2));
+    let mut sit2 = maetok::sit::preset("SiT-S", latent[0], latent[1]).unwrap();
+    (sit2.depth, sit2.hidden_size, sit2.decoder_hidden_size, sit2.num_heads, sit2.num_classes) = (1, 32, Some(32), 2, 2);
+    let targs = |steps| maetok::train_generator::TrainGeneratorArgs {
+        cache: out_cache(&tmp),
+        out: tmp.path().join("sit-2peers"),
+        model: sit2.clone(),
+        train: maetok::train::GeneratorTrainConfig { batch_size: 2, lr: 1e-3, ..Default::default() },
+        steps,
+        checkpoint_every: 2,
+        sample_every: 0,
+        tokenizer: None,
+        normalisation: maetok::train_generator::Normalisation::TokenizerConfig,
+        progress: false,
+        devices: layout.indices.clone(),
+        world: layout.world.clone(),
+    };
+    let s = maetok::train_generator::train_generator(targs(2), "ndarray").unwrap();
+    assert_eq!((s.resumed_from_step, s.steps), (0, 2));
+    assert!(s.checkpoint.ends_with("step-0000002"), "{}", s.checkpoint);
+    let s = maetok::train_generator::train_generator(targs(3), "ndarray").unwrap();
+    assert_eq!((s.resumed_from_step, s.steps), (2, 3));
+    // A global batch that does not split over the peers is refused before any work.
+    let mut odd = targs(4);
+    odd.train.batch_size = 3;
+    odd.out = tmp.path().join("odd");
+    let e = maetok::train_generator::train_generator(odd, "ndarray").unwrap_err().to_string();
+    assert!(e.contains("batch of 3") && e.contains("2 peers"), "{e}");
+}
+
+fn out_cache(tmp: &tempfile::TempDir) -> std::path::PathBuf {
+    tmp.path().join("cache")
 }

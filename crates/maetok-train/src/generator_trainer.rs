@@ -3,8 +3,10 @@
 //! [`Objective`] with label dropout (flow: the stochastic-interpolant loss; diffusion: hybrid
 //! MSE + VB at uniform integer steps), AdamW (constant LR), optional global gradient clipping
 //! (the SiT reference clips at 1, the DiT reference does not), EMA, and atomic, exactly
-//! resumable checkpoints. Every random choice of step `s` derives from `(seed, s)`, so a resumed
-//! run continues bit-for-bit where it stopped.
+//! resumable checkpoints. Every random choice of step `s` derives from `(seed, s)` (the batch and
+//! its mirroring from one stream, each sample's time, noise and label dropout from a stream of
+//! its own, [`SampleDraws`]), so a resumed run continues bit-for-bit where it stopped, and a run
+//! on several peers ([`crate::parallel`]) trains on the same numbers as one device.
 //!
 //! Checkpoint folder `checkpoints/step-NNNNNNN/`: `ema/` (an inference model folder:
 //! `config.json` + `model.safetensors`, with the latent normalisation recorded), `model.mpk` and
@@ -17,7 +19,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{adaptor::OptimizerAdaptor, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use maetok_dit::hybrid_loss;
 use maetok_generator::{load_folder, save_folder, LatentTransformer, LatentTransformerConfig};
 use maetok_nn::ema::ema_update;
@@ -29,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use crate::adamw::FusedAdamW;
 use crate::checkpoint::{latest_checkpoint, write_checkpoint, CheckpointIoError};
 use crate::data::LatentCache;
-use crate::grad_clip::clipped_gradients;
+use crate::grad_clip::{clip_gradients, module_gradients};
+use crate::parallel::{all_reduce_grads, all_reduce_scalar, ParallelError, Peer};
 
 /// What the generator learns to reverse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +107,8 @@ pub enum GeneratorTrainError {
     NonFinite { value: f32, step: usize },
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Parallel(#[from] ParallelError),
 }
 
 impl From<CheckpointIoError> for GeneratorTrainError {
@@ -119,33 +124,59 @@ fn training_diffusion(schedule: Schedule) -> &'static GaussianDiffusion {
     &t[usize::from(schedule == Schedule::Cosine)]
 }
 
-/// Per-sample loss `[B]` of `model` on normalised latents `x0` under `cfg`'s objective; the
-/// draws come from the backend's generator (seeded by the caller).
+/// The random numbers of one training sample, drawn on the host from `(step seed, index of the
+/// sample in the global batch)`: a sample gets the same draws whichever peer trains it, so a run
+/// on several devices follows the same trajectory as one device (up to float rounding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleDraws {
+    /// Flow: the time draw (`U[0,1)`, or `N(0,1)` for log-normal sampling); diffusion: `U[0,1)`
+    /// giving the step `⌊1000·u⌋`.
+    pub time: f32,
+    /// `[L·C]` standard normal.
+    pub noise: Vec<f32>,
+    /// `U[0,1)`: the label is dropped (classifier-free guidance) when below the dropout rate.
+    pub label_drop: f32,
+}
+
+impl SampleDraws {
+    /// The draws of sample `index` of the batch of step seed `step_seed`.
+    pub fn new(step_seed: u64, index: usize, latent_len: usize, log_normal_time: bool) -> Self {
+        use rand_distr::{Distribution as _, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(step_seed);
+        rng.set_stream(1 + index as u64);
+        let time = if log_normal_time { StandardNormal.sample(&mut rng) } else { rng.random::<f32>() };
+        let noise = (0..latent_len).map(|_| StandardNormal.sample(&mut rng)).collect();
+        Self { time, noise, label_drop: rng.random::<f32>() }
+    }
+}
+
+/// Per-sample loss `[B]` of `model` on normalised latents `x0` `[B, L, C]` with labels `y` `[B]`
+/// under `cfg`'s objective, with sample `b`'s random numbers `draws[b]`.
 pub fn objective_loss<B: Backend>(
     model: &LatentTransformer<B>,
     x0: Tensor<B, 3>,
     y: Tensor<B, 1, Int>,
     cfg: &GeneratorTrainConfig,
+    draws: &[SampleDraws],
     device: &B::Device,
 ) -> Tensor<B, 1> {
     let [b, l, c] = x0.dims();
+    assert_eq!(draws.len(), b, "one draw per sample");
+    let vec1 = |f: &dyn Fn(&SampleDraws) -> f32| {
+        Tensor::<B, 1>::from_data(TensorData::new(draws.iter().map(f).collect::<Vec<f32>>(), [b]), device)
+    };
+    let noise = Tensor::<B, 3>::from_data(
+        TensorData::new(draws.iter().flat_map(|d| d.noise.iter().copied()).collect::<Vec<f32>>(), [b, l, c]),
+        device,
+    );
     match cfg.objective {
         Objective::Flow { path, sampling } => {
-            let draws = LossDraws::sample(b, [l, c], sampling, true, device);
+            let draws = LossDraws { time: vec1(&|d| d.time), noise, label_drop: Some(vec1(&|d| d.label_drop)) };
             si_loss(model, x0, y, path, sampling, cfg.class_dropout_prob, draws).per_sample
         }
         Objective::Diffusion { schedule } => {
-            let steps: Vec<usize> = Tensor::<B, 1>::random([b], Distribution::Uniform(0.0, 1000.0), device)
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .expect("f32")
-                .into_iter()
-                .map(|u| (u as usize).min(999))
-                .collect();
-            let noise = Tensor::<B, 3>::random([b, l, c], Distribution::Normal(0.0, 1.0), device);
-            let u = Tensor::<B, 1>::random([b], Distribution::Uniform(0.0, 1.0), device);
-            let y = model.drop_labels(y, u, cfg.class_dropout_prob);
+            let steps: Vec<usize> = draws.iter().map(|d| ((d.time * 1000.0) as usize).min(999)).collect();
+            let y = model.drop_labels(y, vec1(&|d| d.label_drop), cfg.class_dropout_prob);
             hybrid_loss(model, training_diffusion(schedule), x0, &steps, noise, y).loss
         }
     }
@@ -169,8 +200,10 @@ pub struct GeneratorTrainer<B: AutodiffBackend> {
     pub config: GeneratorTrainConfig,
     /// Steps done.
     pub step: usize,
-    /// Loss of every step done.
+    /// Loss of every step done (the mean over the whole global batch).
     pub losses: Vec<f32>,
+    /// Which share of every batch this trainer takes ([`Peer::SINGLE`]: all of it).
+    pub peer: Peer,
     device: B::Device,
 }
 
@@ -192,10 +225,43 @@ impl<B: AutodiffBackend> GeneratorTrainer<B> {
         let mut model = model_config.init::<B>(device);
         model.init_for_training(device);
         let ema = model.valid();
-        Ok(Self { model, ema, optim: optimizer(&config), model_config, config, step: 0, losses: Vec::new(), device: device.clone() })
+        Ok(Self {
+            model,
+            ema,
+            optim: optimizer(&config),
+            model_config,
+            config,
+            step: 0,
+            losses: Vec::new(),
+            peer: Peer::SINGLE,
+            device: device.clone(),
+        })
     }
 
-    /// One optimisation step on a batch drawn from `data`; returns the loss.
+    /// The device the model lives on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// A copy of this trainer for `peer` on `device`: the same parameters (and parameter ids),
+    /// EMA, optimiser state and step. Every peer keeps its own EMA, as the reference's ranks do.
+    pub fn fork(&self, peer: Peer, device: &B::Device) -> Self {
+        Self {
+            model: self.model.clone().fork(device),
+            ema: self.ema.clone().to_device(device),
+            optim: optimizer(&self.config).load_record(self.optim.to_record()),
+            model_config: self.model_config.clone(),
+            config: self.config.clone(),
+            step: self.step,
+            losses: self.losses.clone(),
+            peer,
+            device: device.clone(),
+        }
+    }
+
+    /// One optimisation step on a batch drawn from `data`; returns the loss (the mean over the
+    /// global batch). On a peer of a parallel run, every peer calls it: each takes its
+    /// [`Peer::shard`] of the batch, and the gradients are averaged over the peers.
     pub fn step(&mut self, data: &LatentCache) -> Result<f32, GeneratorTrainError> {
         let [l, c] = data.latent_shape();
         if [l, c] != self.model.latent_shape() {
@@ -206,29 +272,44 @@ impl<B: AutodiffBackend> GeneratorTrainer<B> {
         if bs == 0 {
             return Err(GeneratorTrainError::EmptyCache);
         }
+        if bs % self.peer.world != 0 {
+            return Err(ParallelError::UnevenBatch { batch: bs, world: self.peer.world }.into());
+        }
         let step_seed = self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.step as u64);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(step_seed);
         let idx = rand::seq::index::sample(&mut rng, n, bs);
-        let (mut z, mut y) = (Vec::with_capacity(bs * l * c), Vec::with_capacity(bs));
-        for i in idx.iter() {
+        let flips: Vec<bool> = (0..bs).map(|_| rng.random::<bool>()).collect();
+        let shard = self.peer.shard(bs);
+        let log_normal = matches!(self.config.objective, Objective::Flow { sampling: TimeSampling::LogNormal, .. });
+        let (mut z, mut y, mut draws) = (Vec::with_capacity(shard.len() * l * c), Vec::with_capacity(shard.len()), Vec::new());
+        for j in shard.clone() {
+            let i = idx.index(j);
             let label = data.label(i);
             if label >= self.model.num_classes() {
                 return Err(GeneratorTrainError::LabelOutOfRange { label, index: i, classes: self.model.num_classes() });
             }
-            let flip = rng.random::<bool>();
-            z.extend(data.latent(i, flip).into_iter().map(|v| ((v as f64 - self.config.latent_mean) / self.config.latent_std) as f32));
+            z.extend(data.latent(i, flips[j]).into_iter().map(|v| ((v as f64 - self.config.latent_mean) / self.config.latent_std) as f32));
             y.push(label as i64);
+            draws.push(SampleDraws::new(step_seed, j, l * c, log_normal));
         }
-        let x0 = Tensor::<B, 3>::from_data(TensorData::new(z, [bs, l, c]), &self.device);
-        let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [bs]), &self.device);
-        <B as Backend>::seed(&self.device, step_seed);
-        let loss = objective_loss(&self.model, x0, y, &self.config, &self.device).mean();
-        let value = loss.clone().into_scalar().elem::<f32>();
+        let b = shard.len();
+        let x0 = Tensor::<B, 3>::from_data(TensorData::new(z, [b, l, c]), &self.device);
+        let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [b]), &self.device);
+        let loss = objective_loss(&self.model, x0, y, &self.config, &draws, &self.device).mean();
+        let parallel = self.peer.world > 1;
+        let mut value = loss.clone().into_scalar().elem::<f32>();
+        if parallel {
+            value = all_reduce_scalar::<B::InnerBackend>(self.peer, value, true, &self.device)?;
+        }
         if !value.is_finite() {
             return Err(GeneratorTrainError::NonFinite { value, step: self.step });
         }
         let grads = loss.backward();
-        let (grads, _norm) = clipped_gradients(&mut self.model, &grads, self.config.grad_clip);
+        let mut grads = module_gradients(&mut self.model, &grads);
+        if parallel {
+            grads = all_reduce_grads::<B, _>(self.peer, &mut self.model, grads)?;
+        }
+        let (grads, _norm) = clip_gradients(&mut self.model, grads, self.config.grad_clip);
         // A module clone only shares the parameter tensors (no copy); the old value is replaced.
         self.model = self.optim.step(self.config.lr, self.model.clone(), grads);
         let decay = if self.step == 0 { 0.0 } else { self.config.ema_decay };
@@ -274,6 +355,7 @@ impl<B: AutodiffBackend> GeneratorTrainer<B> {
             config: state.train,
             step: state.step,
             losses: state.losses,
+            peer: Peer::SINGLE,
             device: device.clone(),
         }))
     }

@@ -6,16 +6,19 @@ use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
+
 use maetok_nn::io::{ParamVisitor, VisitParams};
 
+/// Sum of squares of the gradients held in `grads` for `module`'s parameters (on the device:
+/// one read-back for the whole module).
 struct SquaredNorm<'a, B: AutodiffBackend> {
-    grads: &'a B::Gradients,
+    grads: &'a GradientsParams,
     total: Option<Tensor<B::InnerBackend, 1>>,
 }
 
 impl<B: AutodiffBackend> ParamVisitor<B> for SquaredNorm<'_, B> {
     fn param<const D: usize>(&mut self, _key: &str, param: &mut Param<Tensor<B, D>>) {
-        if let Some(g) = param.grad(self.grads) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
             let s = g.powi_scalar(2).sum();
             self.total = Some(match self.total.take() {
                 Some(t) => t + s,
@@ -29,17 +32,26 @@ impl<B: AutodiffBackend> ParamVisitor<B> for SquaredNorm<'_, B> {
     fn buffer(&mut self, _: &str, _: &[usize], _: &[f32]) {}
 }
 
+/// Collects (`grads: Some`) or rescales (`None`) the gradients of `module`'s parameters in `out`.
 struct Register<'a, B: AutodiffBackend> {
-    grads: &'a B::Gradients,
+    grads: Option<&'a B::Gradients>,
     scale: f64,
     out: GradientsParams,
 }
 
 impl<B: AutodiffBackend> ParamVisitor<B> for Register<'_, B> {
     fn param<const D: usize>(&mut self, _key: &str, param: &mut Param<Tensor<B, D>>) {
-        if let Some(g) = param.grad(self.grads) {
-            let g = if self.scale < 1.0 { g * self.scale } else { g };
-            self.out.register(param.id, g);
+        match self.grads {
+            Some(grads) => {
+                if let Some(g) = param.grad(grads) {
+                    self.out.register(param.id, g);
+                }
+            }
+            None => {
+                if let Some(g) = self.out.remove::<B::InnerBackend, D>(param.id) {
+                    self.out.register(param.id, g * self.scale);
+                }
+            }
         }
     }
     fn param_transposed(&mut self, key: &str, param: &mut Param<Tensor<B, 2>>) {
@@ -48,23 +60,42 @@ impl<B: AutodiffBackend> ParamVisitor<B> for Register<'_, B> {
     fn buffer(&mut self, _: &str, _: &[usize], _: &[f32]) {}
 }
 
-/// The gradients of `module`'s parameters, scaled by `min(1, max_norm / ‖g‖)` when `max_norm`
-/// is given; also returns the norm before clipping.
+/// The gradients of `module`'s parameters, keyed by parameter id (what a data-parallel run
+/// all-reduces before [`clip_gradients`]).
+pub fn module_gradients<B: AutodiffBackend, M: VisitParams<B>>(module: &mut M, grads: &B::Gradients) -> GradientsParams {
+    let mut r = Register::<B> { grads: Some(grads), scale: 1.0, out: GradientsParams::new() };
+    module.visit_params("", &mut r);
+    r.out
+}
+
+/// `grads` scaled by `min(1, max_norm / ‖g‖)` when `max_norm` is given (the norm over all of
+/// `module`'s parameters, PyTorch's `clip_grad_norm_`); also returns the norm before clipping.
+pub fn clip_gradients<B: AutodiffBackend, M: VisitParams<B>>(
+    module: &mut M,
+    grads: GradientsParams,
+    max_norm: Option<f64>,
+) -> (GradientsParams, f64) {
+    let mut n = SquaredNorm::<B> { grads: &grads, total: None };
+    module.visit_params("", &mut n);
+    let norm = n.total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0);
+    let scale = match max_norm {
+        Some(m) if norm > m => m / (norm + 1e-6),
+        _ => return (grads, norm),
+    };
+    let mut r = Register::<B> { grads: None, scale, out: grads };
+    module.visit_params("", &mut r);
+    (r.out, norm)
+}
+
+/// The gradients of `module`'s parameters, clipped to a global norm ([`module_gradients`]
+/// then [`clip_gradients`]); also returns the norm before clipping.
 pub fn clipped_gradients<B: AutodiffBackend, M: VisitParams<B>>(
     module: &mut M,
     grads: &B::Gradients,
     max_norm: Option<f64>,
 ) -> (GradientsParams, f64) {
-    let mut n = SquaredNorm::<B> { grads, total: None };
-    module.visit_params("", &mut n);
-    let norm = n.total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0);
-    let scale = match max_norm {
-        Some(m) if norm > m => m / (norm + 1e-6),
-        _ => 1.0,
-    };
-    let mut r = Register::<B> { grads, scale, out: GradientsParams::new() };
-    module.visit_params("", &mut r);
-    (r.out, norm)
+    let all = module_gradients(module, grads);
+    clip_gradients(module, all, max_norm)
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ pub mod checkpoint;
 pub mod data;
 pub mod generator_trainer;
 pub mod grad_clip;
+pub mod parallel;
 pub mod tokenizer;
 pub mod viz;
 
-pub use generator_trainer::{objective_loss, GeneratorTrainConfig, GeneratorTrainError, GeneratorTrainer, Objective};
+pub use generator_trainer::{objective_loss, GeneratorTrainConfig, GeneratorTrainError, GeneratorTrainer, Objective, SampleDraws};
