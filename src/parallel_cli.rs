@@ -83,12 +83,6 @@ impl ParallelFlags {
             (1, _) if self.node_rank == 0 => None,
             (1, _) => bail!("--node-rank {} needs --num-nodes > {}", self.node_rank, self.node_rank),
             (_, None) => bail!("--num-nodes {} needs --coordinator HOST:PORT (node 0's address)", self.num_nodes),
-            (_, Some(_)) if std::env::var_os("MAETOK_MULTI_NODE").is_none() => bail!(
-                "--num-nodes {}: runs across machines are switched off: on Burn 0.21 (burn-collective) the second \
-                 all-reduce between machines never returns (its SyncService keeps the nodes of the first sync). \
-                 Set MAETOK_MULTI_NODE=1 to try it anyway",
-                self.num_nodes
-            ),
             (n, Some(c)) => Some(NodeSpec {
                 num_nodes: n,
                 node_rank: self.node_rank,
@@ -98,6 +92,8 @@ impl ParallelFlags {
             }),
         };
         let world = World { local_devices: indices.len(), node, timeout: Duration::from_secs(self.join_timeout.max(1)) };
+        // The node numbers and the coordinator's form (the batch is checked by the run).
+        world.validate(world.size())?;
         Ok(Layout { backend: name, indices, world })
     }
 }
@@ -157,7 +153,9 @@ mod tests {
         f.num_nodes = 2;
         assert!(err(&f, None).contains("needs --coordinator"));
         f.coordinator = Some("127.0.0.1:29500".into());
-        assert!(err(&f, None).contains("switched off"));
+        assert_eq!(f.layout(None).unwrap().world.size(), 2);
+        f.coordinator = Some("localhost".into());
+        assert!(err(&f, None).contains("HOST:PORT"));
         f.num_nodes = 1;
         f.node_rank = 1;
         assert!(err(&f, None).contains("--node-rank 1"));

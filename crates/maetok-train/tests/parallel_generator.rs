@@ -1,7 +1,7 @@
 //! Data-parallel generator training on Burn's collective engine, on the CPU: a tiny SiT and a
 //! tiny DiT trained on 2 NdArray peers with global batch B end at the weights of 1 peer with
 //! batch B; a resume on 2 peers is exact; two processes on 127.0.0.1 (`--num-nodes 2`, one peer
-//! each) train to the weights of one process (ignored until Burn's multi-node sync is fixed).
+//! each) train to the weights of one process.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -196,13 +196,9 @@ fn node_main(spec: &str) {
     std::fs::write(dir.join(format!("node-{rank}.bin")), w).unwrap();
 }
 
-/// Ignored: on burn-collective 0.21 the second all-reduce between machines never returns. Its
-/// `SyncService::sync` (global/node/sync.rs) clears a copy of the list of synced nodes instead of
-/// the list, so every later sync waits for a list it can never match. The first all-reduce
-/// completes (checked here: both nodes log their ring transfers); run this test by hand once
-/// Burn is upgraded: `cargo test -p maetok-train --test parallel_generator -- --ignored`.
+/// Two processes on 127.0.0.1, one peer each, against one process with the whole batch. (This
+/// is the test that found the hang fixed in `vendor/burn-collective`.)
 #[test]
-#[ignore = "burn-collective 0.21 hangs on the second all-reduce between processes (SyncService never clears its list)"]
 fn two_processes_train_like_one() {
     if let Ok(spec) = std::env::var(NODE_ENV) {
         return node_main(&spec);
