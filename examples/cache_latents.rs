@@ -37,9 +37,14 @@ struct Cli {
     shard_size: usize,
     #[arg(long)]
     export_npz: Option<PathBuf>,
-    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
-    #[arg(long, default_value = "ndarray")]
-    backend: String,
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name);
+    /// default ndarray, or the backend of --devices.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Devices to split the batches over, one worker each (e.g. cuda:0,cuda:1); the output is
+    /// the same as on one device.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
     /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -63,7 +68,8 @@ fn main() -> anyhow::Result<()> {
     };
     let args =
         CacheArgs { out: cli.out, batch_size: cli.batch_size, shard_size: cli.shard_size, export_npz: cli.export_npz, progress: true };
-    let summary = cache_latents(cli.model, data, args, &cli.backend)?;
+    let (backend, devices) = maetok::parallel_cli::local_devices(&cli.devices, cli.backend.as_deref())?;
+    let summary = cache_latents(cli.model, data, args, &backend, devices)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

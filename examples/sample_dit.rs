@@ -63,9 +63,14 @@ struct Cli {
     latent_mean: Option<f64>,
     #[arg(long, requires = "latent_mean")]
     latent_std: Option<f64>,
-    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
-    #[arg(long, default_value = "ndarray")]
-    backend: String,
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name);
+    /// default ndarray, or the backend of --devices.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Devices to split the batches over, one worker each (e.g. cuda:0,cuda:1); the output is
+    /// the same as on one device.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
     /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -88,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         CliSchedule::Linear => Schedule::Linear,
         CliSchedule::Cosine => Schedule::Cosine,
     };
+    let (backend, devices) = maetok::parallel_cli::local_devices(&c.devices, c.backend.as_deref())?;
     let args = GenerateArgs {
         generator: c.dit,
         tokenizer: c.tokenizer,
@@ -102,8 +108,9 @@ fn main() -> anyhow::Result<()> {
         seed: c.seed,
         latent_stats: c.latent_mean.zip(c.latent_std),
         progress: true,
+        devices,
     };
-    let s = generate(args, &c.backend)?;
+    let s = generate(args, &backend)?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

@@ -68,9 +68,14 @@ struct Cli {
     latent_mean: Option<f64>,
     #[arg(long, requires = "latent_mean")]
     latent_std: Option<f64>,
-    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
-    #[arg(long, default_value = "ndarray")]
-    backend: String,
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name);
+    /// default ndarray, or the backend of --devices.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Devices to split the batches over, one worker each (e.g. cuda:0,cuda:1); the output is
+    /// the same as on one device.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
     /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -89,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         None if !c.classes.is_empty() => Classes::List { classes: c.classes, per_class: c.per_class },
         None => anyhow::bail!("give --classes or --num-samples"),
     };
+    let (backend, devices) = maetok::parallel_cli::local_devices(&c.devices, c.backend.as_deref())?;
     let args = GenerateArgs {
         generator: c.sit,
         tokenizer: c.tokenizer,
@@ -109,8 +115,9 @@ fn main() -> anyhow::Result<()> {
         seed: c.seed,
         latent_stats: c.latent_mean.zip(c.latent_std),
         progress: true,
+        devices,
     };
-    let s = generate(args, &c.backend)?;
+    let s = generate(args, &backend)?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

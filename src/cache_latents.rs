@@ -130,8 +130,28 @@ pub fn cache_with_model<B: Backend>(
     args: &CacheArgs,
     device: &B::Device,
 ) -> Result<CacheSummary> {
+    cache_with_models(vec![(model.clone(), device.clone())], tokenizer, data, args)
+}
+
+/// What one batch of the cache gives: the encoded images `(index, label, path)` with their
+/// latents `[2n·L·C]` (the images, then their mirrors), and the unreadable ones.
+struct Encoded {
+    meta: Vec<(usize, usize, String)>,
+    z: Vec<f32>,
+    failed: Vec<(usize, String, String)>,
+}
+
+/// Caches `data` with one copy of the tokenizer per device (`--devices`): batches are encoded
+/// on whichever device is free and written in dataset order, so the cache is the one a single
+/// device writes.
+pub fn cache_with_models<B: Backend>(
+    models: Vec<(Tokenizer<B>, B::Device)>,
+    tokenizer: &str,
+    data: &Dataset,
+    args: &CacheArgs,
+) -> Result<CacheSummary> {
     let start = std::time::Instant::now();
-    let cfg = &model.config;
+    let cfg = models.first().map(|m| m.0.config.clone()).ok_or_else(|| anyhow::anyhow!("no device to cache on"))?;
     let size = cfg.image_size;
     let shape = [cfg.latent_tokens, cfg.latent_dim];
     let template = CacheManifest::new(tokenizer.to_string(), data.describe(), size, shape, data.classes(), data.len(), args.shard_size);
@@ -145,40 +165,48 @@ pub fn cache_with_model<B: Backend>(
     if first > 0 {
         tracing::info!("resuming {} at image {first} of {}", args.out.display(), data.len());
     }
+    let bs = args.batch_size.max(1);
+    let batches = (data.len().saturating_sub(first)).div_ceil(bs);
+    let range = |b: usize| first + b * bs..(first + (b + 1) * bs).min(data.len());
     let mut cached_now = 0;
-    let mut i = first;
-    while i < data.len() {
-        let end = (i + args.batch_size.max(1)).min(data.len());
-        let mut imgs = Vec::new();
-        let mut meta = Vec::new();
-        for idx in i..end {
-            match data.load(idx, size) {
-                (Ok(img), label, path) => {
-                    imgs.push(img);
-                    meta.push((idx, label, path));
-                }
-                (Err(e), _, path) => {
-                    tracing::warn!("skipping {path}: {e}");
-                    writer.fail(idx, path, e)?;
+    crate::sharded::run_in_order(
+        models,
+        batches,
+        |(model, device), b| {
+            let mut e = Encoded { meta: Vec::new(), z: Vec::new(), failed: Vec::new() };
+            let mut imgs = Vec::new();
+            for idx in range(b) {
+                match data.load(idx, size) {
+                    (Ok(img), label, path) => {
+                        imgs.push(img);
+                        e.meta.push((idx, label, path));
+                    }
+                    (Err(err), _, path) => e.failed.push((idx, path, err)),
                 }
             }
-        }
-        if !imgs.is_empty() {
-            let n = imgs.len();
-            let x = images_to_tensor::<B>(&imgs, device);
-            let both = Tensor::cat(vec![x.clone(), x.flip([3])], 0);
-            let z = to_host(model.encode(both)?)?;
-            let per = shape[0] * shape[1];
-            for (k, (idx, label, path)) in meta.into_iter().enumerate() {
-                let zq = z[k * per..(k + 1) * per].to_vec();
-                let zq_flip = z[(n + k) * per..(n + k + 1) * per].to_vec();
+            if !imgs.is_empty() {
+                let x = images_to_tensor::<B>(&imgs, device);
+                let both = Tensor::cat(vec![x.clone(), x.flip([3])], 0);
+                e.z = to_host(model.encode(both)?)?;
+            }
+            Ok(e)
+        },
+        |b, e| {
+            for (idx, path, err) in e.failed {
+                tracing::warn!("skipping {path}: {err}");
+                writer.fail(idx, path, err)?;
+            }
+            let (n, per) = (e.meta.len(), shape[0] * shape[1]);
+            for (k, (idx, label, path)) in e.meta.into_iter().enumerate() {
+                let zq = e.z[k * per..(k + 1) * per].to_vec();
+                let zq_flip = e.z[(n + k) * per..(n + k + 1) * per].to_vec();
                 writer.push(LatentRecord { zq, zq_flip, label, index: idx, path })?;
             }
             cached_now += n;
-        }
-        pb.inc((end - i) as u64);
-        i = end;
-    }
+            pb.inc(range(b).len() as u64);
+            Ok(())
+        },
+    )?;
     let manifest = writer.finish()?;
     pb.finish_and_clear();
     let exported = match &args.export_npz {
@@ -206,17 +234,23 @@ struct CacheTask {
     model: PathBuf,
     data: Dataset,
     args: CacheArgs,
+    devices: Vec<u16>,
 }
 
 impl crate::backend::Task for CacheTask {
     type Output = CacheSummary;
-    fn run<B: Backend>(self, device: B::Device, _name: &str) -> Result<CacheSummary> {
-        let (model, _) = load_pretrained::<B>(&self.model, &device)?;
-        cache_with_model(&model, &self.model.display().to_string(), &self.data, &self.args, &device)
+    fn run<B: Backend>(self, device: B::Device, name: &str) -> Result<CacheSummary> {
+        let devices = match self.devices.is_empty() {
+            true => vec![device],
+            false => crate::parallel_cli::devices::<B>(name, &self.devices)?,
+        };
+        let models = devices.into_iter().map(|d| Ok((load_pretrained::<B>(&self.model, &d)?.0, d))).collect::<Result<Vec<_>>>()?;
+        cache_with_models(models, &self.model.display().to_string(), &self.data, &self.args)
     }
 }
 
-/// Caches `data` with the Hugging Face tokenizer folder `model` on the backend called `backend`.
-pub fn cache_latents(model: PathBuf, data: Dataset, args: CacheArgs, backend: &str) -> Result<CacheSummary> {
-    crate::backend::run(backend, CacheTask { model, data, args })
+/// Caches `data` with the Hugging Face tokenizer folder `model` on the backend called `backend`,
+/// on the devices `devices` of it (empty: the default device).
+pub fn cache_latents(model: PathBuf, data: Dataset, args: CacheArgs, backend: &str, devices: Vec<u16>) -> Result<CacheSummary> {
+    crate::backend::run(backend, CacheTask { model, data, args, devices })
 }

@@ -42,6 +42,10 @@ pub struct GenerateArgs {
     /// folder records, else the tokenizer's `vq_mean`/`vq_std`.
     pub latent_stats: Option<(f64, f64)>,
     pub progress: bool,
+    /// Device indices on the backend, one worker each (`--devices`); empty: the default device.
+    /// Batch `b`'s noise is seeded by `(seed, b)` whichever device draws it, so the samples are
+    /// the same for any device count.
+    pub devices: Vec<u16>,
 }
 
 /// The latent normalisation a generator folder records (`latent_mean`, `latent_std` in its
@@ -130,9 +134,14 @@ struct GenerateTask(GenerateArgs);
 
 impl crate::backend::Task for GenerateTask {
     type Output = GenerateSummary;
-    fn run<B: Backend>(self, device: B::Device, _name: &str) -> Result<GenerateSummary> {
+    fn run<B: Backend>(self, device: B::Device, name: &str) -> Result<GenerateSummary> {
         let a = self.0;
         let start = std::time::Instant::now();
+        let devices = match a.devices.is_empty() {
+            true => vec![device],
+            false => crate::parallel_cli::devices::<B>(name, &a.devices)?,
+        };
+        let device = devices[0].clone();
         let generator = load_generator::<B>(&a.generator, a.sampler, &device)?;
         let (tok, _) = load_pretrained::<B>(&a.tokenizer, &device)?;
         let want = [tok.config.latent_tokens, tok.config.latent_dim];
@@ -168,24 +177,40 @@ impl crate::backend::Task for GenerateTask {
         let pb = if a.progress { ProgressBar::new(labels.len() as u64) } else { ProgressBar::hidden() };
         pb.set_style(ProgressStyle::with_template("sampling {bar:40} {pos}/{len} images {per_sec} eta {eta}").expect("template"));
         let size = tok.config.image_size;
-        // Streamed: one batch of images in memory at a time, whatever the sample count.
+        // Streamed: a batch of images per device in memory at a time, whatever the sample count.
         let npz = a.out.join("samples.npz");
         let mut samples = maetok_eval::npz::SampleWriter::create(&npz, labels.len(), size, size)?;
         let mut preview = Vec::new();
-        for (b, chunk) in labels.chunks(a.batch_size.max(1)).enumerate() {
-            let z = sample_latents(&generator, latent, chunk, b as u64, a.sampler, a.guidance, a.seed, &device)?;
-            let imgs = decode_latents(&tok, &z, chunk.len(), stats, &device)?;
-            for (j, img) in imgs.into_iter().enumerate() {
-                let idx = b * a.batch_size.max(1) + j;
-                let p = a.out.join(format!("{idx:06}.png"));
-                maetok_train::viz::save_png(&img, &p).with_context(|| format!("cannot write {}", p.display()))?;
-                samples.write(img.as_raw())?;
-                if preview.len() < 64 {
-                    preview.push(img);
-                }
-                pb.inc(1);
-            }
+        let bs = a.batch_size.max(1);
+        let chunks: Vec<&[i64]> = labels.chunks(bs).collect();
+        // One (generator, tokenizer, device) per device; the first device's are already loaded.
+        let mut workers = vec![(generator, tok, device)];
+        for d in &devices[1..] {
+            let g = load_generator::<B>(&a.generator, a.sampler, d)?;
+            let (t, _) = load_pretrained::<B>(&a.tokenizer, d)?;
+            workers.push((g, t, d.clone()));
         }
+        crate::sharded::run_in_order(
+            workers,
+            chunks.len(),
+            |(generator, tok, device), b| {
+                let z = sample_latents(&*generator, latent, chunks[b], b as u64, a.sampler, a.guidance, a.seed, device)?;
+                decode_latents(tok, &z, chunks[b].len(), stats, device)
+            },
+            |b, imgs| {
+                for (j, img) in imgs.into_iter().enumerate() {
+                    let idx = b * bs + j;
+                    let p = a.out.join(format!("{idx:06}.png"));
+                    maetok_train::viz::save_png(&img, &p).with_context(|| format!("cannot write {}", p.display()))?;
+                    samples.write(img.as_raw())?;
+                    if preview.len() < 64 {
+                        preview.push(img);
+                    }
+                    pb.inc(1);
+                }
+                Ok(())
+            },
+        )?;
         pb.finish_and_clear();
         let grid_path = a.out.join("grid.png");
         maetok_train::viz::save_png(&grid(&preview, 8), &grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;

@@ -22,6 +22,7 @@ pub mod gmm_fit;
 pub mod parallel_cli;
 pub mod quickstart;
 pub mod reconstruct;
+pub mod sharded;
 pub mod teacher_features;
 pub mod tokenizer_recipe;
 pub mod train_cli;

@@ -98,6 +98,21 @@ impl ParallelFlags {
     }
 }
 
+/// The backend and device indices of a one-machine command (`--backend`, `--devices`).
+pub fn local_devices(devices: &[String], backend: Option<&str>) -> Result<(String, Vec<u16>)> {
+    let f = ParallelFlags {
+        devices: devices.to_vec(),
+        num_nodes: 1,
+        node_rank: 0,
+        coordinator: None,
+        node_host: None,
+        data_port: None,
+        join_timeout: 1,
+    };
+    let l = f.layout(backend)?;
+    Ok((l.backend, l.indices))
+}
+
 /// The devices of `indices` on backend `B` (called `name`): on the CPU backends every index is
 /// the one CPU (the peers share its cores); on a GPU backend each must exist.
 pub fn devices<B: Backend>(name: &str, indices: &[u16]) -> Result<Vec<B::Device>> {

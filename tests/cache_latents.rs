@@ -95,6 +95,18 @@ fn cache_round_trip_with_a_corrupt_image_resume_and_npz_export() {
     assert_eq!(zq.shape(), &latent);
     assert_eq!(zq.iter().map(|&v| v as f32).collect::<Vec<_>>(), cache.get(4).zq);
 
+    // On two devices (two CPU workers): the same records, failures and order as on one.
+    let out2 = tmp.path().join("cache-2-devices");
+    let args2 = CacheArgs { out: out2.clone(), export_npz: None, ..args.clone() };
+    let d = Default::default();
+    let s2 = maetok::cache_latents::cache_with_models(vec![(model.clone(), d), (model.clone(), d)], "tiny", &data, &args2).unwrap();
+    assert_eq!((s2.total_cached, s2.failed.len()), (5, 1));
+    let two = LatentCache::open(&out2).unwrap();
+    for i in 0..5 {
+        let (a, b) = (cache.get(i), two.get(i));
+        assert_eq!((a.zq, a.zq_flip, a.label, a.path), (b.zq, b.zq_flip, b.label, b.path), "record {i} on 2 devices");
+    }
+
     // A rerun finds everything cached.
     let again = cache_with_model(&model, "tiny", &data, &args, &Default::default()).unwrap();
     assert_eq!((again.cached_now, again.already_cached), (0, 5));
@@ -170,6 +182,7 @@ fn softvq_tokenizer_caches_its_quantised_latents() {
             seed: 0,
             latent_stats: None,
             progress: false,
+            devices: vec![],
         },
         "ndarray",
     )

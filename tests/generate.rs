@@ -37,9 +37,18 @@ fn generates_images_and_refuses_bad_requests() {
         seed: 1,
         latent_stats: None,
         progress: false,
+        devices: vec![],
     };
     let s = generate(args.clone(), "ndarray").unwrap();
     assert_eq!(s.images, 4);
+    // On two devices (two CPU workers), batch by batch: the same samples.npz, byte for byte
+    // (batch b's noise is seeded by (seed, b) whichever device draws it).
+    let two = GenerateArgs { out: tmp.path().join("two-devices"), devices: vec![0, 1], batch_size: 1, ..args.clone() };
+    let one = GenerateArgs { out: tmp.path().join("one-device"), devices: vec![], batch_size: 1, ..args.clone() };
+    generate(two.clone(), "ndarray").unwrap();
+    generate(one.clone(), "ndarray").unwrap();
+    let bytes = |a: &GenerateArgs| std::fs::read(a.out.join("samples.npz")).unwrap();
+    assert_eq!(bytes(&two), bytes(&one), "2 devices write the samples of 1 device");
     for i in 0..4 {
         assert!(args.out.join(format!("{i:06}.png")).is_file());
     }
@@ -118,6 +127,7 @@ fn samples_on_softvq_latents_match_the_library() {
         seed: 3,
         latent_stats: None,
         progress: false,
+        devices: vec![],
     };
     assert_eq!(generate(args.clone(), "ndarray").unwrap().images, 2);
 
