@@ -130,7 +130,7 @@ fn run_training<B: AutodiffBackend>(mut a: TrainGeneratorArgs, devices: &[B::Dev
             t
         }
     };
-    if t.config.batch_size % a.world.size() != 0 {
+    if !t.config.batch_size.is_multiple_of(a.world.size()) {
         bail!("the run's batch of {} does not split over {} peers", t.config.batch_size, a.world.size());
     }
     let tok = match &a.tokenizer {
@@ -188,12 +188,12 @@ fn train_peer<B: AutodiffBackend>(
     pb.set_style(ProgressStyle::with_template("training {bar:40} {pos}/{len} steps loss {msg} eta {eta}").expect("template"));
     pb.set_position(t.step as u64);
     let mut last_ckpt = String::new();
-    let checkpoint_due = |step: usize| a.checkpoint_every > 0 && (step % a.checkpoint_every == 0 || step == a.steps);
+    let checkpoint_due = |step: usize| a.checkpoint_every > 0 && (step.is_multiple_of(a.checkpoint_every) || step == a.steps);
     while t.step < a.steps {
         let loss = t.step(cache)?;
         pb.set_message(format!("{loss:.4}"));
         pb.inc(1);
-        if leader && t.step % 50 == 0 {
+        if leader && t.step.is_multiple_of(50) {
             tracing::info!("step {} loss {loss:.5}", t.step);
         }
         if checkpoint_due(t.step) || t.step == a.steps && last_ckpt.is_empty() {
@@ -206,7 +206,7 @@ fn train_peer<B: AutodiffBackend>(
                 last_ckpt = "(written by peer 0)".into();
             }
         }
-        if let (Some(tok), true) = (tok, leader && a.sample_every > 0 && (t.step % a.sample_every == 0 || t.step == a.steps)) {
+        if let (Some(tok), true) = (tok, leader && a.sample_every > 0 && (t.step.is_multiple_of(a.sample_every) || t.step == a.steps)) {
             let k = cache.classes().len().min(8);
             let labels: Vec<i64> = (0..8).map(|i| (i % k) as i64).collect();
             let (sampler, guidance) = preview_sampler(t.config.objective);

@@ -272,7 +272,7 @@ impl<B: AutodiffBackend> GeneratorTrainer<B> {
         if bs == 0 {
             return Err(GeneratorTrainError::EmptyCache);
         }
-        if bs % self.peer.world != 0 {
+        if !bs.is_multiple_of(self.peer.world) {
             return Err(ParallelError::UnevenBatch { batch: bs, world: self.peer.world }.into());
         }
         let step_seed = self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.step as u64);

@@ -112,7 +112,7 @@ impl World {
             }
             split_host_port(&n.coordinator)?;
         }
-        if batch % self.size() != 0 {
+        if !batch.is_multiple_of(self.size()) {
             return Err(ParallelError::UnevenBatch { batch, world: self.size() });
         }
         Ok(())

@@ -1,0 +1,67 @@
+//! Data-parallel training overhead: one step of a small SiT (MAETok-B-128 latents, 128 × 32;
+//! depth 4, width 192, global batch 16) on 1 peer and on 2 NdArray peers of this process (each
+//! peer takes 8 samples, the gradients are all-reduced through burn-collective once per step).
+//! On a CPU both peers share the cores, so this measures what the all-reduce, the second
+//! autodiff graph and the thread hand-offs cost, not a speed-up.
+//!
+//! `cargo bench --bench parallel`
+
+use std::time::{Duration, Instant};
+
+use burn::backend::{Autodiff, NdArray};
+use criterion::{criterion_group, criterion_main, Criterion};
+use maetok::train::data::latent_cache::CacheManifest;
+use maetok::train::data::{LatentCache, LatentCacheWriter, LatentRecord};
+use maetok::train::parallel::{run_peers, World};
+use maetok::train::{GeneratorTrainConfig, GeneratorTrainError, GeneratorTrainer};
+use rand::{Rng, SeedableRng};
+
+type I = NdArray<f32>;
+type A = Autodiff<I>;
+
+fn cache(dir: &std::path::Path) -> LatentCache {
+    let latent = [128, 32];
+    let mut w = LatentCacheWriter::create_or_resume(dir, CacheManifest::new("random".into(), "bench".into(), 256, latent, vec!["a".into(), "b".into()], 64, 64)).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    for i in 0..64 {
+        let mut v = || (0..128 * 32).map(|_| rng.random::<f32>() - 0.5).collect::<Vec<f32>>();
+        let (zq, zq_flip) = (v(), v());
+        w.push(LatentRecord { zq, zq_flip, label: i % 2, index: i, path: format!("{i}") }).unwrap();
+    }
+    w.finish().unwrap();
+    LatentCache::open(dir).unwrap()
+}
+
+fn bench_peers(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache(&tmp.path().join("latents"));
+    let mut model = maetok::sit::preset("SiT-S", 128, 32).unwrap();
+    (model.depth, model.hidden_size, model.decoder_hidden_size, model.num_heads, model.num_classes) = (4, 192, Some(192), 3, 2);
+    let cfg = GeneratorTrainConfig { batch_size: 16, ..Default::default() };
+    let device = Default::default();
+    let start = GeneratorTrainer::<A>::new(model, cfg, &device).unwrap();
+    let mut group = c.benchmark_group("sit_small_train_step_batch16_ndarray");
+    group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(2));
+    for peers in [1usize, 2] {
+        group.bench_function(format!("peers_{peers}"), |b| {
+            b.iter_custom(|iters| {
+                let world = World::local(peers);
+                let devices = vec![device; peers];
+                let forks = (0..peers).map(|k| start.fork(world.peer(k), &devices[k])).collect();
+                let times = run_peers::<I, _, _, GeneratorTrainError, _>(&world, &devices, forks, |_, mut t| {
+                    let t0 = Instant::now();
+                    for _ in 0..iters {
+                        t.step(&cache)?;
+                    }
+                    Ok(t0.elapsed())
+                })
+                .unwrap();
+                times[0]
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_peers);
+criterion_main!(benches);
