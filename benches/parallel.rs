@@ -21,7 +21,11 @@ type A = Autodiff<I>;
 
 fn cache(dir: &std::path::Path) -> LatentCache {
     let latent = [128, 32];
-    let mut w = LatentCacheWriter::create_or_resume(dir, CacheManifest::new("random".into(), "bench".into(), 256, latent, vec!["a".into(), "b".into()], 64, 64)).unwrap();
+    let mut w = LatentCacheWriter::create_or_resume(
+        dir,
+        CacheManifest::new("random".into(), "bench".into(), 256, latent, vec!["a".into(), "b".into()], 64, 64),
+    )
+    .unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for i in 0..64 {
         let mut v = || (0..128 * 32).map(|_| rng.random::<f32>() - 0.5).collect::<Vec<f32>>();
