@@ -25,9 +25,14 @@ enum Pipeline {
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
-    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
-    #[arg(long, global = true, default_value = "ndarray")]
-    backend: String,
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name);
+    /// default ndarray, or the backend of --devices.
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Devices to split the Inception batches over (generation; e.g. cuda:0,cuda:1); the
+    /// features, hence the metrics, are the same as on one device.
+    #[arg(long, global = true, value_delimiter = ',')]
+    devices: Vec<String>,
     /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -87,12 +92,14 @@ fn main() -> anyhow::Result<()> {
         Pipeline::Adm => Preprocess::Tf1,
         Pipeline::PytorchFid => Preprocess::PytorchFid,
     };
-    let opts = |weights: PathBuf| InceptionOptions { weights, preprocess, batch_size: cli.batch_size, progress: true };
+    let (backend, devices) = maetok::parallel_cli::local_devices(&cli.devices, cli.backend.as_deref())?;
+    let opts =
+        |weights: PathBuf| InceptionOptions { weights, preprocess, batch_size: cli.batch_size, progress: true, devices: devices.clone() };
     let json = match cli.mode {
         Mode::Generation { inception, samples, reference, save_stats } => {
             let r = evaluate_generation(
                 GenerationArgs { samples, reference, inception: opts(inception), save_sample_stats: save_stats },
-                &cli.backend,
+                &backend,
             )?;
             serde_json::to_string_pretty(&r)?
         }
@@ -100,7 +107,7 @@ fn main() -> anyhow::Result<()> {
             let lpips = lpips_vgg.zip(lpips_lin);
             let r = evaluate_reconstruction(
                 ReconstructionArgs { inputs, reconstructions, inception: inception.map(opts), lpips, progress: true },
-                &cli.backend,
+                &backend,
             )?;
             serde_json::to_string_pretty(&r)?
         }

@@ -104,6 +104,9 @@ pub struct InceptionOptions {
     pub preprocess: Preprocess,
     pub batch_size: usize,
     pub progress: bool,
+    /// Device indices on the backend, one Inception copy each (`evaluate generation
+    /// --devices`); empty: the default device. The features are the same for any device count.
+    pub devices: Vec<u16>,
 }
 
 fn bar(len: usize, label: &str, on: bool) -> ProgressBar {
@@ -116,24 +119,33 @@ fn bar(len: usize, label: &str, on: bool) -> ProgressBar {
     pb
 }
 
-/// Inception features of every image of `src`.
+/// Inception features of every image of `src`, in order, with the batches split over `models`
+/// (one copy per device; see [`crate::sharded`]).
 pub fn extract_features<B: Backend>(
-    model: &InceptionV3<B>,
+    models: &[(InceptionV3<B>, B::Device)],
     src: &mut ImageSource,
     opts: &InceptionOptions,
     label: &str,
-    device: &B::Device,
 ) -> Result<FeatureSet> {
     let pb = bar(src.len(), label, opts.progress);
+    let bs = opts.batch_size.max(1);
+    let batches = src.len().div_ceil(bs);
+    let describe = src.describe();
+    let src = std::sync::Mutex::new(src);
     let mut all = FeatureSet::default();
-    let mut start = 0;
-    while start < src.len() {
-        let imgs = src.read(start, opts.batch_size.max(1)).with_context(|| format!("reading {}", src.describe()))?;
-        let n = imgs.dim().0;
-        all.extend(model.features_u8(imgs.view(), device));
-        start += n;
-        pb.inc(n as u64);
-    }
+    crate::sharded::run_in_order(
+        models.to_vec(),
+        batches,
+        |(model, device), b| {
+            let imgs = src.lock().expect("reader").read(b * bs, bs).with_context(|| format!("reading {describe}"))?;
+            Ok(model.features_u8(imgs.view(), device))
+        },
+        |_, f| {
+            pb.inc(f.n as u64);
+            all.extend(f);
+            Ok(())
+        },
+    )?;
     pb.finish_and_clear();
     Ok(all)
 }
@@ -194,15 +206,23 @@ struct GenerationTask(GenerationArgs);
 
 impl crate::backend::Task for GenerationTask {
     type Output = GenerationReport;
-    fn run<B: Backend>(self, device: B::Device, _name: &str) -> Result<GenerationReport> {
+    fn run<B: Backend>(self, device: B::Device, name: &str) -> Result<GenerationReport> {
         let a = self.0;
-        let (mut model, _) = load_inception::<B>(&a.inception.weights, &device)?;
-        model.preprocess = a.inception.preprocess;
+        let devices = match a.inception.devices.is_empty() {
+            true => vec![device],
+            false => crate::parallel_cli::devices::<B>(name, &a.inception.devices)?,
+        };
+        let mut models = Vec::new();
+        for d in devices {
+            let (mut model, _) = load_inception::<B>(&a.inception.weights, &d)?;
+            model.preprocess = a.inception.preprocess;
+            models.push((model, d));
+        }
         let mut samples = ImageSource::open(&a.samples)?;
         if samples.len() < 2 {
             bail!("{}: need at least 2 sample images for a covariance, found {}", a.samples.display(), samples.len());
         }
-        let sf = extract_features(&model, &mut samples, &a.inception, "samples", &device)?;
+        let sf = extract_features(&models, &mut samples, &a.inception, "samples")?;
         let s_pool = FeatureStats::from_features(&sf.pool, sf.n, POOL_DIM);
         let s_spatial = FeatureStats::from_features(&sf.spatial, sf.n, SPATIAL_DIM);
         if let Some(p) = &a.save_sample_stats {
@@ -217,7 +237,7 @@ impl crate::backend::Task for GenerationTask {
         let has_images = !is_npz || SampleStream::open(&a.reference).is_ok();
         let ref_feats = if has_images {
             let mut r = ImageSource::open(&a.reference)?;
-            Some(extract_features(&model, &mut r, &a.inception, "reference", &device)?)
+            Some(extract_features(&models, &mut r, &a.inception, "reference")?)
         } else {
             None
         };
@@ -304,8 +324,13 @@ struct ReconstructionTask(ReconstructionArgs);
 
 impl crate::backend::Task for ReconstructionTask {
     type Output = ReconstructionReport;
-    fn run<B: Backend>(self, device: B::Device, _name: &str) -> Result<ReconstructionReport> {
+    fn run<B: Backend>(self, device: B::Device, name: &str) -> Result<ReconstructionReport> {
         let a = self.0;
+        let device = match a.inception.as_ref().map(|o| o.devices.as_slice()).unwrap_or_default() {
+            [] => device,
+            [one] => crate::parallel_cli::devices::<B>(name, &[*one])?.remove(0),
+            _ => bail!("--devices: `evaluate reconstruction` runs on one device; give one (or leave --devices out)"),
+        };
         let mut inputs = ImageSource::open(&a.inputs)?;
         let mut recs = ImageSource::open(&a.reconstructions)?;
         if inputs.len() != recs.len() || inputs.image_shape() != recs.image_shape() {
