@@ -9,10 +9,7 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::tensor::{
-    activation::relu, backend::Backend, module::conv2d, module::max_pool2d, ops::ConvOptions, ops::PadMode, Distribution, Tensor,
-    TensorData,
-};
+use burn::tensor::{activation::relu, backend::Backend, module::max_pool2d, ops::PadMode, Distribution, Tensor, TensorData};
 use maetok_nn::io::{CheckpointError, LoadReport, Loader, ParamVisitor, VisitParams};
 
 /// `(output channels, convolutions)` of the five VGG16 slices; torchvision `features` indices.
@@ -109,7 +106,7 @@ impl<B: Backend> Lpips<B> {
             .map(|((x, y), lin)| {
                 let d = (unit(x) - unit(y)).powi_scalar(2);
                 let d = if dropout { dropout_half(d) } else { d };
-                let proj = conv2d(d, lin.val(), None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+                let proj = maetok_nn::fused::conv2d(d, lin.val(), None, [1, 1], [0, 0]);
                 let [_, _, h, w] = proj.dims();
                 proj.reshape([n, h * w]).mean_dim(1)
             })
@@ -128,7 +125,9 @@ impl<B: Backend> Lpips<B> {
 /// backends (the metric) use the backend's convolution.
 fn conv3x3<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Tensor<B, 1>) -> Tensor<B, 4> {
     if !B::ad_enabled(&x.device()) {
-        return conv2d(x, w, Some(bias), ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        // The metric: im2col + GEMM on the CPU (`maetok_nn::fused::conv2d`), the backend's
+        // convolution elsewhere.
+        return maetok_nn::fused::conv2d(x, w, Some(bias), [1, 1], [1, 1]);
     }
     let [b, c, h, wd] = x.dims();
     let o = w.dims()[0];

@@ -4,7 +4,7 @@
 //! two passes over the activations.
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation::relu, backend::Backend, module::conv2d, ops::ConvOptions, Tensor};
+use burn::tensor::{activation::relu, backend::Backend, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
 
 /// BatchNorm epsilon of the TF-converted Inception weights.
@@ -47,19 +47,12 @@ impl<B: Backend> BasicConv2d<B> {
 
     /// `[N, I, H, W]` → `[N, O, H', W']`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [o, i, kh, kw] = self.weight.dims();
+        let [o, ..] = self.weight.dims();
         let scale = self.gamma.val() / (self.var.val() + BN_EPS).sqrt();
         let shift = self.beta.val() - self.mean.val() * scale.clone();
         let w = self.weight.val() * scale.reshape([o, 1, 1, 1]);
-        let y = if kh == 1 && kw == 1 && self.stride == 1 {
-            // A 1x1 convolution is one GEMM per image: [O, I] · [I, H·W].
-            let [n, _, h, wd] = x.dims();
-            let y = w.reshape([1, o, i]).matmul(x.reshape([n, i, h * wd]));
-            (y + shift.reshape([1, o, 1])).reshape([n, o, h, wd])
-        } else {
-            let opts = ConvOptions::new([self.stride; 2], self.padding, [1, 1], 1);
-            conv2d(x, w, Some(shift), opts)
-        };
+        // im2col + GEMM on the CPU (a plain GEMM for the 1x1 convolutions), Burn's conv2d elsewhere.
+        let y = maetok_nn::fused::conv2d(x, w, Some(shift), [self.stride; 2], self.padding);
         relu(y)
     }
 }

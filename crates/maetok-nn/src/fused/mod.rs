@@ -20,6 +20,8 @@
 #[cfg(feature = "cpu-kernels")]
 mod attention;
 #[cfg(feature = "cpu-kernels")]
+mod conv;
+#[cfg(feature = "cpu-kernels")]
 mod gemm;
 pub mod kernels;
 #[cfg(feature = "cpu-kernels")]
@@ -152,6 +154,37 @@ pub fn linear_default<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tenso
     };
     shape[D - 1] = out;
     y.reshape(shape)
+}
+
+/// 2-D convolution without groups or dilation: `x` `[N, C, H, W]`, `weight` `[O, C, kh, kw]`,
+/// `bias` `[O]` → `[N, O, H', W']`.
+///
+/// The CPU fast path (NdArray without autodiff: inference, e.g. the FID Inception network) runs
+/// im2col and one GEMM per image; under autodiff and on other backends it is Burn's `conv2d`.
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cpu-kernels")]
+    let (x, weight, bias) = match ndarray::conv2d((x, weight, bias), stride, padding) {
+        Ok(y) => return y,
+        Err(args) => args,
+    };
+    conv2d_default(x, weight, bias, stride, padding)
+}
+
+/// The default convolution (Burn's `conv2d`).
+pub fn conv2d_default<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Tensor<B, 4> {
+    burn::tensor::module::conv2d(x, weight, bias, burn::tensor::ops::ConvOptions::new(stride, padding, [1, 1], 1))
 }
 
 /// The default softmax (Burn ops, exact gradient).
@@ -292,6 +325,27 @@ mod tests {
         let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
         let worst = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(worst <= rel * scale, "{what}: max |Δ| {worst:e} (scale {scale:e})");
+    }
+
+    /// Convolution: the im2col + GEMM path equals Burn's conv2d (plain NdArray), with and without
+    /// bias, for strided, padded and asymmetric kernels; under autodiff it is Burn's own.
+    #[test]
+    fn conv2d_fast_path_equals_default() {
+        let dev = Default::default();
+        for (kernel, stride, padding, bias) in [
+            ([3, 3], [2, 2], [0, 0], true),
+            ([3, 3], [1, 1], [1, 1], false),
+            ([1, 7], [1, 1], [0, 3], true),
+            ([1, 1], [1, 1], [0, 0], true),
+        ] {
+            let x = Tensor::<N, 3>::from_data(data([2 * 6, 17, 19], 1), &dev).reshape([2, 6, 17, 19]);
+            let w = Tensor::<N, 3>::from_data(data([8 * 6, kernel[0], kernel[1]], 2), &dev).reshape([8, 6, kernel[0], kernel[1]]);
+            let b = bias.then(|| Tensor::<N, 3>::from_data(data([1, 1, 8], 3), &dev).reshape([8]));
+            let fast = conv2d(x.clone(), w.clone(), b.clone(), stride, padding);
+            let slow = conv2d_default(x, w, b, stride, padding);
+            assert_eq!(fast.dims(), slow.dims());
+            close(fast.into_data(), slow.into_data(), 2e-6, &format!("conv {kernel:?} stride {stride:?} pad {padding:?} bias {bias}"));
+        }
     }
 
     /// Every fused op equals the default path in value and gradient, on NdArray and under

@@ -685,6 +685,55 @@ pub(super) fn linear<B: Backend, const D: usize>(args: LinearArgs<B, D>) -> Resu
     }
 }
 
+// ---- Convolution (inference) ----
+
+pub(super) type ConvArgs<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
+
+fn conv2d_nd(
+    x: &NdArrayTensor,
+    w: &NdArrayTensor,
+    b: Option<&NdArrayTensor>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Option<NdArrayTensor> {
+    let (xs, xshape) = read(x)?;
+    let (ws, wshape) = read(w)?;
+    let ([n, c, h, wd], [o, wc, kh, kw]) = (<[usize; 4]>::try_from(xshape).ok()?, <[usize; 4]>::try_from(wshape).ok()?);
+    if wc != c || h + 2 * padding[0] < kh || wd + 2 * padding[1] < kw || stride.contains(&0) || n * c * h * wd == 0 || o == 0 {
+        return None;
+    }
+    let bias = param(b, o)?;
+    let g = super::conv::Conv2d { input: [n, c, h, wd], out_channels: o, kernel: [kh, kw], stride, padding };
+    let [ho, wo] = g.output_hw();
+    let wm = ndarray::ArrayView2::from_shape((o, c * kh * kw), &ws[..]).ok()?;
+    let y = super::conv::conv2d(&xs, wm, bias.as_deref(), g);
+    Some(make(&[n, o, ho, wo], y))
+}
+
+/// The convolution on plain NdArray tensors (no autodiff: the GEMM path has no backward).
+pub(super) fn conv2d<B: Backend>(args: ConvArgs<B>, stride: [usize; 2], padding: [usize; 2]) -> Result<Tensor<B, 4>, ConvArgs<B>> {
+    if path::<B>() != Some(Path::Plain) {
+        return Err(args);
+    }
+    let (x, w, b) = args;
+    let x = match prim::<B, Nd, 4>(x) {
+        Ok(p) => p,
+        Err(x) => return Err((x, w, b)),
+    };
+    let w = match prim::<B, Nd, 4>(w) {
+        Ok(p) => p,
+        Err(w) => return Err((wrap::<Nd, B, 4>(x), w, b)),
+    };
+    let b = match b.map(prim::<B, Nd, 1>).transpose() {
+        Ok(b) => b,
+        Err(b) => return Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), Some(b))),
+    };
+    match conv2d_nd(&x, &w, b.as_ref(), stride, padding) {
+        Some(y) => Ok(wrap::<Nd, B, 4>(y)),
+        None => Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), b.map(wrap::<Nd, B, 1>))),
+    }
+}
+
 // ---- AdamW ----
 
 pub(super) type AdamWArgs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<(Tensor<B, D>, Tensor<B, D>)>);
