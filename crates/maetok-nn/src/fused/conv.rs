@@ -62,9 +62,20 @@ pub fn conv2d(x: &[f32], weight: ArrayView2<f32>, bias: Option<&[f32]>, g: Conv2
                         continue;
                     }
                     let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    for (ox, v) in out.iter_mut().enumerate() {
-                        let ix = (ox * sw + dx) as isize - pw as isize;
-                        *v = if ix < 0 || ix >= w as isize { 0.0 } else { src[ix as usize] };
+                    // Output columns whose input column `ox·sw + dx − pw` lies inside the row.
+                    let lo = pw.saturating_sub(dx).div_ceil(sw).min(wo);
+                    let hi = if w + pw > dx { ((w + pw - dx - 1) / sw + 1).min(wo) } else { 0 }.max(lo);
+                    out[..lo].fill(0.0);
+                    out[hi..].fill(0.0);
+                    if hi > lo {
+                        let first = lo * sw + dx - pw;
+                        if sw == 1 {
+                            out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                        } else {
+                            for (v, x) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
+                                *v = *x;
+                            }
+                        }
                     }
                 }
             });
@@ -123,17 +134,26 @@ mod tests {
             ([5, 5], [1, 1], [2, 2]),
             ([1, 1], [1, 1], [0, 0]),
         ] {
-            let g = Conv2d { input: [2, 3, 9, 11], out_channels: 5, kernel, stride, padding };
-            let x: Vec<f32> = (0..2 * 3 * 9 * 11).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
-            let k = 3 * kernel[0] * kernel[1];
-            let wt: Vec<f32> = (0..5 * k).map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0).collect();
-            let b = [0.5, -0.25, 0.0, 1.0, 2.0];
-            let got = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), Some(&b), g);
-            let want = naive(&x, &wt, &b, g);
-            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            assert!(err < 1e-4, "{kernel:?} {stride:?} {padding:?}: {err}");
-            let nob = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), None, g);
-            assert!((nob[0] + b[0] - got[0]).abs() < 1e-4);
+            check(Conv2d { input: [2, 3, 9, 11], out_channels: 5, kernel, stride, padding });
         }
+        // Padding wider than the input: whole rows and columns of zeros.
+        check(Conv2d { input: [1, 3, 2, 3], out_channels: 5, kernel: [3, 3], stride: [2, 2], padding: [2, 2] });
+        check(Conv2d { input: [1, 3, 1, 1], out_channels: 5, kernel: [1, 3], stride: [1, 3], padding: [0, 4] });
+    }
+
+    /// The fast path against the definition for `g` (5 output channels), with and without bias.
+    fn check(g: Conv2d) {
+        let (kernel, stride, padding) = (g.kernel, g.stride, g.padding);
+        let [n, c, h, w] = g.input;
+        let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let k = c * kernel[0] * kernel[1];
+        let wt: Vec<f32> = (0..5 * k).map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0).collect();
+        let b = [0.5, -0.25, 0.0, 1.0, 2.0];
+        let got = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), Some(&b), g);
+        let want = naive(&x, &wt, &b, g);
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(err < 1e-4, "{kernel:?} {stride:?} {padding:?}: {err}");
+        let nob = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), None, g);
+        assert!((nob[0] + b[0] - got[0]).abs() < 1e-4);
     }
 }
