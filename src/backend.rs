@@ -63,6 +63,16 @@ pub trait TrainTask {
     fn run<B: AutodiffBackend>(self, device: B::Device, backend_name: &str) -> Result<Self::Output>;
 }
 
+/// Whether `name` is a backend this binary can run: an error naming it when it is unknown or
+/// not compiled in (the messages `run` and `run_train` give).
+pub fn check_available(name: &str) -> Result<()> {
+    match name {
+        "ndarray" | "flex" | "wgpu" | "cuda" if available().contains(&name) => Ok(()),
+        "ndarray" | "flex" | "wgpu" | "cuda" => Err(not_built(name)),
+        other => bail!("unknown backend '{other}'; choose one of: ndarray, flex, wgpu, cuda"),
+    }
+}
+
 fn not_built(name: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "backend '{name}' is not compiled into this binary (available: {}); rebuild with `--features {name}`",

@@ -72,12 +72,7 @@ impl ParallelFlags {
             }
             (name, indices)
         };
-        if !crate::backend::available().contains(&name.as_str()) {
-            bail!(
-                "backend '{name}' is not compiled into this binary (available: {}); rebuild with `--features {name}`",
-                crate::backend::available().join(", ")
-            );
-        }
+        crate::backend::check_available(&name)?;
         let node = match (self.num_nodes, &self.coordinator) {
             (0, _) => bail!("--num-nodes 0: give at least 1"),
             (1, _) if self.node_rank == 0 => None,
@@ -161,6 +156,7 @@ mod tests {
         assert!(err(&flags(&["ndarray"]), None).contains("BACKEND:INDEX"));
         assert!(err(&flags(&["ndarray:x"]), None).contains("'x' is not a device index"));
         assert!(err(&flags(&["ndarray:0"]), Some("flex")).contains("--backend is flex"));
+        assert!(err(&flags(&["tpu:0"]), None).contains("unknown backend 'tpu'"));
         if !cfg!(feature = "cuda") {
             assert!(err(&flags(&["cuda:0", "cuda:1"]), None).contains("not compiled into this binary"));
         }
