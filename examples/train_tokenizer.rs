@@ -7,6 +7,10 @@
 //!     --data-path /data/imagenet --layout imagenet --out runs/maetok-b-64 --backend cuda \
 //!     --lpips-vgg vgg16-397923af.pth --lpips-lin vgg.pth --disc-trunk dino_deitsmall16_pretrain.pth \
 //!     --dino-teacher dinov2-large/model.safetensors --clip-teacher siglip/open_clip_pytorch_model.bin
+//! # 8 GPUs of one machine (each peer takes 1/8 of the global batch); several machines: add
+//! # --num-nodes N --node-rank R --coordinator HOST:PORT on each
+//! cargo run --release --features cuda --example train_tokenizer -- --config configs/maetok-b-64.yaml \
+//!     --devices cuda:0,cuda:1,cuda:2,cuda:3,cuda:4,cuda:5,cuda:6,cuda:7 --out runs/maetok-b-64 ...
 //! # stage 2: the decoder alone, encoder frozen, no masking
 //! cargo run --release --example train_tokenizer -- --config configs/maetok-b-64.yaml --stage decoder-finetune \
 //!     --init-from runs/maetok-b-64/model --out runs/maetok-b-64-dec ...
@@ -17,6 +21,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use maetok::parallel_cli::ParallelFlags;
 use maetok::tokenizer_recipe::TokenizerRecipe;
 use maetok::train::data::{ImageFolder, Layout};
 use maetok::train::tokenizer::Stage;
@@ -74,9 +79,12 @@ struct Cli {
     disc_trunk: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     keep_checkpoints: usize,
-    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
-    #[arg(long, default_value = "ndarray")]
-    backend: String,
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name);
+    /// default ndarray, or the backend of --devices.
+    #[arg(long)]
+    backend: Option<String>,
+    #[command(flatten)]
+    parallel: ParallelFlags,
     /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -118,6 +126,7 @@ fn main() -> Result<()> {
         "decoder-finetune" => Stage::DecoderFinetune,
         other => bail!("--stage '{other}': choose full or decoder-finetune"),
     };
+    let devices = cli.parallel.layout(cli.backend.as_deref())?;
     let layout: Layout = cli.layout.parse()?;
     let data = match cli.data_path.clone().or(recipe.data_path.clone()) {
         Some(path) => TrainData::Folder { path, layout },
@@ -149,8 +158,10 @@ fn main() -> Result<()> {
         disc_trunk: cli.disc_trunk,
         init_from: cli.init_from,
         progress: true,
+        devices: devices.indices,
+        world: devices.world,
     };
-    let s = train_tokenizer(args, &cli.backend)?;
+    let s = train_tokenizer(args, &devices.backend)?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

@@ -196,6 +196,8 @@ pub fn run_on<B: AutodiffBackend>(args: &QuickstartArgs, device: &B::Device, bac
         disc_trunk: None,
         init_from: None,
         progress: args.progress,
+        devices: vec![0],
+        world: maetok_train::parallel::World::local(1),
     };
     let summary = crate::train_tokenizer::run_on::<B>(&targs, device)?;
     let log: Vec<maetok_train::tokenizer::StepLog> = std::fs::read_to_string(args.out.join("log.jsonl"))?

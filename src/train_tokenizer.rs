@@ -2,7 +2,10 @@
 //! pixel + LPIPS + GAN losses, EMA) or fine-tune its decoder; the `train_tokenizer` example is a
 //! CLI over [`train_tokenizer`], and the quickstart runs [`run_on`] on the procedural shapes.
 //!
-//! Training batches are decoded ahead on a background thread while the model trains.
+//! Training batches are decoded ahead on a background thread while the model trains. On
+//! several devices (`--devices`, several machines: [`maetok_train::parallel`]) the trainer is
+//! built once and forked per device; each peer decodes and trains on its rows of every global
+//! batch, and peer 0 writes the log, previews and checkpoints.
 //! Re-running the same command resumes from `out/checkpoints/latest` and continues exactly. The
 //! run writes `log.jsonl` (one JSON object per step, every loss term), `previews/step-N.png`
 //! (input row over EMA-reconstruction row, enlarged), `loss.svg` (the curves of every term),
@@ -19,6 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use maetok_targets::{load_dino_disc, load_lpips, load_vit, DiscConfig, HogGenerator, VitConfig};
 use maetok_tokenizer::{load_with_args, ModelArgs};
 use maetok_train::data::{images_to_tensor, tensor_to_images, ImageFolder, ImageSource, Layout, Prefetcher, ProceduralShapes, TrainImages};
+use maetok_train::parallel::{self, run_peers, World};
 use maetok_train::tokenizer::{AuxTeachers, LossNets, Stage, StepLog, TokenizerTrainConfig, TokenizerTrainer};
 use maetok_train::viz::{enlarge, grid, line_plot_svg};
 use rand::SeedableRng;
@@ -63,6 +67,10 @@ pub struct TrainTokenizerArgs {
     /// for the decoder fine-tuning stage.
     pub init_from: Option<PathBuf>,
     pub progress: bool,
+    /// Device indices of this machine (one peer each) on the chosen backend.
+    pub devices: Vec<u16>,
+    /// The run's peers (one device, one process: `World::local(1)`).
+    pub world: World,
 }
 
 /// What a run did (`summary.json`).
@@ -86,8 +94,9 @@ struct Task(TrainTokenizerArgs);
 
 impl crate::backend::TrainTask for Task {
     type Output = TrainTokenizerSummary;
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &str) -> Result<TrainTokenizerSummary> {
-        run_on::<B>(&self.0, &device)
+    fn run<B: AutodiffBackend>(self, _device: B::Device, name: &str) -> Result<TrainTokenizerSummary> {
+        let devices = crate::parallel_cli::devices::<B>(name, &self.0.devices)?;
+        run_training::<B>(&self.0, &devices)
     }
 }
 
@@ -250,63 +259,99 @@ fn plot(path: &Path, log: &[StepLog]) -> Result<()> {
     line_plot_svg(path, "MAETok tokenizer training", "step", "loss", &named).map_err(|e| anyhow::anyhow!(e))
 }
 
-/// The training run on backend `B`.
+/// The training run on backend `B`, on one device.
 pub fn run_on<B: AutodiffBackend>(a: &TrainTokenizerArgs, device: &B::Device) -> Result<TrainTokenizerSummary> {
+    if a.world.size() != 1 {
+        bail!("run_on trains on one device, but the arguments ask for {} peers", a.world.size());
+    }
+    run_training::<B>(a, std::slice::from_ref(device))
+}
+
+/// What the leader (peer 0) keeps while training: the log and its file, the preview images.
+struct Leader {
+    log: Vec<StepLog>,
+    log_path: PathBuf,
+    log_file: std::fs::File,
+    previews: Vec<RgbImage>,
+}
+
+/// The run: the trainer is built (or resumed) once, forked onto every local device, and each
+/// peer runs [`train_peer`] in its own thread.
+fn run_training<B: AutodiffBackend>(a: &TrainTokenizerArgs, devices: &[B::Device]) -> Result<TrainTokenizerSummary> {
     let start = std::time::Instant::now();
+    a.world.validate(a.train.batch_size)?;
+    let device = devices[0].clone();
+    let leader = a.world.peer(0).is_leader();
     std::fs::create_dir_all(a.out.join("previews")).with_context(|| format!("cannot create {}", a.out.display()))?;
-    let mut t = trainer::<B>(a, device)?;
+    let t = trainer::<B>(a, &device)?;
     let size = t.model.ae.config.image_size;
-    let data = open_data(a, size)?;
-    let nets = loss_nets::<B>(a, &t.args, t.config.stage, device)?;
+    let data = std::sync::Arc::new(open_data(a, size)?);
+    let nets = loss_nets::<B>(a, &t.args, t.config.stage, &device)?;
     let resumed = t.step;
 
-    // The log: keep the lines up to the resumed step, then append.
-    let log_path = a.out.join("log.jsonl");
-    let mut log = read_log(&log_path, t.step)?;
-    let mut text = String::new();
-    for l in &log {
-        text += &serde_json::to_string(l)?;
-        text.push('\n');
+    let mut log_state = None;
+    if leader {
+        // The log: keep the lines up to the resumed step, then append.
+        let log_path = a.out.join("log.jsonl");
+        let log = read_log(&log_path, t.step)?;
+        let mut text = String::new();
+        for l in &log {
+            text += &serde_json::to_string(l)?;
+            text.push('\n');
+        }
+        maetok_nn::io::write_atomic(&log_path, text.as_bytes())?;
+        let log_file =
+            std::fs::OpenOptions::new().append(true).open(&log_path).with_context(|| format!("cannot open {}", log_path.display()))?;
+        // A fixed preview set: 8 images with a fixed crop.
+        let mut prng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let previews: Vec<RgbImage> = (0..8.min(data.len())).map(|i| data.readable_example(i, &mut prng)).collect::<Result<_, _>>()?;
+        log_state = Some(Leader { log, log_path, log_file, previews });
     }
-    maetok_nn::io::write_atomic(&log_path, text.as_bytes())?;
-    let mut log_file =
-        std::fs::OpenOptions::new().append(true).open(&log_path).with_context(|| format!("cannot open {}", log_path.display()))?;
-
-    // A fixed preview set: 8 images with a fixed crop.
-    let mut prng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let previews: Vec<RgbImage> = (0..8.min(data.len())).map(|i| data.readable_example(i, &mut prng)).collect::<Result<_, _>>()?;
-
-    let pb = if a.progress { ProgressBar::new(a.steps) } else { ProgressBar::hidden() };
-    pb.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").expect("template"));
-    pb.set_position(t.step);
-    let mut checkpoint = String::new();
-    let first = log.len();
-    let data = std::sync::Arc::new(data);
-    let mut batches = Prefetcher::new(data.clone(), t.step, t.config.batch_size, 2);
-    while t.step < a.steps {
-        let images = batches.next_batch()?;
-        let l = t.step(images_to_tensor::<B>(&images, device), &nets)?;
-        writeln!(log_file, "{}", serde_json::to_string(&l)?).with_context(|| format!("cannot write {}", log_path.display()))?;
-        pb.set_message(progress_message(&l));
-        pb.inc(1);
-        if t.step % 100 == 0 {
-            tracing::info!("step {} {}", t.step, progress_message(&l));
-        }
-        log.push(l);
-        let last = t.step == a.steps;
-        if (a.preview_every > 0 && t.step % a.preview_every == 0) || last {
-            preview(&t, &previews, &a.out.join(format!("previews/step-{:07}.png", t.step)), device)?;
-        }
-        if (a.checkpoint_every > 0 && t.step % a.checkpoint_every == 0) || last {
-            checkpoint = t.save_checkpoint(&a.out, a.keep_checkpoints)?.display().to_string();
-        }
+    if a.world.is_parallel() {
+        tracing::info!(
+            "{} peers: {} on this machine, global batch {} ({} per peer)",
+            a.world.size(),
+            devices.len(),
+            t.config.batch_size,
+            t.config.batch_size / a.world.size()
+        );
     }
-    pb.finish_and_clear();
+    let first = log_state.as_ref().map_or(0, |l| l.log.len());
+    let states: Vec<_> = devices
+        .iter()
+        .enumerate()
+        .map(|(k, d)| {
+            let lead = if k == 0 { log_state.take() } else { None };
+            (t.fork(a.world.peer(k), d), nets.fork(d), lead)
+        })
+        .collect();
+    drop((t, nets));
+    let mut done = run_peers::<B::InnerBackend, _, _, anyhow::Error, _>(&a.world, devices, states, |peer, (mut t, nets, mut lead)| {
+        t.peer = peer;
+        let ckpt = train_peer(&mut t, &nets, a, &data, lead.as_mut())?;
+        Ok((t, lead, ckpt))
+    })?;
+    let (mut t, lead, mut checkpoint) = done.swap_remove(0);
+    let model_dir = a.out.join("model");
+    let Some(lead) = lead else {
+        // Another machine's process: peer 0 wrote everything.
+        return Ok(TrainTokenizerSummary {
+            resumed_from_step: resumed,
+            steps: t.step,
+            first_rec: f64::NAN,
+            last_rec_mean_of_10: f64::NAN,
+            checkpoint,
+            model_dir: model_dir.display().to_string(),
+            skipped_images: Vec::new(),
+            seconds: start.elapsed().as_secs_f64(),
+            steps_per_second: 0.0,
+        });
+    };
     if checkpoint.is_empty() {
         checkpoint = t.save_checkpoint(&a.out, a.keep_checkpoints)?.display().to_string();
     }
-    let model_dir = a.out.join("model");
     t.export_ema(&model_dir)?;
+    let log = lead.log;
     if !log.is_empty() {
         plot(&a.out.join("loss.svg"), &log)?;
     }
@@ -331,4 +376,54 @@ pub fn run_on<B: AutodiffBackend>(a: &TrainTokenizerArgs, device: &B::Device) ->
     };
     maetok_nn::io::write_atomic(&a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
+}
+
+/// The step loop of one peer: it decodes its rows of every batch; the leader (`lead`) also
+/// writes the log, previews, checkpoints and the progress bar. After every checkpoint the peers
+/// agree that it was written ([`parallel::all_ok`]), so a failed write stops every peer instead
+/// of leaving the others waiting.
+fn train_peer<B: AutodiffBackend>(
+    t: &mut TokenizerTrainer<B>,
+    nets: &LossNets<B>,
+    a: &TrainTokenizerArgs,
+    data: &std::sync::Arc<TrainImages>,
+    mut lead: Option<&mut Leader>,
+) -> Result<String> {
+    let device = t.device().clone();
+    let pb = if a.progress && lead.is_some() { ProgressBar::new(a.steps) } else { ProgressBar::hidden() };
+    pb.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").expect("template"));
+    pb.set_position(t.step);
+    let mut checkpoint = String::new();
+    let batch = t.config.batch_size;
+    let mut batches = Prefetcher::rows(data.clone(), t.step, batch, t.peer.shard(batch), 2);
+    while t.step < a.steps {
+        let images = batches.next_batch()?;
+        let l = t.step(images_to_tensor::<B>(&images, &device), nets)?;
+        pb.set_message(progress_message(&l));
+        pb.inc(1);
+        if let Some(lead) = lead.as_deref_mut() {
+            writeln!(lead.log_file, "{}", serde_json::to_string(&l)?)
+                .with_context(|| format!("cannot write {}", lead.log_path.display()))?;
+            if t.step.is_multiple_of(100) {
+                tracing::info!("step {} {}", t.step, progress_message(&l));
+            }
+            lead.log.push(l);
+        }
+        let last = t.step == a.steps;
+        if let (Some(lead), true) = (lead.as_deref(), (a.preview_every > 0 && t.step.is_multiple_of(a.preview_every)) || last) {
+            preview(t, &lead.previews, &a.out.join(format!("previews/step-{:07}.png", t.step)), &device)?;
+        }
+        if (a.checkpoint_every > 0 && t.step.is_multiple_of(a.checkpoint_every)) || last {
+            let written = match lead {
+                Some(_) => t.save_checkpoint(&a.out, a.keep_checkpoints).map(|p| p.display().to_string()),
+                None => Ok("(written by peer 0)".to_string()),
+            };
+            if t.peer.world > 1 && !parallel::all_ok::<B::InnerBackend>(t.peer, written.is_ok(), &device)? && written.is_ok() {
+                bail!("{}: another peer failed; stopping at step {}", t.peer, t.step);
+            }
+            checkpoint = written?;
+        }
+    }
+    pb.finish_and_clear();
+    Ok(checkpoint)
 }

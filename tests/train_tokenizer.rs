@@ -31,6 +31,8 @@ fn args(out: &std::path::Path, steps: u64, data: TrainData) -> TrainTokenizerArg
         disc_trunk: None,
         init_from: None,
         progress: false,
+        devices: vec![0],
+        world: maetok_train::parallel::World::local(1),
     }
 }
 
@@ -81,6 +83,44 @@ fn a_run_writes_its_outputs_and_resumes_when_rerun_body() {
     other.model.num_latent_tokens = 8;
     let e = run_on::<A>(&other, &device).unwrap_err().to_string();
     assert!(e.contains("another model config") && e.contains("tiny"), "{e}");
+}
+
+/// `train_tokenizer --devices ndarray:0,ndarray:1`: two CPU peers log what one device logs (the
+/// global batch's losses), the leader writes the outputs once, and re-running resumes on the
+/// two peers.
+#[test]
+fn two_cpu_peers_train_log_and_resume_like_one_device() {
+    with_big_stack(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let procedural = TrainData::Procedural { len: 64, seed: 0 };
+        let one = dir.path().join("one");
+        run_on::<A>(&args(&one, 3, procedural.clone()), &Default::default()).unwrap();
+        let two = dir.path().join("two");
+        let peers = |steps| {
+            let mut a = args(&two, steps, procedural.clone());
+            (a.devices, a.world) = (vec![0, 1], maetok_train::parallel::World::local(2));
+            a
+        };
+        let s = maetok::train_tokenizer::train_tokenizer(peers(2), "ndarray").unwrap();
+        assert_eq!((s.resumed_from_step, s.steps), (0, 2));
+        assert!(s.checkpoint.ends_with("step-0000002"), "{}", s.checkpoint);
+        let s = maetok::train_tokenizer::train_tokenizer(peers(3), "ndarray").unwrap();
+        assert_eq!((s.resumed_from_step, s.steps), (2, 3));
+        let (l1, l2) = (log(&one), log(&two));
+        assert_eq!(l2.iter().map(|l| l.step).collect::<Vec<_>>(), [1, 2, 3]);
+        for (a, b) in l1.iter().zip(&l2) {
+            assert_eq!(a.mask_ratio, b.mask_ratio);
+            assert!((a.rec - b.rec).abs() <= 1e-5 * a.rec.abs().max(1e-3), "step {}: rec {} vs {}", a.step, a.rec, b.rec);
+            assert!((a.total - b.total).abs() <= 1e-5 * a.total.abs().max(1e-3), "step {}: total {} vs {}", a.step, a.total, b.total);
+        }
+        load_pretrained::<NdArray<f32>>(two.join("model"), &Default::default()).unwrap();
+        // A global batch that does not split over the peers is refused before any work.
+        let mut odd = peers(4);
+        odd.train.batch_size = 3;
+        odd.out = dir.path().join("odd");
+        let e = maetok::train_tokenizer::train_tokenizer(odd, "ndarray").unwrap_err().to_string();
+        assert!(e.contains("batch of 3") && e.contains("2 peers"), "{e}");
+    });
 }
 
 #[test]

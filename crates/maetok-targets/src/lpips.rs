@@ -4,13 +4,17 @@
 //! non-negative 1×1 projection to one channel, spatial mean, summed over the five layers.
 //! [`Lpips::forward`] is evaluation mode; [`Lpips::forward_train`] applies the `Dropout(0.5)` that
 //! precedes each projection, active in the reference's tokenizer training (spec §5.2: the loss
-//! module is put in train mode). Loaded networks are frozen (gradients still reach the images).
+//! module is put in train mode), with masks drawn on the host from one seed per sample (so a
+//! sample's masks do not depend on the batch it is in, or on the device that computes it).
+//! Loaded networks are frozen (gradients still reach the images).
 
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation::relu, backend::Backend, module::max_pool2d, ops::PadMode, Distribution, Tensor, TensorData};
+use burn::tensor::{activation::relu, backend::Backend, module::max_pool2d, ops::PadMode, Bool, Tensor, TensorData};
 use maetok_nn::io::{CheckpointError, LoadReport, Loader, ParamVisitor, VisitParams};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// `(output channels, convolutions)` of the five VGG16 slices; torchvision `features` indices.
 const SLICES: [&[usize]; 5] = [&[0, 2], &[5, 7], &[10, 12, 14], &[17, 19, 21], &[24, 26, 28]];
@@ -85,16 +89,18 @@ impl<B: Backend> Lpips<B> {
 
     /// LPIPS between `a` and `b` (`[B, 3, H, W]` in [-1, 1]), evaluation mode.
     pub fn forward(&self, a: Tensor<B, 4>, b: Tensor<B, 4>) -> LpipsOutput<B> {
-        self.distance(a, b, false)
+        self.distance(a, b, None)
     }
 
     /// LPIPS in training mode: each squared feature difference goes through `Dropout(p = 0.5)`
     /// (kept values scaled by 2) before its projection, as in the reference's training loss.
-    pub fn forward_train(&self, a: Tensor<B, 4>, b: Tensor<B, 4>) -> LpipsOutput<B> {
-        self.distance(a, b, true)
+    /// `seeds` `[B]`: sample `i`'s masks come from `seeds[i]` ([`dropout_half`]).
+    pub fn forward_train(&self, a: Tensor<B, 4>, b: Tensor<B, 4>, seeds: &[u64]) -> LpipsOutput<B> {
+        assert_eq!(seeds.len(), a.dims()[0], "one dropout seed per sample");
+        self.distance(a, b, Some(seeds))
     }
 
-    fn distance(&self, a: Tensor<B, 4>, b: Tensor<B, 4>, dropout: bool) -> LpipsOutput<B> {
+    fn distance(&self, a: Tensor<B, 4>, b: Tensor<B, 4>, dropout: Option<&[u64]>) -> LpipsOutput<B> {
         let n = a.dims()[0];
         let fa = self.features(a);
         let fb = self.features(b);
@@ -103,9 +109,13 @@ impl<B: Backend> Lpips<B> {
             .into_iter()
             .zip(fb)
             .zip(&self.lins)
-            .map(|((x, y), lin)| {
+            .enumerate()
+            .map(|(layer, ((x, y), lin))| {
                 let d = (unit(x) - unit(y)).powi_scalar(2);
-                let d = if dropout { dropout_half(d) } else { d };
+                let d = match dropout {
+                    Some(seeds) => dropout_half(d, seeds, layer as u64),
+                    None => d,
+                };
                 let proj = maetok_nn::fused::conv2d(d, lin.val(), None, [1, 1], [0, 0]);
                 let [_, _, h, w] = proj.dims();
                 proj.reshape([n, h * w]).mean_dim(1)
@@ -142,11 +152,30 @@ fn conv3x3<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Tensor<B, 1>) -> 
     out.reshape([b, o, h, wd])
 }
 
-/// `nn.Dropout(0.5)` in training mode: each value kept with probability ½ and doubled (the
-/// backend's random generator draws the mask).
-pub fn dropout_half<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let keep = Tensor::<B, D>::random(x.shape(), Distribution::Bernoulli(0.5), &x.device());
-    x * keep * 2.0
+/// `nn.Dropout(0.5)` in training mode on `x` `[B, ...]`: each value kept with probability ½ and
+/// doubled. Sample `i`'s mask is drawn on the host, one bit per value, from ChaCha8 seeded with
+/// `seeds[i]` on stream `stream` (one stream per call site), then uploaded as a boolean tensor:
+/// the same sample gets the same mask in any batch and on any device, unlike the backend's
+/// process-wide generator (which peers on several threads would share).
+pub fn dropout_half<B: Backend, const D: usize>(x: Tensor<B, D>, seeds: &[u64], stream: u64) -> Tensor<B, D> {
+    let shape = x.shape();
+    let b = x.dims()[0];
+    assert_eq!(seeds.len(), b, "one dropout seed per sample");
+    let per = shape.num_elements() / b.max(1);
+    let mut drop = Vec::with_capacity(b * per);
+    for &seed in seeds {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        let mut left = per;
+        while left > 0 {
+            let word: u64 = rng.next_u64();
+            let n = left.min(64);
+            drop.extend((0..n).map(|k| word >> k & 1 == 0));
+            left -= n;
+        }
+    }
+    let drop = Tensor::<B, D, Bool>::from_data(TensorData::new(drop, shape), &x.device());
+    x.mask_fill(drop, 0.0) * 2.0
 }
 
 struct VggKeys<'a, B: Backend>(&'a mut Lpips<B>);

@@ -63,7 +63,9 @@ fn lpips_matches_the_reference() {
     // Training mode: dropout before each projection. Unbiased, so each layer term stays near the
     // evaluation value (averaged over many pixels) but is not equal to it.
     let eval = io["per_layer"].1.clone();
-    let train = m.forward_train(t("input"), t("target")).per_layer.into_data().to_vec::<f32>().unwrap();
+    let n = t("input").dims()[0];
+    let seeds: Vec<u64> = (0..n as u64).map(|i| 1000 + i).collect();
+    let train = m.forward_train(t("input"), t("target"), &seeds).per_layer.into_data().to_vec::<f32>().unwrap();
     assert_ne!(train, eval);
     for (a, b) in train.iter().zip(&eval) {
         assert!((a / b - 1.0).abs() < 0.5, "train-mode term {a} vs eval {b}");
@@ -72,11 +74,22 @@ fn lpips_matches_the_reference() {
 
 #[test]
 fn dropout_keeps_half_and_doubles() {
-    let x = Tensor::<B, 2>::ones([100, 100], &Default::default());
-    let y = maetok_targets::lpips::dropout_half(x).into_data().to_vec::<f32>().unwrap();
+    use maetok_targets::lpips::dropout_half;
+    let device = Default::default();
+    let seeds: Vec<u64> = (0..100).collect();
+    let y = dropout_half(Tensor::<B, 2>::ones([100, 100], &device), &seeds, 0).into_data().to_vec::<f32>().unwrap();
     assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
     let kept = y.iter().filter(|&&v| v == 2.0).count();
     assert!((4500..5500).contains(&kept), "{kept} of 10000 kept");
+    // A sample's mask depends on its seed and the stream only, not on its batch.
+    let alone = dropout_half(Tensor::<B, 2>::ones([1, 100], &device), &[37], 0).into_data().to_vec::<f32>().unwrap();
+    assert_eq!(alone, y[3700..3800]);
+    let other_stream = dropout_half(Tensor::<B, 2>::ones([1, 100], &device), &[37], 1).into_data().to_vec::<f32>().unwrap();
+    assert_ne!(alone, other_stream);
+    // Sizes that are not a multiple of 64 bits per sample.
+    let odd = dropout_half(Tensor::<B, 3>::ones([2, 3, 5], &device), &[1, 2], 0).into_data().to_vec::<f32>().unwrap();
+    assert_eq!(odd.len(), 30);
+    assert!(odd.iter().all(|&v| v == 0.0 || v == 2.0));
 }
 
 #[test]

@@ -92,6 +92,14 @@ impl TokenMask {
         Self::from_orders(&orders, tokens, ratio)
     }
 
+    /// The mask of samples `rows` (one peer's share of a global batch): the same ratio, those
+    /// samples' patches.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        assert!(rows.end <= self.batch, "rows {rows:?} of a batch of {}", self.batch);
+        let mask = self.mask[rows.start * self.tokens..rows.end * self.tokens].to_vec();
+        Self { batch: rows.len(), tokens: self.tokens, ratio: self.ratio, mask }
+    }
+
     /// Masked patches per sample, `ceil(N·r)`.
     pub fn masked_per_sample(&self) -> usize {
         (self.tokens as f64 * self.ratio).ceil() as usize
@@ -107,6 +115,15 @@ impl TokenMask {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn rows_keep_the_ratio_and_those_samples() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let m = TokenMask::draw(4, 6, 0.4, 0.6, &mut rng).unwrap();
+        let part = m.rows(1..3);
+        assert_eq!((part.batch, part.tokens, part.ratio), (2, 6, m.ratio));
+        assert_eq!(part.mask, m.mask[6..18]);
+    }
 
     #[test]
     fn ratios_stay_in_range_and_lean_to_the_top() {

@@ -320,6 +320,50 @@ pub fn all_reduce_scalar<B: Backend>(peer: Peer, x: f32, mean: bool, device: &B:
     Ok(all_reduce(peer, v, mean)?.slice(0..1).into_scalar().elem())
 }
 
+/// Element-wise mean (or sum) of a few numbers over all peers, in one all-reduce (padded with
+/// zeros to at least `world` values, for the ring between machines). They travel as f32.
+pub fn all_reduce_values<B: Backend>(peer: Peer, xs: &[f64], mean: bool, device: &B::Device) -> Result<Vec<f64>, ParallelError> {
+    let mut v: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+    v.resize(xs.len().max(peer.world).max(2), 0.0);
+    let n = v.len();
+    let t = Tensor::<B, 1>::from_data(burn::tensor::TensorData::new(v, [n]), device);
+    let r = all_reduce(peer, t, mean)?.into_data().convert::<f32>().to_vec::<f32>().expect("f32 values");
+    Ok(r[..xs.len()].iter().map(|&x| x as f64).collect())
+}
+
+/// Every peer's rows of a batch-sharded tensor, in rank order: `x` `[b, ...]` holds this peer's
+/// `rows` of a global batch of `global` → `[global, ...]` (`B` the autodiff backend). The other
+/// peers' rows arrive as constants, through an all-reduce (sum) of zero-padded copies, which adds
+/// only zeros and so is exact; this peer's rows stay on the autodiff graph, so the gradient of a
+/// loss over the whole batch flows back into them. What needs statistics of the whole batch
+/// (the discriminator heads' BatchNorm) runs on the result, identically on every peer.
+pub fn gather_rows<B: AutodiffBackend, const D: usize>(
+    peer: Peer,
+    x: Tensor<B, D>,
+    rows: Range<usize>,
+    global: usize,
+) -> Result<Tensor<B, D>, ParallelError> {
+    if peer.world == 1 {
+        return Ok(x);
+    }
+    let dims = x.dims();
+    assert_eq!(dims[0], rows.len(), "{peer}: {} rows for the shard {rows:?}", dims[0]);
+    let mut full = dims;
+    full[0] = global;
+    let device = x.device();
+    let padded = Tensor::<B::InnerBackend, D>::zeros(full, &device).slice_assign([rows.clone()], x.clone().inner());
+    let all = all_reduce(peer, padded, false)?;
+    let mut parts = Vec::with_capacity(3);
+    if rows.start > 0 {
+        parts.push(Tensor::from_inner(all.clone().narrow(0, 0, rows.start)));
+    }
+    parts.push(x);
+    if rows.end < global {
+        parts.push(Tensor::from_inner(all.narrow(0, rows.end, global - rows.end)));
+    }
+    Ok(Tensor::cat(parts, 0))
+}
+
 /// Whether every peer reports `ok`: peers call it at the same points so that an error on one
 /// (a failed checkpoint write) stops all of them instead of leaving the others waiting in the
 /// next all-reduce.
@@ -381,6 +425,9 @@ where
                 let peer = world.peer(k);
                 std::thread::Builder::new()
                     .name(format!("peer-{}", peer.rank))
+                    // Burn's autodiff recurses through the graph: unoptimised builds of a
+                    // tokenizer step need more than the default 2 MiB (reserved, not committed).
+                    .stack_size(256 << 20)
                     .spawn_scoped(scope, move || {
                         register::<B>(peer, device, world)?;
                         let r = body(peer, s);

@@ -13,6 +13,7 @@ use maetok_targets::disc::GanWeights;
 use maetok_targets::{DinoDisc, DiscConfig, HogGenerator, VitConfig};
 use maetok_tokenizer::{load_pretrained, ModelArgs, VitSize};
 use maetok_train::data::{images_to_tensor, ImageSource, ProceduralShapes, TrainImages};
+use maetok_train::parallel::{run_peers, World};
 use maetok_train::tokenizer::{AuxTeachers, CosineWarmup, LossNets, Stage, StepLog, TokenizerTrainConfig, TokenizerTrainer, TrainError};
 
 type A = Autodiff<NdArray<f32>>;
@@ -391,4 +392,149 @@ fn softvq_trains_resumes_and_exports() {
     let x = images_to_tensor::<A>(&data.batch(0, 4).unwrap(), &device);
     let e = t.step(x, &no_teacher).unwrap_err();
     assert!(matches!(e, TrainError::MissingRepaTeacher), "{e}");
+}
+
+/// `steps` steps of `t` on `world` NdArray peers (threads, Burn's collective), each on its rows
+/// of the global batch; returns every peer's trainer and logs.
+fn run_on_peers(
+    t: &TokenizerTrainer<A>,
+    nets: &LossNets<A>,
+    data: &TrainImages,
+    world: usize,
+    steps: u64,
+) -> Vec<(TokenizerTrainer<A>, Vec<StepLog>)> {
+    let device: burn::backend::ndarray::NdArrayDevice = Default::default();
+    let w = World::local(world);
+    let devices = vec![device; world];
+    let states: Vec<_> = (0..world).map(|k| (t.fork(w.peer(k), &device), nets.fork(&device))).collect();
+    run_peers::<NdArray<f32>, _, _, TrainError, _>(&w, &devices, states, |peer, (mut t, nets)| {
+        assert_eq!(t.peer, peer);
+        let batch = t.config.batch_size;
+        let mut logs = Vec::new();
+        for _ in 0..steps {
+            let imgs = data.batch_rows(t.step, batch, peer.shard(batch)).unwrap();
+            logs.push(t.step(images_to_tensor::<A>(&imgs, &device), &nets)?);
+        }
+        Ok((t, logs))
+    })
+    .unwrap()
+}
+
+/// The discriminator's convolution biases that feed a BatchNorm in training mode, and those
+/// BatchNorms' running means. `BN(x + b) = BN(x)` under batch statistics, so the true gradient of
+/// such a bias is exactly zero: what each run computes is float rounding (~1e-9), which AdamW
+/// normalises into steps of about ±lr, different for any other summation order. (The same holds
+/// for the reference.) The running means carry the bias.
+fn before_batch_norm(key: &str) -> bool {
+    key.ends_with(".0.0.bias") || key.ends_with(".1.fn.0.bias") || key.ends_with("running_mean")
+}
+
+/// The largest difference over the keys `keep` selects.
+fn max_diff_of(a: &Params, b: &Params, keep: impl Fn(&str) -> bool) -> f32 {
+    let pick = |p: &Params| p.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect::<Params>();
+    max_diff(&pick(a), &pick(b))
+}
+
+fn max_diff(a: &Params, b: &Params) -> f32 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(k, (s, v))| {
+            assert_eq!(s, &b[k].0, "{k}");
+            v.iter().zip(&b[k].1).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+        })
+        .fold(0f32, f32::max)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-4 * b.abs().max(1e-3)
+}
+
+/// Data parallelism: 4 steps on 2 peers (global batch 4, 2 rows each) train the weights one
+/// device trains on the whole batch, with everything on: masking (one ratio, per-sample orders
+/// of the global draw), the HOG decoder, LPIPS with per-sample dropout, DiffAugment and the
+/// random crop, the discriminator from step 2 (its heads' BatchNorm over the gathered global
+/// batch), λ from all-reduced last-layer gradients, LeCam. The two peers end bit-identical.
+#[test]
+fn two_peers_train_the_weights_of_one_device() {
+    let _serial = serial();
+    let device = Default::default();
+    let (nets, data) = (nets(&device, true), data());
+    let mut cfg = config(2);
+    cfg.disc_random_crop = true;
+    let fresh = || TokenizerTrainer::<A>::new(args(), "tiny", cfg.clone(), Some(disc(&device)), &device).unwrap();
+    let mut one = fresh();
+    let one_logs = run(&mut one, &nets, &data, 4);
+    assert!(one_logs[3].lambda.is_some() && one_logs[3].d_loss.is_some());
+
+    let mut peers = run_on_peers(&fresh(), &nets, &data, 2, 4);
+    let (mut p1, l1) = peers.pop().unwrap();
+    let (mut p0, l0) = peers.pop().unwrap();
+    assert_eq!(without_time(l0.clone()), without_time(l1));
+    assert_eq!(params(&mut p0.model), params(&mut p1.model));
+    assert_eq!(params(&mut p0.ema), params(&mut p1.ema));
+    assert_eq!(params(p0.disc.as_mut().unwrap()), params(p1.disc.as_mut().unwrap()));
+
+    let dm = max_diff(&params(&mut one.model), &params(&mut p0.model));
+    let de = max_diff(&params(&mut one.ema), &params(&mut p0.ema));
+    let (d1, d2) = (params(one.disc.as_mut().unwrap()), params(p0.disc.as_mut().unwrap()));
+    let dd = max_diff_of(&d1, &d2, |k| !before_batch_norm(k));
+    let noise = max_diff_of(&d1, &d2, before_batch_norm);
+    println!(
+        "2 peers vs 1 device after 4 steps: max |Δw| model {dm:.2e}, EMA {de:.2e}, discriminator {dd:.2e} (biases before BatchNorm: {noise:.2e})"
+    );
+    assert!(dm < 1e-5 && de < 1e-5 && dd < 1e-5, "model {dm:.2e}, EMA {de:.2e}, discriminator {dd:.2e}");
+    // Zero-gradient biases: at most one lr-sized step apart per discriminator step (lr ≤ 1e-3).
+    assert!(noise < 4e-3, "{noise:.2e}");
+    for (a, b) in one_logs.iter().zip(&l0) {
+        assert_eq!(a.mask_ratio, b.mask_ratio);
+        for (what, x, y) in [
+            ("rec", a.rec, b.rec),
+            ("perceptual", a.perceptual, b.perceptual),
+            ("total", a.total, b.total),
+            ("grad_norm", a.grad_norm, b.grad_norm),
+            ("hog", a.aux["hog"], b.aux["hog"]),
+            ("lambda", a.lambda.unwrap_or(0.0), b.lambda.unwrap_or(0.0)),
+            ("d_loss", a.d_loss.unwrap_or(0.0), b.d_loss.unwrap_or(0.0)),
+            ("lecam", a.lecam.unwrap_or(0.0), b.lecam.unwrap_or(0.0)),
+        ] {
+            assert!(close(x, y), "step {}: {what} {x} (1 device) vs {y} (2 peers)", a.step);
+        }
+    }
+    assert!((one.lecam.ema_real - p0.lecam.ema_real).abs() < 1e-5 && (one.lecam.ema_fake - p0.lecam.ema_fake).abs() < 1e-5);
+}
+
+/// On 2 peers, 2 steps, a checkpoint, a resume and 2 more steps equal 4 steps straight, bit for
+/// bit; a batch that does not split over the peers is refused on every peer.
+#[test]
+fn two_peers_resume_exactly_and_refuse_uneven_batches() {
+    let _serial = serial();
+    let device = Default::default();
+    let (nets, data) = (nets(&device, true), data());
+    let fresh = || TokenizerTrainer::<A>::new(args(), "tiny", config(2), Some(disc(&device)), &device).unwrap();
+    let mut straight = run_on_peers(&fresh(), &nets, &data, 2, 4).swap_remove(0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, mut logs) = run_on_peers(&fresh(), &nets, &data, 2, 2).swap_remove(0);
+    first.save_checkpoint(dir.path(), 2).unwrap();
+    drop(first);
+    let resumed = TokenizerTrainer::<A>::resume(dir.path(), &device).unwrap().expect("a checkpoint");
+    let (mut second, more) = run_on_peers(&resumed, &nets, &data, 2, 2).swap_remove(0);
+    logs.extend(more);
+    assert_eq!(without_time(straight.1), without_time(logs));
+    assert_eq!(params(&mut straight.0.model), params(&mut second.model));
+    assert_eq!(params(&mut straight.0.ema), params(&mut second.ema));
+    assert_eq!(params(straight.0.disc.as_mut().unwrap()), params(second.disc.as_mut().unwrap()));
+
+    // Peers given different numbers of rows: the shard check names it before any collective.
+    let w = World::local(2);
+    let t = fresh();
+    let states: Vec<_> = (0..2).map(|k| (t.fork(w.peer(k), &device), nets.fork(&device))).collect();
+    let err = run_peers::<NdArray<f32>, _, _, TrainError, _>(&w, &[device, device], states, |peer, (mut t, nets)| {
+        let rows = if peer.rank == 0 { 0..3 } else { 3..4 };
+        let imgs = data.batch_rows(0, 4, rows).unwrap();
+        t.step(images_to_tensor::<A>(&imgs, &device), &nets).map(|_| ())
+    })
+    .expect_err("uneven shards are refused")
+    .to_string();
+    assert!(err.contains("3 images") && err.contains("0..2"), "{err}");
 }

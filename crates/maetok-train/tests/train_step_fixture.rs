@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 use maetok_nn::io::{Exporter, VisitParams};
 use maetok_nn::testing::{assert_close, errors, fixtures_dir, read_tensors, tensor};
 use maetok_targets::disc::{hinge_g_loss, DiscResize, LeCam};
-use maetok_train::tokenizer::last_layer_grad_norm;
+use maetok_train::tokenizer::{last_layer_grad_norm, Shard};
 use rand::SeedableRng;
 
 mod common;
@@ -58,7 +58,19 @@ fn generator_and_discriminator_step_match_vqloss() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 
     // Generator step.
-    let g = loss.generator_step(&model, Some(&lpips), Some(&mut disc), step, x.clone(), Some(&mask), &targets, &mut rng).unwrap();
+    let g = loss
+        .generator_step(
+            &model,
+            Some(&lpips),
+            Some(&mut disc),
+            step,
+            x.clone(),
+            Some(&mask),
+            &targets,
+            &Shard::whole(mask.batch, 0),
+            &mut rng,
+        )
+        .unwrap();
     assert_close("recon", g.recon.clone(), &io["recon"], la, lr);
     scalar("rec_loss", g.rec);
     scalar("p_loss", g.perceptual);
@@ -136,7 +148,7 @@ fn generator_and_discriminator_step_match_vqloss() {
     // Discriminator step on the detached reconstruction.
     let before = &io["lecam_ema_before"].1;
     let mut lecam = LeCam { ema_real: before[0] as f64, ema_fake: before[1] as f64, decay: num(&vq["lecam_decay"]) };
-    let d = loss.discriminator_step(&mut disc, &mut lecam, step, x, g.recon, &mut rng).unwrap();
+    let d = loss.discriminator_step(&mut disc, &mut lecam, step, x, g.recon, &Shard::whole(mask.batch, 0), &mut rng).unwrap();
     assert_close("d_logits_real", d.logits_real.clone(), &io["d_logits_real"], la, lr);
     assert_close("d_logits_fake", d.logits_fake.clone(), &io["d_logits_fake"], la, lr);
     let after = &io["lecam_ema_after"].1;

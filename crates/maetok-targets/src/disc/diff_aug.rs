@@ -140,6 +140,27 @@ pub struct AugDraws {
 }
 
 impl AugDraws {
+    /// The draws of samples `rows` of the batch drawn for (one peer's share of a global batch):
+    /// the same gates, each element's per-sample values restricted to `rows`.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> AugDraws {
+        let (b, h, w) = self.dims;
+        assert!(rows.end <= b, "rows {rows:?} of a batch of {b}");
+        let steps = self
+            .steps
+            .iter()
+            .map(|s| match s {
+                AugStep::Color { brightness, saturation, contrast } => AugStep::Color {
+                    brightness: brightness[rows.clone()].to_vec(),
+                    saturation: saturation[rows.clone()].to_vec(),
+                    contrast: contrast[rows.clone()].to_vec(),
+                },
+                AugStep::Translation { shifts } => AugStep::Translation { shifts: shifts[rows.clone()].to_vec() },
+                AugStep::Cutout { size, centres } => AugStep::Cutout { size: *size, centres: centres[rows.clone()].to_vec() },
+            })
+            .collect();
+        AugDraws { steps, dims: (rows.len(), h, w) }
+    }
+
     /// Applies the recorded augmentations to `x` `[B, C, H, W]` (the size drawn for).
     pub fn apply<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
@@ -202,6 +223,17 @@ mod tests {
     fn img(b: usize, h: usize, w: usize) -> Tensor<B, 4> {
         let v: Vec<f32> = (0..b * 3 * h * w).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
         Tensor::from_data(TensorData::new(v, [b, 3, h, w]), &Default::default())
+    }
+
+    /// Applying the draws of a row range to those rows gives those rows of the whole batch.
+    #[test]
+    fn rows_of_the_draws_augment_rows_of_the_batch() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let draws = DiffAugPolicy::strong().draw(4, 16, 16, &mut rng);
+        let x = img(4, 16, 16);
+        let whole = draws.apply(x.clone()).narrow(0, 1, 2).into_data().to_vec::<f32>().unwrap();
+        let part = draws.rows(1..3).apply(x.narrow(0, 1, 2)).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(whole, part);
     }
 
     #[test]

@@ -168,8 +168,16 @@ impl<B: Backend> DinoDisc<B> {
     /// statistics, one power iteration; running statistics and `u`, `v` updated).
     pub fn forward(&mut self, x: Tensor<B, 4>, resize: DiscResize, train: bool) -> Result<Tensor<B, 2>, VitInputError> {
         let acts = self.readouts(self.preprocess(x, resize))?;
+        Ok(self.heads_forward(acts, train))
+    }
+
+    /// The heads on the trunk's readouts (one `[B, C, N]` per head, as [`DinoDisc::readouts`]
+    /// gives them) → logits `[B, heads·N]`. In training mode the heads' BatchNorm takes the
+    /// statistics of these `B` rows, so a data-parallel step gathers every peer's readouts first.
+    pub fn heads_forward(&mut self, acts: Vec<Tensor<B, 3>>, train: bool) -> Tensor<B, 2> {
+        assert_eq!(acts.len(), self.heads.len(), "one readout per head");
         let logits = self.heads.iter_mut().zip(acts).map(|(h, a)| h.forward(a, train)).collect();
-        Ok(Tensor::cat(logits, 1))
+        Tensor::cat(logits, 1)
     }
 
     /// [`DinoDisc::forward`] with the reference's random crop-or-interpolate choice.

@@ -115,8 +115,18 @@ impl TrainImages {
     /// Step `step`'s batch of `batch` transformed images, decoded on [`TrainImages::threads`]
     /// threads.
     pub fn batch(&self, step: u64, batch: usize) -> Result<Vec<RgbImage>, DataError> {
-        let indices = self.indices(step, batch)?;
-        let threads = self.threads.clamp(1, batch.max(1));
+        self.batch_rows(step, batch, 0..batch)
+    }
+
+    /// Rows `rows` of step `step`'s batch of `batch` (one peer's share): the same images, crops
+    /// and flips as those rows of [`TrainImages::batch`] (each image's draws are seeded by its
+    /// position in the whole batch).
+    pub fn batch_rows(&self, step: u64, batch: usize, rows: std::ops::Range<usize>) -> Result<Vec<RgbImage>, DataError> {
+        assert!(rows.end <= batch, "rows {rows:?} of a batch of {batch}");
+        let all = self.indices(step, batch)?;
+        let first = rows.start;
+        let indices = &all[rows];
+        let threads = self.threads.clamp(1, indices.len().max(1));
         let per = indices.len().div_ceil(threads);
         let step_seed = mix(self.seed ^ 0x5DEE_CE66, step);
         let results: Vec<Result<RgbImage, DataError>> = std::thread::scope(|s| {
@@ -129,7 +139,7 @@ impl TrainImages {
                             .iter()
                             .enumerate()
                             .map(|(k, &i)| {
-                                let mut rng = ChaCha8Rng::seed_from_u64(mix(step_seed, (c * per + k) as u64));
+                                let mut rng = ChaCha8Rng::seed_from_u64(mix(step_seed, (first + c * per + k) as u64));
                                 self.readable_example(i, &mut rng)
                             })
                             .collect::<Vec<_>>()
@@ -185,10 +195,15 @@ pub struct Prefetcher {
 impl Prefetcher {
     /// Starts decoding the batches of steps `first`, `first + 1`, ... of `data`.
     pub fn new(data: std::sync::Arc<TrainImages>, first: u64, batch: usize, depth: usize) -> Self {
+        Self::rows(data, first, batch, 0..batch, depth)
+    }
+
+    /// [`Prefetcher::new`] for rows `rows` of every batch (one peer's share).
+    pub fn rows(data: std::sync::Arc<TrainImages>, first: u64, batch: usize, rows: std::ops::Range<usize>, depth: usize) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
         std::thread::spawn(move || {
             for step in first.. {
-                if tx.send((step, data.batch(step, batch))).is_err() {
+                if tx.send((step, data.batch_rows(step, batch, rows.clone()))).is_err() {
                     break;
                 }
             }
@@ -241,6 +256,10 @@ mod tests {
         assert_eq!(seen, (0..6).collect::<Vec<_>>());
         assert_ne!(a.indices(0, 3).unwrap(), a.indices(2, 3).unwrap(), "each epoch has its own order");
         assert!(matches!(a.batch(0, 7), Err(DataError::TooSmall { len: 6, batch: 7 })));
+        // A peer's rows are those rows of the whole batch (crops and flips included).
+        assert_eq!(b.batch_rows(4, 3, 1..3).unwrap(), x[1..3]);
+        let mut p = Prefetcher::rows(std::sync::Arc::new(b), 4, 3, 2..3, 1);
+        assert_eq!(p.next_batch().unwrap(), x[2..3]);
     }
 
     #[test]

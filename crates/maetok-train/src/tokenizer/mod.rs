@@ -13,5 +13,5 @@ pub use aux::{aux_losses, AuxLosses, AuxTargets, AuxTeachers};
 pub use config::{Stage, TokenizerTrainConfig};
 pub use optim::GroupedAdamW;
 pub use schedule::{scaled_lr, CosineWarmup};
-pub use step::{last_layer_grad_norm, DiscStepOutput, GanTerms, GenStepOutput, StepError, TokenizerLoss};
+pub use step::{last_layer_grad, last_layer_grad_norm, DiscStepOutput, GanTerms, GenStepOutput, Shard, StepError, TokenizerLoss};
 pub use trainer::{LossNets, StepLog, TokenizerTrainer, TrainError};

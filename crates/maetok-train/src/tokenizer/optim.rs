@@ -16,7 +16,7 @@ use maetok_nn::io::{ParamVisitor, VisitParams};
 use std::path::Path;
 
 use crate::adamw::FusedAdamW;
-use crate::grad_clip::clipped_gradients;
+use crate::grad_clip::{clip_gradients, module_gradients};
 
 /// Moves the gradients of vectors and biases from `all` into `no_decay`.
 struct Split<'a> {
@@ -59,12 +59,25 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + VisitParams<B>> GroupedAdamW<B, 
     /// Clips `grads` (the module's parameters only) to the global norm and steps both groups at
     /// rate `lr`; returns the module and the gradient norm before clipping.
     pub fn step(&mut self, lr: f64, mut module: M, grads: &B::Gradients) -> (M, f64) {
-        let (mut all, norm) = clipped_gradients(&mut module, grads, self.clip);
+        let grads = module_gradients(&mut module, grads);
+        self.step_gradients(lr, module, grads)
+    }
+
+    /// [`GroupedAdamW::step`] on the module's gradients already collected (e.g. averaged over the
+    /// peers of a data-parallel run, [`crate::parallel::all_reduce_grads`]).
+    pub fn step_gradients(&mut self, lr: f64, mut module: M, grads: GradientsParams) -> (M, f64) {
+        let (mut all, norm) = clip_gradients(&mut module, grads, self.clip);
         let mut split = Split { all: &mut all, no_decay: GradientsParams::new() };
         module.visit_params("", &mut split);
         let no_decay = split.no_decay;
         let module = self.decay.step(lr, module, all);
         (self.no_decay.step(lr, module, no_decay), norm)
+    }
+
+    /// A copy with the same state (the moments move to the parameters' device at their next
+    /// update).
+    pub fn fork(&self) -> Self {
+        Self { decay: self.decay.clone(), no_decay: self.no_decay.clone(), clip: self.clip }
     }
 
     /// Writes the two optimiser states as `<stem>_decay.mpk` and `<stem>_no_decay.mpk`.

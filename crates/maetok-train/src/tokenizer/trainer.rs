@@ -7,6 +7,14 @@
 //! `(seed, epoch)` ([`crate::data::TrainImages`]), so a run resumed from a checkpoint continues
 //! bit for bit. The reference seeds neither its masking nor its crops (spec §8.3 item 24).
 //!
+//! **Several devices** ([`crate::parallel`]): the trainer is built once and [`TokenizerTrainer::fork`]ed
+//! per peer; each peer's [`TokenizerTrainer::step`] gets its rows of the global batch. Every peer
+//! draws the whole batch's random numbers and keeps its rows, the discriminator heads see the
+//! gathered global batch (BatchNorm statistics, logits, LeCam anchors as on one device), λ comes
+//! from all-reduced last-layer gradients ([`super::step`] explains), and both gradients are
+//! averaged over the peers before clipping. So `W` peers train the weights one device trains,
+//! within float rounding. Every peer keeps its own EMA (the same on all); peer 0 writes.
+//!
 //! Checkpoint folder `checkpoints/step-NNNNNNN/` (written to a temporary folder, then renamed;
 //! `checkpoints/latest` names the newest complete one): `model.mpk`, `ema.mpk`, `disc.mpk`
 //! (Burn records: the MaskAE model, its EMA, the discriminator with its BatchNorm and
@@ -31,11 +39,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{latest_checkpoint, write_checkpoint, CheckpointIoError};
+use crate::grad_clip::module_gradients;
+use crate::parallel::{all_reduce_grads, ParallelError, Peer};
 
 use super::aux::{AuxTargetError, AuxTargets, AuxTeachers};
 use super::config::{Stage, TokenizerTrainConfig};
 use super::optim::GroupedAdamW;
-use super::step::{StepError, TokenizerLoss};
+use super::step::{Shard, StepError, TokenizerLoss};
 
 /// The frozen networks of the objective, given again on resume (not part of a checkpoint).
 pub struct LossNets<B: AutodiffBackend> {
@@ -43,6 +53,20 @@ pub struct LossNets<B: AutodiffBackend> {
     pub lpips: Option<Lpips<B>>,
     /// The targets of the auxiliary decoders (run without autodiff).
     pub teachers: AuxTeachers<B::InnerBackend>,
+}
+
+impl<B: AutodiffBackend> LossNets<B> {
+    /// A copy on `device` (one per peer of a parallel run).
+    pub fn fork(&self, device: &B::Device) -> Self {
+        LossNets {
+            lpips: self.lpips.clone().map(|l| l.fork(device)),
+            teachers: AuxTeachers {
+                hog: self.teachers.hog.clone(),
+                dino: self.teachers.dino.clone().map(|v| v.to_device(device)),
+                clip: self.teachers.clip.clone().map(|v| v.to_device(device)),
+            },
+        }
+    }
 }
 
 /// Errors of the trainer; messages name the file, key or value.
@@ -74,6 +98,8 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, msg: String },
     #[error(transparent)]
     Export(#[from] PretrainedError),
+    #[error(transparent)]
+    Parallel(#[from] ParallelError),
 }
 
 impl From<CheckpointIoError> for TrainError {
@@ -136,6 +162,8 @@ pub struct TokenizerTrainer<B: AutodiffBackend> {
     loss: TokenizerLoss,
     /// Steps done.
     pub step: u64,
+    /// This trainer's place in a data-parallel run ([`Peer::SINGLE`] on one device).
+    pub peer: Peer,
     device: B::Device,
 }
 
@@ -242,8 +270,35 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
             loss,
             config,
             step: 0,
+            peer: Peer::SINGLE,
             device: device.clone(),
         })
+    }
+
+    /// A copy of this trainer for `peer` on `device`: the same parameters (and parameter ids),
+    /// EMA, discriminator (with its BatchNorm and spectral-norm state), optimiser states, LeCam
+    /// anchors and step.
+    pub fn fork(&self, peer: Peer, device: &B::Device) -> Self {
+        Self {
+            model: self.model.clone().fork(device),
+            ema: self.ema.clone().to_device(device),
+            disc: self.disc.clone().map(|d| d.fork(device)),
+            lecam: self.lecam,
+            optim_g: self.optim_g.fork(),
+            optim_d: self.optim_d.fork(),
+            args: self.args.clone(),
+            disc_config: self.disc_config.clone(),
+            config: self.config.clone(),
+            loss: self.loss.clone(),
+            step: self.step,
+            peer,
+            device: device.clone(),
+        }
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
     }
 
     /// The mask-ratio range of this run (`None`: no masking).
@@ -252,7 +307,9 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
         (self.config.stage == Stage::Full && lo > 0.0).then_some((lo, hi.max(lo)))
     }
 
-    /// One training step on `images` `[B, 3, S, S]` in [-1, 1].
+    /// One training step on `images` `[B, 3, S, S]` in [-1, 1]: on a peer of a parallel run,
+    /// its rows `peer.shard(B·world)` of the global batch (every peer calls it, with batches of
+    /// the same size); the log holds the global batch's values on every peer.
     pub fn step(&mut self, images: Tensor<B, 4>, nets: &LossNets<B>) -> Result<StepLog, TrainError> {
         let start = std::time::Instant::now();
         let [b, _, h, w] = images.dims();
@@ -281,22 +338,51 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
         }
         let t = self.step + 1;
         let seed = step_seed(self.config.seed, self.step);
-        <B as Backend>::seed(&self.device, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let parallel = self.peer.world > 1;
+        // On one device the batch is whatever was given; peers must hold equal shares of the
+        // configured global batch (checked before any collective call, so no peer waits).
+        let global = if parallel { self.config.batch_size } else { b };
+        if !global.is_multiple_of(self.peer.world) {
+            return Err(ParallelError::UnevenBatch { batch: global, world: self.peer.world }.into());
+        }
+        let shard = Shard::of(self.peer, global, seed);
+        if b != shard.rows.len() {
+            return Err(StepError::ShardSize { got: b, rows: shard.rows, global }.into());
+        }
+        // Every peer draws the whole batch's mask and keeps its rows.
         let grid = self.model.ae.config.enc_grid();
-        let mask = self.mask_range().map(|(lo, hi)| TokenMask::draw(b, grid * grid, lo, hi, &mut rng)).transpose()?;
+        let mask = self
+            .mask_range()
+            .map(|(lo, hi)| TokenMask::draw(shard.global, grid * grid, lo, hi, &mut rng).map(|m| m.rows(shard.rows.clone())))
+            .transpose()?;
         let repa = self.model.projection.is_some();
         let wanted = [self.model.hog.is_some(), self.model.dino.is_some() || repa, self.model.clip.is_some()];
         let targets = lift(nets.teachers.targets_for(images.clone().inner(), wanted)?);
 
         let use_disc = self.disc.is_some() && (self.config.disc_before_start || t >= self.config.gan.disc_start);
         let disc = if use_disc { self.disc.as_mut() } else { None };
-        let g = self.loss.generator_step(&self.model, nets.lpips.as_ref(), disc, t, images.clone(), mask.as_ref(), &targets, &mut rng)?;
+        let g = self.loss.generator_step(
+            &self.model,
+            nets.lpips.as_ref(),
+            disc,
+            t,
+            images.clone(),
+            mask.as_ref(),
+            &targets,
+            &shard,
+            &mut rng,
+        )?;
+        // The global loss: every peer stops here together.
         if !g.total.is_finite() {
             return Err(TrainError::NonFinite { value: g.total, step: t });
         }
         let lr = self.config.schedule.lr(self.step);
-        let (model, grad_norm) = self.optim_g.step(lr, self.model.clone(), &g.grads);
+        let mut grads = module_gradients(&mut self.model, &g.grads);
+        if parallel {
+            grads = all_reduce_grads::<B, _>(self.peer, &mut self.model, grads)?;
+        }
+        let (model, grad_norm) = self.optim_g.step_gradients(lr, self.model.clone(), grads);
         self.model = model;
         let decay = if self.step == 0 { 0.0 } else { self.config.ema_decay };
         ema_update(&mut self.ema, &mut self.model.valid(), decay, &[]);
@@ -321,11 +407,18 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
             seconds: 0.0,
         };
         if let (true, Some(disc)) = (use_disc, self.disc.as_mut()) {
-            let d = self.loss.discriminator_step(disc, &mut self.lecam, t, images, g.recon, &mut rng)?;
+            let d = self.loss.discriminator_step(disc, &mut self.lecam, t, images, g.recon, &shard, &mut rng)?;
             if !d.total.is_finite() {
                 return Err(TrainError::NonFinite { value: d.total, step: t });
             }
-            let (new_disc, d_norm) = self.optim_d.step(lr, disc.clone(), &d.grads);
+            // The heads ran on the gathered global batch, so every peer already holds the whole
+            // gradient; averaging keeps the peers' heads identical bit for bit whatever the
+            // backend's kernels do.
+            let mut grads = module_gradients(disc, &d.grads);
+            if parallel {
+                grads = all_reduce_grads::<B, _>(self.peer, disc, grads)?;
+            }
+            let (new_disc, d_norm) = self.optim_d.step_gradients(lr, disc.clone(), grads);
             *disc = new_disc;
             (log.d_loss, log.d_hinge, log.lecam, log.d_grad_norm) = (Some(d.total), Some(d.hinge), Some(d.lecam), Some(d_norm));
         }
