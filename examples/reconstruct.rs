@@ -1,5 +1,5 @@
 //! Reconstruct images with a tokenizer checkpoint (a Hugging Face folder of MAETok or SoftVQ-VAE):
-//! `cargo run --release --example reconstruct -- --model DIR --out OUTDIR [--latents-out F.safetensors] [--indices-out F.safetensors] INPUT...`
+//! `cargo run --release --example reconstruct -- --model DIR --out OUTDIR [--latents-out F.safetensors] [--indices-out F.safetensors] [--devices cuda:0,cuda:1] INPUT...`
 
 use std::path::PathBuf;
 
@@ -21,9 +21,14 @@ struct Cli {
     /// SoftVQ-VAE only: also write each token's code index [N, codebooks, tokens/codebooks] (tensor `indices`).
     #[arg(long)]
     indices_out: Option<PathBuf>,
-    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name)
-    #[arg(long, default_value = "ndarray")]
-    backend: String,
+    /// ndarray | flex | wgpu | cuda (flex, wgpu and cuda need the cargo feature of that name);
+    /// default ndarray, or the backend of --devices.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Devices to split the batches over, one model copy each (e.g. cuda:0,cuda:1); the outputs
+    /// are the same as on one device.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
     /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -42,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = cli.threads {
         maetok::backend::set_threads(n)?;
     }
+    let (backend, devices) = maetok::parallel_cli::local_devices(&cli.devices, cli.backend.as_deref())?;
     let args = ReconstructArgs {
         model: cli.model,
         out: cli.out.clone(),
@@ -50,8 +56,9 @@ fn main() -> anyhow::Result<()> {
         batch_size: cli.batch_size,
         inputs: cli.inputs,
         progress: true,
+        devices,
     };
-    let s = run(args, &cli.backend)?;
+    let s = run(args, &backend)?;
     println!("{}", describe(&s, &cli.out));
     Ok(())
 }

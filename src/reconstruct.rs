@@ -1,12 +1,15 @@
 //! Reconstruct images with a tokenizer checkpoint (MAETok or SoftVQ-VAE): PNGs, a side-by-side
 //! grid, PSNR/SSIM JSON and, optionally, the latents and (SoftVQ) the code indices as
-//! safetensors. The `reconstruct` example is a CLI over [`run`].
+//! safetensors. The `reconstruct` example is a CLI over [`run`]. With several devices
+//! (`--devices`) each holds a copy of the model and takes whole batches; the outputs are merged
+//! in input order, so they are the files one device writes.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use maetok_eval::{psnr, ssim, SsimOptions};
 use maetok_nn::io::Exporter;
@@ -31,6 +34,8 @@ pub struct ReconstructArgs {
     /// Image files or folders (searched recursively for PNG/JPEG).
     pub inputs: Vec<PathBuf>,
     pub progress: bool,
+    /// Device indices of the backend, one model copy each (empty: the default device).
+    pub devices: Vec<u16>,
 }
 
 /// Per-image metrics (reconstruction quantised to 8 bits as the reference does).
@@ -64,7 +69,11 @@ struct ReconstructTask(ReconstructArgs);
 impl crate::backend::Task for ReconstructTask {
     type Output = ReconstructSummary;
     fn run<B: Backend>(self, device: B::Device, backend_name: &str) -> Result<ReconstructSummary> {
-        run_on::<B>(&self.0, &device, backend_name)
+        let devices = match self.0.devices.is_empty() {
+            true => vec![device],
+            false => crate::parallel_cli::devices::<B>(backend_name, &self.0.devices)?,
+        };
+        run_on_devices::<B>(&self.0, &devices, backend_name)
     }
 }
 
@@ -90,10 +99,23 @@ fn unique_names(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// [`run`] on a given backend type.
+/// [`run`] on a given backend type, on one device.
 pub fn run_on<B: Backend>(args: &ReconstructArgs, device: &B::Device, backend_name: &str) -> Result<ReconstructSummary> {
+    run_on_devices::<B>(args, std::slice::from_ref(device), backend_name)
+}
+
+/// What one batch gives: latents, code indices (SoftVQ, when asked for) and reconstructions.
+struct BatchOut {
+    latents: Vec<f32>,
+    indices: Option<(Vec<f32>, [usize; 2])>,
+    recon: Vec<image::RgbImage>,
+}
+
+/// [`run`] on a given backend type, batches spread over `devices` ([`crate::sharded`]).
+pub fn run_on_devices<B: Backend>(args: &ReconstructArgs, devices: &[B::Device], backend_name: &str) -> Result<ReconstructSummary> {
     let start = std::time::Instant::now();
     let files = collect_inputs(&args.inputs)?;
+    let device = devices.first().ok_or_else(|| anyhow::anyhow!("no device to run on"))?;
     let (model, report) = load_pretrained::<B>(&args.model, device)?;
     if !report.ignored.is_empty() {
         tracing::info!("ignored {} checkpoint keys the reference never uses (e.g. {})", report.ignored.len(), report.ignored[0]);
@@ -121,19 +143,35 @@ pub fn run_on<B: Backend>(args: &ReconstructArgs, device: &B::Device, backend_na
     let mut metrics = Vec::new();
     let mut pairs = Vec::new();
     let bs = args.batch_size.max(1);
-    for (chunk_idx, chunk) in inputs.chunks(bs).enumerate() {
-        let x = images_to_tensor::<B>(chunk, device);
+    let chunks: Vec<&[image::RgbImage]> = inputs.chunks(bs).collect();
+    // One model copy per further device.
+    let mut states = vec![(model, device.clone())];
+    for d in &devices[1..] {
+        states.push((load_pretrained::<B>(&args.model, d)?.0, d.clone()));
+    }
+    let (want_latents, want_indices) = (args.latents_out.is_some(), args.indices_out.is_some());
+    let values = |t: Tensor<B, 3>| t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"));
+    let work = |(model, device): &mut (maetok_tokenizer::Tokenizer<B>, B::Device), b: usize| -> Result<BatchOut> {
+        let x = images_to_tensor::<B>(chunks[b], device);
         let (z, codes) = model.encode_with_codes(x)?;
-        if let (Some(codes), Some(_)) = (codes, &args.indices_out) {
-            let [_, nc, s] = codes.indices.dims();
-            index_shape = [nc, s];
-            indices.extend(codes.indices.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
+        let indices = match (codes, want_indices) {
+            (Some(codes), true) => {
+                let [_, nc, s] = codes.indices.dims();
+                Some((values(codes.indices.float())?, [nc, s]))
+            }
+            _ => None,
+        };
+        let latents = if want_latents { values(z.clone())? } else { Vec::new() };
+        Ok(BatchOut { latents, indices, recon: tensor_to_images(model.decode(z)?) })
+    };
+    crate::sharded::run_in_order(states, chunks.len(), work, |chunk_idx, out: BatchOut| {
+        let chunk = chunks[chunk_idx];
+        if let Some((v, shape)) = out.indices {
+            index_shape = shape;
+            indices.extend(v);
         }
-        if args.latents_out.is_some() {
-            latents.extend(z.clone().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
-        }
-        let recon = tensor_to_images(model.decode(z)?);
-        for (j, (inp, rec)) in chunk.iter().zip(recon).enumerate() {
+        latents.extend(out.latents);
+        for (j, (inp, rec)) in chunk.iter().zip(out.recon).enumerate() {
             let i = chunk_idx * bs + j;
             let out_path = args.out.join(&names[i]);
             maetok_train::viz::save_png(&rec, &out_path).with_context(|| format!("cannot write {}", out_path.display()))?;
@@ -149,7 +187,8 @@ pub fn run_on<B: Backend>(args: &ReconstructArgs, device: &B::Device, backend_na
             pairs.push(rec);
             bar.inc(1);
         }
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let grid_path = args.out.join("grid.png");
     maetok_train::viz::save_png(&grid(&pairs, 8), &grid_path).with_context(|| format!("cannot write {}", grid_path.display()))?;
