@@ -538,3 +538,106 @@ fn two_peers_resume_exactly_and_refuse_uneven_batches() {
     .to_string();
     assert!(err.contains("3 images") && err.contains("0..2"), "{err}");
 }
+
+/// Environment of a node process started by [`two_processes_train_the_tokenizer_like_one`].
+const NODE_ENV: &str = "MAETOK_TEST_TOKENIZER_NODE";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The tokenizer's and the discriminator's weights (but the zero-gradient biases, see
+/// [`before_batch_norm`]) in key order.
+fn flat_weights(t: &mut TokenizerTrainer<A>) -> Vec<f32> {
+    let mut all: Vec<f32> = params(&mut t.model).into_values().flat_map(|(_, v)| v).collect();
+    all.extend(params(t.disc.as_mut().unwrap()).into_iter().filter(|(k, _)| !before_batch_norm(k)).flat_map(|(_, (_, v))| v));
+    all
+}
+
+/// One node of the two-process run: `rank coordinator-port data-port dir`; 3 steps on its half
+/// of every batch, then its weights written to `dir/node-RANK.bin`.
+fn node_main(spec: &str) {
+    let parts: Vec<&str> = spec.split(' ').collect();
+    let [rank, coord, data_port, dir] = parts[..] else { panic!("bad {NODE_ENV}: {spec}") };
+    let device: burn::backend::ndarray::NdArrayDevice = Default::default();
+    let world = World {
+        local_devices: 1,
+        node: Some(maetok_train::parallel::NodeSpec {
+            num_nodes: 2,
+            node_rank: rank.parse().unwrap(),
+            coordinator: format!("127.0.0.1:{coord}"),
+            host: Some("127.0.0.1".into()),
+            data_port: Some(data_port.parse().unwrap()),
+        }),
+        timeout: std::time::Duration::from_secs(60),
+    };
+    let (nets, images) = (nets(&device, true), data());
+    let t = TokenizerTrainer::<A>::new(args(), "tiny", config(2), Some(disc(&device)), &device).unwrap();
+    let mut t = run_peers::<NdArray<f32>, _, _, TrainError, _>(&world, &[device], vec![t], |peer, mut t| {
+        t.peer = peer;
+        let batch = t.config.batch_size;
+        for _ in 0..3 {
+            let imgs = images.batch_rows(t.step, batch, peer.shard(batch)).unwrap();
+            t.step(images_to_tensor::<A>(&imgs, &device), &nets)?;
+        }
+        Ok(t)
+    })
+    .unwrap()
+    .remove(0);
+    let w: Vec<u8> = flat_weights(&mut t).iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(std::path::Path::new(dir).join(format!("node-{rank}.bin")), w).unwrap();
+}
+
+/// Two processes on 127.0.0.1 (`--num-nodes 2`, one peer each) against one process with the
+/// whole batch: the readout gather, λ's all-reduced gradients and the gradient means all cross
+/// machines through Burn's global collective. Bounded: a node that hangs is killed.
+#[test]
+fn two_processes_train_the_tokenizer_like_one() {
+    if let Ok(spec) = std::env::var(NODE_ENV) {
+        return node_main(&spec);
+    }
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (coord, d0, d1) = (free_port(), free_port(), free_port());
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = [(0, d0), (1, d1)]
+        .into_iter()
+        .map(|(rank, data_port)| {
+            std::process::Command::new(&exe)
+                .args(["two_processes_train_the_tokenizer_like_one", "--exact", "--nocapture", "--test-threads=1"])
+                .env(NODE_ENV, format!("{rank} {coord} {data_port} {}", tmp.path().display()))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let device = Default::default();
+    let (nets, images) = (nets(&device, true), data());
+    let mut one = TokenizerTrainer::<A>::new(args(), "tiny", config(2), Some(disc(&device)), &device).unwrap();
+    run(&mut one, &nets, &images, 3);
+    let want = flat_weights(&mut one);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut status = [None, None];
+    while status.iter().any(Option::is_none) && std::time::Instant::now() < deadline {
+        for (k, c) in children.iter_mut().enumerate() {
+            if status[k].is_none() {
+                status[k] = c.try_wait().unwrap();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for c in &mut children {
+        let _ = c.kill();
+    }
+    for (rank, s) in status.iter().enumerate() {
+        let s = s.unwrap_or_else(|| panic!("node {rank} did not finish within 180 s"));
+        assert!(s.success(), "node {rank} failed: {s}");
+    }
+    for rank in 0..2 {
+        let bytes = std::fs::read(tmp.path().join(format!("node-{rank}.bin"))).unwrap();
+        let got: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(got.len(), want.len());
+        let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        println!("node {rank} of 2 processes vs 1 process after 3 tokenizer steps: max |Δw| = {diff:.3e}");
+        assert!(diff < 1e-5, "node {rank} ends {diff} away from one process");
+    }
+}
