@@ -29,14 +29,14 @@ struct Cli {
     /// default ndarray, or the backend of --devices.
     #[arg(long, global = true)]
     backend: Option<String>,
-    /// Devices to split the Inception batches over (generation; e.g. cuda:0,cuda:1); the
-    /// features, hence the metrics, are the same as on one device.
+    /// Devices to split the batches over (e.g. cuda:0,cuda:1), one copy of the networks each;
+    /// the metrics are the same as on one device.
     #[arg(long, global = true, value_delimiter = ',')]
     devices: Vec<String>,
     /// CPU threads for every pool: rayon, matrixmultiply, OpenBLAS if built in (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Images per Inception batch.
+    /// Images per batch (per device): Inception, and LPIPS/SSIM in reconstruction mode.
     #[arg(long, global = true, default_value_t = 32)]
     batch_size: usize,
     /// Resize pipeline in front of the Inception network.
@@ -106,7 +106,15 @@ fn main() -> anyhow::Result<()> {
         Mode::Reconstruction { inputs, reconstructions, inception, lpips_vgg, lpips_lin } => {
             let lpips = lpips_vgg.zip(lpips_lin);
             let r = evaluate_reconstruction(
-                ReconstructionArgs { inputs, reconstructions, inception: inception.map(opts), lpips, progress: true },
+                ReconstructionArgs {
+                    inputs,
+                    reconstructions,
+                    inception: inception.map(opts),
+                    lpips,
+                    progress: true,
+                    batch_size: cli.batch_size,
+                    devices: devices.clone(),
+                },
                 &backend,
             )?;
             serde_json::to_string_pretty(&r)?

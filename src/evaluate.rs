@@ -105,7 +105,8 @@ pub struct InceptionOptions {
     pub batch_size: usize,
     pub progress: bool,
     /// Device indices on the backend, one Inception copy each (`evaluate generation
-    /// --devices`); empty: the default device. The features are the same for any device count.
+    /// --devices`; `evaluate reconstruction` takes [`ReconstructionArgs::devices`]); empty: the
+    /// default device. The features are the same for any device count.
     pub devices: Vec<u16>,
 }
 
@@ -300,6 +301,21 @@ pub struct ReconstructionArgs {
     /// LPIPS weights `(torchvision VGG16, LPIPS linear layers)`; `None` skips LPIPS.
     pub lpips: Option<(PathBuf, PathBuf)>,
     pub progress: bool,
+    /// Images per batch (per device).
+    pub batch_size: usize,
+    /// Device indices on the backend, one copy of the networks each (`--devices`); empty: the
+    /// default device. The report is the same for any device count.
+    pub devices: Vec<u16>,
+}
+
+/// What one batch of `evaluate reconstruction` gives, per image in order.
+struct PairMetrics {
+    psnr: Vec<f64>,
+    ssim: Vec<f64>,
+    ssim_reference: Vec<f64>,
+    lpips: Vec<f64>,
+    inputs: Option<FeatureSet>,
+    reconstructions: Option<FeatureSet>,
 }
 
 /// Reconstruction metrics (means over images).
@@ -326,10 +342,9 @@ impl crate::backend::Task for ReconstructionTask {
     type Output = ReconstructionReport;
     fn run<B: Backend>(self, device: B::Device, name: &str) -> Result<ReconstructionReport> {
         let a = self.0;
-        let device = match a.inception.as_ref().map(|o| o.devices.as_slice()).unwrap_or_default() {
-            [] => device,
-            [one] => crate::parallel_cli::devices::<B>(name, &[*one])?.remove(0),
-            _ => bail!("--devices: `evaluate reconstruction` runs on one device; give one (or leave --devices out)"),
+        let devices = match a.devices.is_empty() {
+            true => vec![device],
+            false => crate::parallel_cli::devices::<B>(name, &a.devices)?,
         };
         let mut inputs = ImageSource::open(&a.inputs)?;
         let mut recs = ImageSource::open(&a.reconstructions)?;
@@ -345,43 +360,59 @@ impl crate::backend::Task for ReconstructionTask {
             );
         }
         let [h, w, c] = inputs.image_shape();
-        let model = match &a.inception {
-            Some(o) => {
-                let (mut m, _) = load_inception::<B>(&o.weights, &device)?;
-                m.preprocess = o.preprocess;
-                Some(m)
-            }
-            None => None,
-        };
-        let lpips = match &a.lpips {
-            Some((vgg, lin)) => Some(maetok_targets::load_lpips::<B>(vgg, lin, &device)?.0),
-            None => None,
-        };
-        let mut sum_lpips = 0.0;
-        let batch = a.inception.as_ref().map_or(16, |o| o.batch_size.max(1));
-        let pb = bar(inputs.len(), "images", a.progress);
-        let (mut sum_psnr, mut sum_ssim, mut sum_ssim_ref) = (0.0, 0.0, 0.0);
-        let (mut fi, mut fr) = (FeatureSet::default(), FeatureSet::default());
-        let mut start = 0;
-        while start < inputs.len() {
-            let x = inputs.read(start, batch)?;
-            let y = recs.read(start, batch)?;
+        // One copy of the networks per device.
+        let mut states = Vec::with_capacity(devices.len());
+        for device in devices {
+            let model = match &a.inception {
+                Some(o) => {
+                    let (mut m, _) = load_inception::<B>(&o.weights, &device)?;
+                    m.preprocess = o.preprocess;
+                    Some(m)
+                }
+                None => None,
+            };
+            let lpips = match &a.lpips {
+                Some((vgg, lin)) => Some(maetok_targets::load_lpips::<B>(vgg, lin, &device)?.0),
+                None => None,
+            };
+            states.push((model, lpips, device));
+        }
+        let has_inception = a.inception.is_some();
+        let n = inputs.len();
+        let batch = a.batch_size.max(1);
+        let pb = bar(n, "images", a.progress);
+        let sources = std::sync::Mutex::new((&mut inputs, &mut recs));
+        let work = |(model, lpips, device): &mut (Option<InceptionV3<B>>, Option<maetok_targets::Lpips<B>>, B::Device),
+                    b: usize|
+         -> Result<PairMetrics> {
+            let (x, y) = {
+                let mut src = sources.lock().expect("image readers");
+                (src.0.read(b * batch, batch)?, src.1.read(b * batch, batch)?)
+            };
+            let mut m = PairMetrics {
+                psnr: Vec::new(),
+                ssim: Vec::new(),
+                ssim_reference: Vec::new(),
+                lpips: Vec::new(),
+                inputs: None,
+                reconstructions: None,
+            };
             for (xi, yi) in x.outer_iter().zip(y.outer_iter()) {
                 let gt: Vec<f32> = xi.iter().map(|&v| v as f32 / 255.0).collect();
                 let rec: Vec<f32> = yi.iter().map(|&v| v as f32 / 255.0).collect();
-                sum_psnr += psnr(&rec, &gt, 1.0)?;
-                sum_ssim += ssim(&rec, &gt, h, w, c, SsimOptions::standard())?;
-                sum_ssim_ref += ssim(&rec, &gt, h, w, c, SsimOptions::reference())?;
+                m.psnr.push(psnr(&rec, &gt, 1.0)?);
+                m.ssim.push(ssim(&rec, &gt, h, w, c, SsimOptions::standard())?);
+                m.ssim_reference.push(ssim(&rec, &gt, h, w, c, SsimOptions::reference())?);
             }
-            if let Some(m) = &model {
-                fi.extend(m.features_u8(x.view(), &device));
-                fr.extend(m.features_u8(y.view(), &device));
+            if let Some(model) = model {
+                m.inputs = Some(model.features_u8(x.view(), device));
+                m.reconstructions = Some(model.features_u8(y.view(), device));
             }
-            if let Some(l) = &lpips {
+            if let Some(l) = lpips {
                 let to_pm1 = |a: &Array4<u8>| {
                     let (n, h, w, c) = a.dim();
                     let v: Vec<f32> = a.iter().map(|&p| p as f32 / 127.5 - 1.0).collect();
-                    burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(v, [n, h, w, c]), &device).permute([0, 3, 1, 2])
+                    burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(v, [n, h, w, c]), &*device).permute([0, 3, 1, 2])
                 };
                 let d: Vec<f32> = l
                     .forward(to_pm1(&x), to_pm1(&y))
@@ -390,13 +421,31 @@ impl crate::backend::Task for ReconstructionTask {
                     .convert::<f32>()
                     .to_vec::<f32>()
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                sum_lpips += d.iter().map(|&v| v as f64).sum::<f64>();
+                m.lpips = d.into_iter().map(f64::from).collect();
             }
-            start += x.dim().0;
-            pb.inc(x.dim().0 as u64);
-        }
+            Ok(m)
+        };
+        // Sums in image order, whichever device computed the batch.
+        let (mut sum_psnr, mut sum_ssim, mut sum_ssim_ref, mut sum_lpips) = (0.0, 0.0, 0.0, 0.0);
+        let (mut fi, mut fr) = (FeatureSet::default(), FeatureSet::default());
+        crate::sharded::run_in_order(states, n.div_ceil(batch), work, |_, m| {
+            for k in 0..m.psnr.len() {
+                sum_psnr += m.psnr[k];
+                sum_ssim += m.ssim[k];
+                sum_ssim_ref += m.ssim_reference[k];
+            }
+            for v in &m.lpips {
+                sum_lpips += v;
+            }
+            if let (Some(a), Some(b)) = (m.inputs, m.reconstructions) {
+                fi.extend(a);
+                fr.extend(b);
+            }
+            pb.inc(m.psnr.len() as u64);
+            Ok(())
+        })?;
         pb.finish_and_clear();
-        let n = inputs.len();
+        let model = has_inception.then_some(());
         let fids = (model.is_some() && n >= 2).then(|| {
             let fid =
                 frechet_distance(&FeatureStats::from_features(&fi.pool, n, POOL_DIM), &FeatureStats::from_features(&fr.pool, n, POOL_DIM));
@@ -415,7 +464,7 @@ impl crate::backend::Task for ReconstructionTask {
             ssim_reference: sum_ssim_ref / n as f64,
             rfid: fids.map(|f| f.0),
             rsfid: fids.map(|f| f.1),
-            lpips: lpips.is_some().then(|| sum_lpips / n as f64),
+            lpips: a.lpips.is_some().then(|| sum_lpips / n as f64),
         })
     }
 }

@@ -6,8 +6,18 @@ use maetok::eval::npz::write_samples;
 use maetok::evaluate::{evaluate_reconstruction, ReconstructionArgs};
 use maetok::train::data::ProceduralShapes;
 
+/// Unoptimised builds have large stack frames: a reconstruction evaluation needs a little over a
+/// test thread's 2 MiB there (3 MiB suffice; the CLI's main thread has 8 MiB).
+fn with_big_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().stack_size(64 << 20).spawn(f).unwrap().join().unwrap();
+}
+
 #[test]
 fn reconstruction_metrics_over_folders_and_npz() {
+    with_big_stack(reconstruction_metrics_over_folders_and_npz_body);
+}
+
+fn reconstruction_metrics_over_folders_and_npz_body() {
     let tmp = tempfile::tempdir().unwrap();
     let shapes = ProceduralShapes::new(32, 1);
     let (a, b) = (tmp.path().join("inputs"), tmp.path().join("recon"));
@@ -26,7 +36,15 @@ fn reconstruction_metrics_over_folders_and_npz() {
     }
     let npz = tmp.path().join("recon.npz");
     write_samples(&npz, &stack).unwrap();
-    let args = ReconstructionArgs { inputs: a.clone(), reconstructions: b.clone(), inception: None, lpips: None, progress: false };
+    let args = ReconstructionArgs {
+        inputs: a.clone(),
+        reconstructions: b.clone(),
+        inception: None,
+        lpips: None,
+        progress: false,
+        batch_size: 2,
+        devices: vec![],
+    };
     let r = evaluate_reconstruction(args.clone(), "ndarray").unwrap();
     assert_eq!(r.n, 5);
     assert!(r.psnr > 25.0 && r.psnr < 60.0, "psnr {}", r.psnr);
@@ -35,6 +53,10 @@ fn reconstruction_metrics_over_folders_and_npz() {
     // The same reconstructions as an ADM batch give the same numbers.
     let r2 = evaluate_reconstruction(ReconstructionArgs { reconstructions: npz, ..args.clone() }, "ndarray").unwrap();
     assert!((r2.psnr - r.psnr).abs() < 1e-9 && (r2.ssim - r.ssim).abs() < 1e-9);
+    // Batches (of 2) spread over two devices give the one-device report exactly.
+    let two = ReconstructionArgs { devices: vec![0, 1], inception: None, ..args.clone() };
+    let r3 = evaluate_reconstruction(two, "ndarray").unwrap();
+    assert_eq!((r3.n, r3.psnr, r3.ssim, r3.ssim_reference), (r.n, r.psnr, r.ssim, r.ssim_reference));
     // Another count is refused, naming both sets.
     std::fs::remove_file(b.join("004.png")).unwrap();
     let err = evaluate_reconstruction(args, "ndarray").unwrap_err().to_string();
