@@ -4,6 +4,12 @@
 //! On a CPU both peers share the cores, so this measures what the all-reduce, the second
 //! autodiff graph and the thread hand-offs cost, not a speed-up.
 //!
+//! The same for the tokenizer trainer: the quickstart's tiny MAETok (64 px, width 64, HOG
+//! decoder, masking) with LPIPS (random weights: the cost, not the values) and a tiny DINO-style
+//! discriminator from step 1, global batch 16, on 1 and 2 peers; per step the 2 peers
+//! all-reduce both gradients, λ's last-layer gradients and the logged means, and gather the
+//! discriminator's readouts four times.
+//!
 //! `cargo bench --bench parallel`
 
 use std::time::{Duration, Instant};
@@ -67,5 +73,60 @@ fn bench_peers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_peers);
+fn bench_tokenizer_peers(c: &mut Criterion) {
+    use maetok::targets::{DinoDisc, DiscConfig, HogGenerator, Lpips, VitConfig};
+    use maetok::train::data::{images_to_tensor, ImageSource, ProceduralShapes, TrainImages};
+    use maetok::train::tokenizer::{AuxTeachers, LossNets, TokenizerTrainer, TrainError};
+
+    let device = Default::default();
+    let q = maetok::quickstart::QuickstartArgs { steps: 1000, batch_size: 16, ..Default::default() };
+    let mut cfg = maetok::quickstart::tiny_train_config(&q);
+    cfg.gan.disc_start = 1;
+    let backbone = VitConfig {
+        img_size: 64,
+        patch_size: 8,
+        dim: 64,
+        depth: 2,
+        heads: 4,
+        mlp_hidden: 256,
+        class_token: true,
+        layer_scale: false,
+        tanh_gelu: true,
+        dynamic_img_size: false,
+        ln_eps: 1e-6,
+    };
+    let dc = DiscConfig { backbone, key_depths: vec![0, 1], kernel: 3, norm_eps: 1e-6 };
+    let disc = DinoDisc::<A>::new(&dc, &device);
+    let start = TokenizerTrainer::<A>::new(maetok::quickstart::tiny_model_args(64), "bench", cfg, Some((disc, dc)), &device).unwrap();
+    let nets = LossNets::<A> {
+        lpips: Some(Lpips::new(&device)),
+        teachers: AuxTeachers { hog: Some(HogGenerator::for_patch(8)), dino: None, clip: None },
+    };
+    let data = TrainImages::new(ImageSource::Procedural { shapes: ProceduralShapes::new(64, 0), len: 4096, offset: 0 }, 0);
+    let mut group = c.benchmark_group("maetok_tiny_train_step_batch16_ndarray");
+    group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(2));
+    for peers in [1usize, 2] {
+        group.bench_function(format!("peers_{peers}"), |b| {
+            b.iter_custom(|iters| {
+                let world = World::local(peers);
+                let devices = vec![device; peers];
+                let forks = (0..peers).map(|k| (start.fork(world.peer(k), &devices[k]), nets.fork(&devices[k]))).collect();
+                let times = run_peers::<I, _, _, TrainError, _>(&world, &devices, forks, |peer, (mut t, nets)| {
+                    // Decoding is not timed (the trainer prefetches it on another thread).
+                    let batches: Vec<_> = (0..iters).map(|s| data.batch_rows(s, 16, peer.shard(16)).unwrap()).collect();
+                    let t0 = Instant::now();
+                    for imgs in &batches {
+                        t.step(images_to_tensor::<A>(imgs, &device), &nets)?;
+                    }
+                    Ok(t0.elapsed())
+                })
+                .unwrap();
+                times[0]
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_peers, bench_tokenizer_peers);
 criterion_main!(benches);
