@@ -5,8 +5,8 @@
 //! autodiff graph and the thread hand-offs cost, not a speed-up.
 //!
 //! The same for the tokenizer trainer: the quickstart's tiny MAETok (64 px, width 64, HOG
-//! decoder, masking) with LPIPS (random weights: the cost, not the values) and a tiny DINO-style
-//! discriminator from step 1, global batch 16, on 1 and 2 peers; per step the 2 peers
+//! decoder, masking) with LPIPS (frozen placeholder weights: the cost, not the values; and without it)
+//! and a tiny DINO-style discriminator from step 1, global batch 16, on 1 and 2 peers; per step the 2 peers
 //! all-reduce both gradients, λ's last-layer gradients and the logged means, and gather the
 //! discriminator's readouts four times.
 //!
@@ -74,6 +74,7 @@ fn bench_peers(c: &mut Criterion) {
 }
 
 fn bench_tokenizer_peers(c: &mut Criterion) {
+    use burn::module::Module;
     use maetok::targets::{DinoDisc, DiscConfig, HogGenerator, Lpips, VitConfig};
     use maetok::train::data::{images_to_tensor, ImageSource, ProceduralShapes, TrainImages};
     use maetok::train::tokenizer::{AuxTeachers, LossNets, TokenizerTrainer, TrainError};
@@ -98,15 +99,17 @@ fn bench_tokenizer_peers(c: &mut Criterion) {
     let dc = DiscConfig { backbone, key_depths: vec![0, 1], kernel: 3, norm_eps: 1e-6 };
     let disc = DinoDisc::<A>::new(&dc, &device);
     let start = TokenizerTrainer::<A>::new(maetok::quickstart::tiny_model_args(64), "bench", cfg, Some((disc, dc)), &device).unwrap();
-    let nets = LossNets::<A> {
-        lpips: Some(Lpips::new(&device)),
+    let nets = |lpips: bool| LossNets::<A> {
+        lpips: lpips.then(|| Lpips::new(&device).no_grad()),
         teachers: AuxTeachers { hog: Some(HogGenerator::for_patch(8)), dino: None, clip: None },
     };
     let data = TrainImages::new(ImageSource::Procedural { shapes: ProceduralShapes::new(64, 0), len: 4096, offset: 0 }, 0);
     let mut group = c.benchmark_group("maetok_tiny_train_step_batch16_ndarray");
     group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(2));
-    for peers in [1usize, 2] {
-        group.bench_function(format!("peers_{peers}"), |b| {
+    for (lpips, peers) in [(true, 1usize), (true, 2), (false, 1), (false, 2)] {
+        let nets = nets(lpips);
+        let name = if lpips { format!("peers_{peers}") } else { format!("no_lpips/peers_{peers}") };
+        group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let world = World::local(peers);
                 let devices = vec![device; peers];
