@@ -120,7 +120,10 @@ impl SampleWriter {
         let header = npy_header("|u1", &shape);
         let file = File::create(&tmp).map_err(|source| NpzError::Io { path: tmp.display().to_string(), source })?;
         let mut writer = Self { path, tmp, zip: Some(zip::ZipWriter::new(file)), shape, written: 0 };
+        // A fixed timestamp (1980-01-01, the zip format's zero): the file depends only on the
+        // images, so runs with the same seeds (on any number of devices) write identical bytes.
         let opts = zip::write::SimpleFileOptions::default()
+            .last_modified_time(zip::DateTime::default())
             .compression_method(zip::CompressionMethod::Stored)
             .large_file(bytes + header.len() as u64 >= u32::MAX as u64);
         let zip = writer.zip.as_mut().expect("open");

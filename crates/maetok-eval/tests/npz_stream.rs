@@ -65,3 +65,24 @@ fn npy_headers_of_all_versions_parse() {
     assert_eq!((h.descr.as_str(), h.fortran_order, h.shape), ("<f8", true, vec![2048]));
     assert!(parse_npy_header(b"PK\x03\x04garbage").is_err());
 }
+
+/// A streamed sample file carries a fixed timestamp (1980-01-01), not the time of writing: the
+/// same images always give the same bytes (`sample_sit` on several devices is compared with one
+/// device byte for byte; with the clock in the zip headers that failed whenever the two runs
+/// straddled a 2-second boundary).
+#[test]
+fn streamed_files_depend_only_on_their_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs: Vec<u8> = (0..2 * 4 * 4 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let write = |name: &str| {
+        let path = dir.path().join(name);
+        let mut w = maetok_eval::npz::SampleWriter::create(&path, 2, 4, 4).unwrap();
+        w.write(&imgs).unwrap();
+        w.finish().unwrap();
+        path
+    };
+    let a = write("a.npz");
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&a).unwrap()).unwrap();
+    assert_eq!(zip.by_index(0).unwrap().last_modified(), Some(zip::DateTime::default()));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(write("b.npz")).unwrap());
+}
