@@ -88,6 +88,9 @@ impl crate::backend::TrainTask for TrainTask {
 fn run_training<B: AutodiffBackend>(mut a: TrainGeneratorArgs, devices: &[B::Device]) -> Result<TrainGeneratorSummary> {
     let start = std::time::Instant::now();
     a.world.validate(a.train.batch_size)?;
+    if devices.len() != a.world.local_devices {
+        bail!("{} devices given for {} peers on this machine: give one device per local peer", devices.len(), a.world.local_devices);
+    }
     let device = devices[0].clone();
     let cache = LatentCache::open(&a.cache)?;
     if cache.is_empty() {

@@ -280,6 +280,9 @@ struct Leader {
 fn run_training<B: AutodiffBackend>(a: &TrainTokenizerArgs, devices: &[B::Device]) -> Result<TrainTokenizerSummary> {
     let start = std::time::Instant::now();
     a.world.validate(a.train.batch_size)?;
+    if devices.len() != a.world.local_devices {
+        bail!("{} devices given for {} peers on this machine: give one device per local peer", devices.len(), a.world.local_devices);
+    }
     let device = devices[0].clone();
     let leader = a.world.peer(0).is_leader();
     std::fs::create_dir_all(a.out.join("previews")).with_context(|| format!("cannot create {}", a.out.display()))?;

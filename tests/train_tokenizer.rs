@@ -114,6 +114,11 @@ fn two_cpu_peers_train_log_and_resume_like_one_device() {
             assert!((a.total - b.total).abs() <= 1e-5 * a.total.abs().max(1e-3), "step {}: total {} vs {}", a.step, a.total, b.total);
         }
         load_pretrained::<NdArray<f32>>(two.join("model"), &Default::default()).unwrap();
+        // Devices and peers that disagree (library callers; the CLI derives both from one flag).
+        let mut mismatched = peers(4);
+        mismatched.devices = vec![0];
+        let e = maetok::train_tokenizer::train_tokenizer(mismatched, "ndarray").unwrap_err().to_string();
+        assert!(e.contains("1 devices given for 2 peers"), "{e}");
         // A global batch that does not split over the peers is refused before any work.
         let mut odd = peers(4);
         odd.train.batch_size = 3;
