@@ -93,6 +93,19 @@ impl ParallelFlags {
     }
 }
 
+/// A trainer's checks before it builds anything: the global `batch` splits evenly over `world`,
+/// one device per local peer (`devices` of them); then logs the layout of a parallel run.
+pub fn check_training_layout(world: &World, devices: usize, batch: usize) -> Result<()> {
+    world.validate(batch)?;
+    if devices != world.local_devices {
+        bail!("{devices} devices given for {} peers on this machine: give one device per local peer", world.local_devices);
+    }
+    if world.is_parallel() {
+        tracing::info!("{} peers: {devices} on this machine, global batch {batch} ({} per peer)", world.size(), batch / world.size());
+    }
+    Ok(())
+}
+
 /// The backend and device indices of a one-machine command (`--backend`, `--devices`).
 pub fn local_devices(devices: &[String], backend: Option<&str>) -> Result<(String, Vec<u16>)> {
     let f = ParallelFlags {

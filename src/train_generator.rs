@@ -87,10 +87,7 @@ impl crate::backend::TrainTask for TrainTask {
 /// and each peer runs [`train_peer`] in its own thread.
 fn run_training<B: AutodiffBackend>(mut a: TrainGeneratorArgs, devices: &[B::Device]) -> Result<TrainGeneratorSummary> {
     let start = std::time::Instant::now();
-    a.world.validate(a.train.batch_size)?;
-    if devices.len() != a.world.local_devices {
-        bail!("{} devices given for {} peers on this machine: give one device per local peer", devices.len(), a.world.local_devices);
-    }
+    crate::parallel_cli::check_training_layout(&a.world, devices.len(), a.train.batch_size)?;
     let device = devices[0].clone();
     let cache = LatentCache::open(&a.cache)?;
     if cache.is_empty() {
@@ -142,15 +139,6 @@ fn run_training<B: AutodiffBackend>(mut a: TrainGeneratorArgs, devices: &[B::Dev
     };
     let resumed = t.step;
     std::fs::create_dir_all(a.out.join("samples")).with_context(|| format!("cannot create {}", a.out.display()))?;
-    if a.world.is_parallel() {
-        tracing::info!(
-            "{} peers: {} on this machine, global batch {} ({} per peer)",
-            a.world.size(),
-            devices.len(),
-            t.config.batch_size,
-            t.config.batch_size / a.world.size()
-        );
-    }
     let trainers: Vec<GeneratorTrainer<B>> = devices.iter().enumerate().map(|(k, d)| t.fork(a.world.peer(k), d)).collect();
     drop(t);
     let mut done = run_peers::<B::InnerBackend, _, _, anyhow::Error, _>(&a.world, devices, trainers, |peer, mut t| {

@@ -279,10 +279,7 @@ struct Leader {
 /// peer runs [`train_peer`] in its own thread.
 fn run_training<B: AutodiffBackend>(a: &TrainTokenizerArgs, devices: &[B::Device]) -> Result<TrainTokenizerSummary> {
     let start = std::time::Instant::now();
-    a.world.validate(a.train.batch_size)?;
-    if devices.len() != a.world.local_devices {
-        bail!("{} devices given for {} peers on this machine: give one device per local peer", devices.len(), a.world.local_devices);
-    }
+    crate::parallel_cli::check_training_layout(&a.world, devices.len(), a.train.batch_size)?;
     let device = devices[0].clone();
     let leader = a.world.peer(0).is_leader();
     std::fs::create_dir_all(a.out.join("previews")).with_context(|| format!("cannot create {}", a.out.display()))?;
@@ -309,15 +306,6 @@ fn run_training<B: AutodiffBackend>(a: &TrainTokenizerArgs, devices: &[B::Device
         let mut prng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let previews: Vec<RgbImage> = (0..8.min(data.len())).map(|i| data.readable_example(i, &mut prng)).collect::<Result<_, _>>()?;
         log_state = Some(Leader { log, log_path, log_file, previews });
-    }
-    if a.world.is_parallel() {
-        tracing::info!(
-            "{} peers: {} on this machine, global batch {} ({} per peer)",
-            a.world.size(),
-            devices.len(),
-            t.config.batch_size,
-            t.config.batch_size / a.world.size()
-        );
     }
     let first = log_state.as_ref().map_or(0, |l| l.log.len());
     let states: Vec<_> = devices

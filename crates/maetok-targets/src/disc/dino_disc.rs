@@ -179,13 +179,6 @@ impl<B: Backend> DinoDisc<B> {
         let logits = self.heads.iter_mut().zip(acts).map(|(h, a)| h.forward(a, train)).collect();
         Tensor::cat(logits, 1)
     }
-
-    /// [`DinoDisc::forward`] with the reference's random crop-or-interpolate choice.
-    pub fn forward_random(&mut self, x: Tensor<B, 4>, train: bool, rng: &mut impl Rng) -> Result<Tensor<B, 2>, VitInputError> {
-        let [_, _, h, w] = x.dims();
-        let resize = DiscResize::draw(h, w, self.backbone.img_size, rng);
-        self.forward(x, resize, train)
-    }
 }
 
 /// The heads' keys: `heads.{i}.…` (the trunk is not part of the reference's state dict).
