@@ -15,6 +15,7 @@ use burn::tensor::{activation::relu, backend::Backend, module::max_pool2d, ops::
 use maetok_nn::io::{CheckpointError, LoadReport, Loader, ParamVisitor, VisitParams};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// `(output channels, convolutions)` of the five VGG16 slices; torchvision `features` indices.
 const SLICES: [&[usize]; 5] = [&[0, 2], &[5, 7], &[10, 12, 14], &[17, 19, 21], &[24, 26, 28]];
@@ -162,18 +163,19 @@ pub fn dropout_half<B: Backend, const D: usize>(x: Tensor<B, D>, seeds: &[u64], 
     let b = x.dims()[0];
     assert_eq!(seeds.len(), b, "one dropout seed per sample");
     let per = shape.num_elements() / b.max(1);
-    let mut drop = Vec::with_capacity(b * per);
-    for &seed in seeds {
+    let mut drop = vec![false; b * per];
+    // One sample per task: each sample's mask comes from its own stream, so the order of the
+    // tasks does not matter (at 256 px a sample has ~8·10⁶ values per LPIPS call).
+    drop.par_chunks_mut(per.max(1)).zip(seeds.par_iter()).for_each(|(out, &seed)| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(stream);
-        let mut left = per;
-        while left > 0 {
+        for chunk in out.chunks_mut(64) {
             let word: u64 = rng.next_u64();
-            let n = left.min(64);
-            drop.extend((0..n).map(|k| word >> k & 1 == 0));
-            left -= n;
+            for (k, v) in chunk.iter_mut().enumerate() {
+                *v = word >> k & 1 == 0;
+            }
         }
-    }
+    });
     let drop = Tensor::<B, D, Bool>::from_data(TensorData::new(drop, shape), &x.device());
     x.mask_fill(drop, 0.0) * 2.0
 }
