@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         r.at_init.ssim, r.after_training.ssim, r.mean_colour_baseline.ssim
     );
     println!(
-        "wrote {}/{{reconstructions.png, loss.svg, log.jsonl, previews/, metrics.json, samples/}} and the model {}",
+        "wrote {}/{{reconstructions.png, loss.svg, log.jsonl, previews/, metrics.json, metrics/ (per-step metric files), samples/}} and the model {}",
         cli.out.display(),
         r.model_dir
     );

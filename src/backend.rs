@@ -163,3 +163,9 @@ pub fn run_train<T: TrainTask>(name: &str, task: T) -> Result<T::Output> {
         other => bail!("unknown backend '{other}'; choose one of: ndarray, flex, wgpu, cuda"),
     }
 }
+
+/// Whether `B` runs on CUDA (its name, as Burn reports it, says so): the trainers' dashboards
+/// then show the GPUs' memory and use.
+pub fn is_cuda<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool {
+    B::name(device).to_lowercase().contains("cuda")
+}

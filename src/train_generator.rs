@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressStyle};
 use maetok_generator::LatentTransformerConfig;
 use maetok_sampler::{Guidance, Sampler};
 use maetok_tokenizer::load_pretrained;
+use maetok_train::dashboard::{self, Dashboard, DashboardConfig, DashboardMode};
 use maetok_train::data::LatentCache;
 use maetok_train::parallel::{self, run_peers, World};
 use maetok_train::viz::{grid, line_plot_svg};
@@ -139,11 +139,27 @@ fn run_training<B: AutodiffBackend>(mut a: TrainGeneratorArgs, devices: &[B::Dev
     };
     let resumed = t.step;
     std::fs::create_dir_all(a.out.join("samples")).with_context(|| format!("cannot create {}", a.out.display()))?;
-    let trainers: Vec<GeneratorTrainer<B>> = devices.iter().enumerate().map(|(k, d)| t.fork(a.world.peer(k), d)).collect();
+    let mut dash = None;
+    if a.world.peer(0).is_leader() {
+        let batch = t.config.batch_size;
+        let config = DashboardConfig {
+            out: a.out.clone(),
+            total_steps: a.steps as u64,
+            // Batches are drawn at random: an epoch is as many steps as one pass would take.
+            steps_per_epoch: cache.len().div_ceil(batch) as u64,
+            items_per_step: batch,
+            gpu: crate::backend::is_cuda::<B>(&device),
+        };
+        let mut d = Dashboard::new(DashboardMode::detect(a.progress), config, t.step as u64)?;
+        d.replay(t.step as u64, t.losses.iter().enumerate().map(|(i, &l)| (i as u64 + 1, step_metrics(l, t.config.lr))))?;
+        dash = Some(d);
+    }
+    let states: Vec<_> =
+        devices.iter().enumerate().map(|(k, d)| (t.fork(a.world.peer(k), d), if k == 0 { dash.take() } else { None })).collect();
     drop(t);
-    let mut done = run_peers::<B::InnerBackend, _, _, anyhow::Error, _>(&a.world, devices, trainers, |peer, mut t| {
+    let mut done = run_peers::<B::InnerBackend, _, _, anyhow::Error, _>(&a.world, devices, states, |peer, (mut t, dash)| {
         t.peer = peer;
-        let ckpt = train_peer(&mut t, &a, &cache, tok.as_ref())?;
+        let ckpt = train_peer(&mut t, &a, &cache, tok.as_ref(), dash)?;
         Ok((t, ckpt))
     })?;
     let (t, last_ckpt) = done.swap_remove(0);
@@ -164,30 +180,34 @@ fn run_training<B: AutodiffBackend>(mut a: TrainGeneratorArgs, devices: &[B::Dev
     })
 }
 
+/// The dashboard's metrics of one step.
+fn step_metrics(loss: f32, lr: f64) -> Vec<(&'static str, f64)> {
+    vec![("loss", loss as f64), ("lr", lr)]
+}
+
 /// The step loop of one peer; the leader (rank 0) also writes checkpoints, previews and the
-/// progress bar. After every checkpoint the peers agree that it was written
+/// dashboard (`dash`). After every checkpoint the peers agree that it was written
 /// ([`parallel::all_ok`]), so a failed write stops every peer instead of leaving them waiting.
+/// A stop asked on the dashboard ends the run after a checkpoint
+/// ([`dashboard::stop_requested`]); the same command resumes it.
 fn train_peer<B: AutodiffBackend>(
     t: &mut GeneratorTrainer<B>,
     a: &TrainGeneratorArgs,
     cache: &LatentCache,
     tok: Option<&maetok_tokenizer::Tokenizer<B::InnerBackend>>,
+    mut dash: Option<Dashboard>,
 ) -> Result<String> {
     let leader = t.peer.is_leader();
     let device = t.device().clone();
-    let pb = if a.progress && leader { ProgressBar::new(a.steps as u64) } else { ProgressBar::hidden() };
-    pb.set_style(ProgressStyle::with_template("training {bar:40} {pos}/{len} steps loss {msg} eta {eta}").expect("template"));
-    pb.set_position(t.step as u64);
     let mut last_ckpt = String::new();
     let checkpoint_due = |step: usize| a.checkpoint_every > 0 && (step.is_multiple_of(a.checkpoint_every) || step == a.steps);
     while t.step < a.steps {
         let loss = t.step(cache)?;
-        pb.set_message(format!("{loss:.4}"));
-        pb.inc(1);
-        if leader && t.step.is_multiple_of(50) {
-            tracing::info!("step {} loss {loss:.5}", t.step);
+        if let Some(d) = dash.as_mut() {
+            d.step(t.step as u64, &step_metrics(loss, t.config.lr));
         }
-        if checkpoint_due(t.step) || t.step == a.steps && last_ckpt.is_empty() {
+        let stop = dashboard::stop_requested::<B::InnerBackend>(t.peer, dash.as_ref(), t.step as u64, &device)?;
+        if checkpoint_due(t.step) || stop || t.step == a.steps && last_ckpt.is_empty() {
             let written = if leader { t.save_checkpoint(&a.out).map(|p| p.display().to_string()) } else { Ok(String::new()) };
             if t.peer.world > 1 && !parallel::all_ok::<B::InnerBackend>(t.peer, written.is_ok(), &device)? && written.is_ok() {
                 bail!("{}: another peer failed; stopping at step {}", t.peer, t.step);
@@ -197,7 +217,9 @@ fn train_peer<B: AutodiffBackend>(
                 last_ckpt = "(written by peer 0)".into();
             }
         }
-        if let (Some(tok), true) = (tok, leader && a.sample_every > 0 && (t.step.is_multiple_of(a.sample_every) || t.step == a.steps)) {
+        if let (Some(tok), true) =
+            (tok, leader && a.sample_every > 0 && (t.step.is_multiple_of(a.sample_every) || t.step == a.steps || stop))
+        {
             let k = cache.classes().len().min(8);
             let labels: Vec<i64> = (0..8).map(|i| (i % k) as i64).collect();
             let (sampler, guidance) = preview_sampler(t.config.objective);
@@ -206,8 +228,16 @@ fn train_peer<B: AutodiffBackend>(
             let p = a.out.join(format!("samples/step-{:07}.png", t.step));
             maetok_train::viz::save_png(&grid(&imgs, 8), &p).with_context(|| format!("cannot write {}", p.display()))?;
         }
+        if stop {
+            break;
+        }
     }
-    pb.finish_and_clear();
+    if let Some(d) = dash {
+        d.finish();
+    }
+    if t.step < a.steps {
+        tracing::info!("stopped at step {} as asked; the same command resumes the run", t.step);
+    }
     if last_ckpt.is_empty() && leader {
         last_ckpt = t.save_checkpoint(&a.out)?.display().to_string();
     }

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use image::RgbImage;
-use indicatif::{ProgressBar, ProgressStyle};
 use maetok_targets::{load_dino_disc, load_lpips, load_vit, DiscConfig, HogGenerator, VitConfig};
 use maetok_tokenizer::{load_with_args, ModelArgs};
+use maetok_train::dashboard::{self, Dashboard, DashboardConfig, DashboardMode};
 use maetok_train::data::{images_to_tensor, tensor_to_images, ImageFolder, ImageSource, Layout, Prefetcher, ProceduralShapes, TrainImages};
 use maetok_train::parallel::{self, run_peers, World};
 use maetok_train::tokenizer::{AuxTeachers, LossNets, Stage, StepLog, TokenizerTrainConfig, TokenizerTrainer};
@@ -215,21 +215,32 @@ fn read_log(path: &Path, step: u64) -> Result<Vec<StepLog>> {
     Ok(out)
 }
 
-fn progress_message(l: &StepLog) -> String {
-    let mut s = format!("rec {:.4}", l.rec);
+/// The dashboard's metrics of one step (names as in `loss.svg`; `log.jsonl` has every field).
+fn step_metrics(l: &StepLog) -> Vec<(String, f64)> {
+    let mut m = vec![("rec".to_string(), l.rec)];
     if l.perceptual_weight > 0.0 {
-        s += &format!(" lpips {:.3}", l.perceptual);
+        m.push(("lpips".into(), l.perceptual));
     }
     for (k, v) in &l.aux {
-        s += &format!(" {k} {v:.3}");
+        m.push((format!("aux {k}"), *v));
     }
     if let (Some(g), Some(lam)) = (l.g_loss, l.lambda) {
-        s += &format!(" g {g:.3} λ {lam:.2}");
+        m.push(("g loss".into(), g));
+        m.push(("lambda".into(), lam));
     }
+    m.push(("total".into(), l.total));
+    m.push(("grad norm".into(), l.grad_norm));
     if let Some(d) = l.d_loss {
-        s += &format!(" d {d:.3}");
+        m.push(("d loss".into(), d));
     }
-    s
+    if let Some(c) = l.lecam {
+        m.push(("lecam".into(), c));
+    }
+    if let Some(r) = l.mask_ratio {
+        m.push(("mask ratio".into(), r));
+    }
+    m.push(("lr".into(), l.lr));
+    m
 }
 
 /// Input row over EMA-reconstruction row for `images`, enlarged to ≥ 128-pixel tiles.
@@ -267,12 +278,14 @@ pub fn run_on<B: AutodiffBackend>(a: &TrainTokenizerArgs, device: &B::Device) ->
     run_training::<B>(a, std::slice::from_ref(device))
 }
 
-/// What the leader (peer 0) keeps while training: the log and its file, the preview images.
+/// What the leader (peer 0) keeps while training: the log and its file, the preview images,
+/// the dashboard (closed when the step loop ends).
 struct Leader {
     log: Vec<StepLog>,
     log_path: PathBuf,
     log_file: std::fs::File,
     previews: Vec<RgbImage>,
+    dash: Option<Dashboard>,
 }
 
 /// The run: the trainer is built (or resumed) once, forked onto every local device, and each
@@ -305,7 +318,16 @@ fn run_training<B: AutodiffBackend>(a: &TrainTokenizerArgs, devices: &[B::Device
         // A fixed preview set: 8 images with a fixed crop.
         let mut prng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let previews: Vec<RgbImage> = (0..8.min(data.len())).map(|i| data.readable_example(i, &mut prng)).collect::<Result<_, _>>()?;
-        log_state = Some(Leader { log, log_path, log_file, previews });
+        let config = DashboardConfig {
+            out: a.out.clone(),
+            total_steps: a.steps,
+            steps_per_epoch: data.steps_per_epoch(t.config.batch_size),
+            items_per_step: t.config.batch_size,
+            gpu: crate::backend::is_cuda::<B>(&device),
+        };
+        let mut dash = Dashboard::new(DashboardMode::detect(a.progress), config, t.step)?;
+        dash.replay(t.step, log.iter().map(|l| (l.step, step_metrics(l))))?;
+        log_state = Some(Leader { log, log_path, log_file, previews, dash: Some(dash) });
     }
     let first = log_state.as_ref().map_or(0, |l| l.log.len());
     let states: Vec<_> = devices
@@ -370,9 +392,10 @@ fn run_training<B: AutodiffBackend>(a: &TrainTokenizerArgs, devices: &[B::Device
 }
 
 /// The step loop of one peer: it decodes its rows of every batch; the leader (`lead`) also
-/// writes the log, previews, checkpoints and the progress bar. After every checkpoint the peers
+/// writes the log, previews, checkpoints and the dashboard. After every checkpoint the peers
 /// agree that it was written ([`parallel::all_ok`]), so a failed write stops every peer instead
-/// of leaving the others waiting.
+/// of leaving the others waiting. A stop asked on the dashboard ends the run after a checkpoint
+/// ([`dashboard::stop_requested`]); the same command resumes it.
 fn train_peer<B: AutodiffBackend>(
     t: &mut TokenizerTrainer<B>,
     nets: &LossNets<B>,
@@ -381,26 +404,23 @@ fn train_peer<B: AutodiffBackend>(
     mut lead: Option<&mut Leader>,
 ) -> Result<String> {
     let device = t.device().clone();
-    let pb = if a.progress && lead.is_some() { ProgressBar::new(a.steps) } else { ProgressBar::hidden() };
-    pb.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").expect("template"));
-    pb.set_position(t.step);
     let mut checkpoint = String::new();
     let batch = t.config.batch_size;
     let mut batches = Prefetcher::rows(data.clone(), t.step, batch, t.peer.shard(batch), 2);
     while t.step < a.steps {
         let images = batches.next_batch()?;
         let l = t.step(images_to_tensor::<B>(&images, &device), nets)?;
-        pb.set_message(progress_message(&l));
-        pb.inc(1);
         if let Some(lead) = lead.as_deref_mut() {
             writeln!(lead.log_file, "{}", serde_json::to_string(&l)?)
                 .with_context(|| format!("cannot write {}", lead.log_path.display()))?;
-            if t.step.is_multiple_of(100) {
-                tracing::info!("step {} {}", t.step, progress_message(&l));
+            if let Some(dash) = lead.dash.as_mut() {
+                dash.step(l.step, &step_metrics(&l));
             }
             lead.log.push(l);
         }
-        let last = t.step == a.steps;
+        let dash = lead.as_deref().and_then(|l| l.dash.as_ref());
+        let stop = dashboard::stop_requested::<B::InnerBackend>(t.peer, dash, t.step, &device)?;
+        let last = t.step == a.steps || stop;
         if let (Some(lead), true) = (lead.as_deref(), (a.preview_every > 0 && t.step.is_multiple_of(a.preview_every)) || last) {
             preview(t, &lead.previews, &a.out.join(format!("previews/step-{:07}.png", t.step)), &device)?;
         }
@@ -414,7 +434,15 @@ fn train_peer<B: AutodiffBackend>(
             }
             checkpoint = written?;
         }
+        if stop {
+            break;
+        }
     }
-    pb.finish_and_clear();
+    if let Some(dash) = lead.and_then(|l| l.dash.take()) {
+        dash.finish();
+    }
+    if t.step < a.steps {
+        tracing::info!("stopped at step {} as asked; the same command resumes the run", t.step);
+    }
     Ok(checkpoint)
 }

@@ -225,6 +225,17 @@ fn softvq_tokenizer_caches_its_quantised_latents() {
     assert!(s.checkpoint.ends_with("step-0000002"), "{}", s.checkpoint);
     let s = maetok::train_generator::train_generator(targs(3), "ndarray").unwrap();
     assert_eq!((s.resumed_from_step, s.steps), (2, 3));
+    // burn-train's metric files (the leader's dashboard) hold every step's loss, across the resume.
+    let run = tmp.path().join("sit-2peers");
+    let losses: Vec<f32> = serde_json::from_str(&std::fs::read_to_string(run.join("losses.json")).unwrap()).unwrap();
+    let mut logged = Vec::new();
+    for epoch in 1.. {
+        match maetok::train::dashboard::read_metric(&run, epoch, "loss") {
+            Ok(v) => logged.extend(v),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(logged, losses.iter().map(|&l| l as f64).collect::<Vec<_>>());
     // A global batch that does not split over the peers is refused before any work.
     let mut odd = targs(4);
     odd.train.batch_size = 3;

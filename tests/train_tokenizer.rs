@@ -65,11 +65,23 @@ fn a_run_writes_its_outputs_and_resumes_when_rerun_body() {
     l.push(ghost);
     let text: String = l.iter().map(|l| serde_json::to_string(l).unwrap() + "\n").collect();
     std::fs::write(out.join("log.jsonl"), text).unwrap();
+    // ... and burn-train's metric file of that step too.
+    let rec_file = out.join("metrics/train/epoch-1/rec.log");
+    let mut rec = std::fs::read_to_string(&rec_file).unwrap();
+    assert_eq!(rec.lines().count(), 3, "one value per step");
+    rec += "999\n";
+    std::fs::write(&rec_file, rec).unwrap();
 
     let s = run_on::<A>(&args(&out, 5, procedural.clone()), &device).unwrap();
     assert_eq!((s.resumed_from_step, s.steps), (3, 5));
     let steps: Vec<u64> = log(&out).iter().map(|l| l.step).collect();
     assert_eq!(steps, [1, 2, 3, 4, 5]);
+    // The dashboard's files (64 images, batch 4: one epoch) hold what the log holds.
+    let logged: Vec<f64> = log(&out).iter().map(|l| l.rec).collect();
+    assert_eq!(maetok_train::dashboard::read_metric(&out, 1, "rec").unwrap(), logged);
+    let lr: Vec<f64> = log(&out).iter().map(|l| l.lr).collect();
+    assert_eq!(maetok_train::dashboard::read_metric(&out, 1, "lr").unwrap(), lr);
+    assert_eq!(maetok_train::dashboard::read_metric(&out, 1, "aux hog").unwrap().len(), 5);
     assert!(log(&out).iter().all(|l| l.mask_ratio.is_some() && l.aux.contains_key("hog")));
     for f in ["loss.svg", "summary.json", "previews/step-0000002.png", "previews/step-0000005.png", "model/config.json"] {
         assert!(out.join(f).is_file(), "{f} missing");

@@ -2,6 +2,7 @@
 
 pub mod adamw;
 pub mod checkpoint;
+pub mod dashboard;
 pub mod data;
 pub mod generator_trainer;
 pub mod grad_clip;
