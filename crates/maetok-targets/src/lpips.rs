@@ -129,15 +129,12 @@ impl<B: Backend> Lpips<B> {
 
 /// A 3×3 convolution, stride 1, padding 1: `x` `[B, C, H, W]`, `w` `[O, C, 3, 3]` → `[B, O, H, W]`.
 ///
-/// On an autodiff backend (LPIPS as a training loss) it runs as im2col + one GEMM: Burn 0.21
-/// computes a convolution's input gradient as a transposed convolution, which NdArray runs as a
-/// scalar loop (minutes for VGG16 at 256²), whereas the backward of slices and a matmul is GEMMs
-/// and copies. The cost is the `[B, 9C, HW]` column tensor kept for the backward pass. Other
-/// backends (the metric) use the backend's convolution.
+/// On NdArray (with or without autodiff) it is `maetok_nn::fused::conv2d`: im2col + GEMM, with
+/// its own backward as a training loss. On other autodiff backends it runs as im2col + one GEMM
+/// in Burn ops (the backward of slices and a matmul), whose cost is the `[B, 9C, HW]` column
+/// tensor kept for the backward pass; other backends (the metric) use the backend's convolution.
 fn conv3x3<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Tensor<B, 1>) -> Tensor<B, 4> {
-    if !B::ad_enabled(&x.device()) {
-        // The metric: im2col + GEMM on the CPU (`maetok_nn::fused::conv2d`), the backend's
-        // convolution elsewhere.
+    if !B::ad_enabled(&x.device()) || maetok_nn::fused::cpu_fast_path::<B>() {
         return maetok_nn::fused::conv2d(x, w, Some(bias), [1, 1], [1, 1]);
     }
     let [b, c, h, wd] = x.dims();

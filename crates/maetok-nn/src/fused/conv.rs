@@ -30,17 +30,111 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// A 1×1, stride-1, unpadded convolution: the columns are the input itself.
+    fn direct(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// The output columns `[lo, hi)` whose input column `ox·sw + dx − pw` lies inside a row of
+    /// width `w`, for kernel column `dx`.
+    fn valid_columns(&self, dx: usize) -> (usize, usize) {
+        let w = self.input[3];
+        let (sw, pw) = (self.stride[1], self.padding[1]);
+        let wo = self.output_hw()[1];
+        let lo = pw.saturating_sub(dx).div_ceil(sw).min(wo);
+        let hi = if w + pw > dx { ((w + pw - dx - 1) / sw + 1).min(wo) } else { 0 }.max(lo);
+        (lo, hi)
+    }
+}
+
+/// The column matrix `[C·kh·kw, H'·W']` of one image `xi` `[C, H, W]`: row `(ch, dy, dx)` is the
+/// input shifted by `(dy, dx)`, strided, zero where it falls in the padding.
+fn im2col(xi: &[f32], g: &Conv2d, cols: &mut [f32]) {
+    let [_, _, h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let ph = g.padding[0];
+    let pw = g.padding[1];
+    let [ho, wo] = g.output_hw();
+    cols.par_chunks_mut(ho * wo).enumerate().for_each(|(r, row)| {
+        let (ch, dy, dx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+        let plane = &xi[ch * h * w..(ch + 1) * h * w];
+        let (lo, hi) = g.valid_columns(dx);
+        for (oy, out) in row.chunks_mut(wo).enumerate() {
+            let iy = (oy * sh + dy) as isize - ph as isize;
+            if iy < 0 || iy >= h as isize {
+                out.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+            out[..lo].fill(0.0);
+            out[hi..].fill(0.0);
+            if hi > lo {
+                let first = lo * sw + dx - pw;
+                if sw == 1 {
+                    out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                } else {
+                    for (v, x) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
+                        *v = *x;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The adjoint of [`im2col`]: adds every column value back onto the input position it was read
+/// from. `dxi` `[C, H, W]` is overwritten. One task per input channel (its rows of `cols` touch
+/// only its plane).
+fn col2im(cols: &[f32], g: &Conv2d, dxi: &mut [f32]) {
+    let [_, _, h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let ph = g.padding[0];
+    let pw = g.padding[1];
+    let [ho, wo] = g.output_hw();
+    let hw = ho * wo;
+    dxi.par_chunks_mut(h * w).enumerate().for_each(|(ch, plane)| {
+        plane.fill(0.0);
+        for dy in 0..kh {
+            for dx in 0..kw {
+                let row = &cols[((ch * kh + dy) * kw + dx) * hw..][..hw];
+                let (lo, hi) = g.valid_columns(dx);
+                if hi <= lo {
+                    continue;
+                }
+                for (oy, src) in row.chunks(wo).enumerate() {
+                    let iy = (oy * sh + dy) as isize - ph as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * w..(iy as usize + 1) * w];
+                    let first = lo * sw + dx - pw;
+                    if sw == 1 {
+                        for (d, v) in dst[first..first + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += *v;
+                        }
+                    } else {
+                        for (d, v) in dst[first..].iter_mut().step_by(sw).zip(&src[lo..hi]) {
+                            *d += *v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// `x` `[N, C, H, W]` (row-major) convolved with `weight` `[O, C·kh·kw]` (PyTorch's `[O, C, kh,
 /// kw]` flattened), plus `bias` `[O]` → `[N, O, H', W']` row-major.
 pub fn conv2d(x: &[f32], weight: ArrayView2<f32>, bias: Option<&[f32]>, g: Conv2d) -> Vec<f32> {
     let [n, c, h, w] = g.input;
     let [kh, kw] = g.kernel;
-    let [sh, sw] = g.stride;
-    let [ph, pw] = g.padding;
     let [ho, wo] = g.output_hw();
     let (o, k, hw) = (g.out_channels, c * kh * kw, ho * wo);
     let mut y = vec![0.0f32; n * o * hw];
-    let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
+    let direct = g.direct();
     let mut cols = if direct { Vec::new() } else { vec![0.0f32; k * hw] };
     for i in 0..n {
         let xi = &x[i * c * h * w..(i + 1) * c * h * w];
@@ -51,40 +145,78 @@ pub fn conv2d(x: &[f32], weight: ArrayView2<f32>, bias: Option<&[f32]>, g: Conv2
         let rhs = if direct {
             ArrayView2::from_shape((c, hw), xi).expect("C × H·W")
         } else {
-            // Row (ch, dy, dx) of the column matrix: the input shifted by (dy, dx), strided.
-            cols.par_chunks_mut(hw).enumerate().for_each(|(r, row)| {
-                let (ch, dy, dx) = (r / (kh * kw), (r / kw) % kh, r % kw);
-                let plane = &xi[ch * h * w..(ch + 1) * h * w];
-                for (oy, out) in row.chunks_mut(wo).enumerate() {
-                    let iy = (oy * sh + dy) as isize - ph as isize;
-                    if iy < 0 || iy >= h as isize {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    // Output columns whose input column `ox·sw + dx − pw` lies inside the row.
-                    let lo = pw.saturating_sub(dx).div_ceil(sw).min(wo);
-                    let hi = if w + pw > dx { ((w + pw - dx - 1) / sw + 1).min(wo) } else { 0 }.max(lo);
-                    out[..lo].fill(0.0);
-                    out[hi..].fill(0.0);
-                    if hi > lo {
-                        let first = lo * sw + dx - pw;
-                        if sw == 1 {
-                            out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-                        } else {
-                            for (v, x) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
-                                *v = *x;
-                            }
-                        }
-                    }
-                }
-            });
+            im2col(xi, &g, &mut cols);
             ArrayView2::from_shape((k, hw), &cols[..]).expect("C·kh·kw × H'·W'")
         };
         let mut dst = ArrayViewMut2::from_shape((o, hw), yi).expect("O × H'·W'");
         gemm_views(&mut dst, weight, rhs, bias.is_some());
     }
     y
+}
+
+/// Which gradients [`conv2d_backward`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Needs {
+    pub x: bool,
+    pub w: bool,
+    pub bias: bool,
+}
+
+/// Gradients of [`conv2d`], row-major; `None` where not asked for.
+#[derive(Debug, Default)]
+pub struct Grads {
+    /// `[N, C, H, W]`
+    pub x: Option<Vec<f32>>,
+    /// `[O, C·kh·kw]`
+    pub w: Option<Vec<f32>>,
+    /// `[O]`
+    pub bias: Option<Vec<f32>>,
+}
+
+/// The gradients of [`conv2d`] given `dy` `[N, O, H', W']`, per image: `∂x = col2im(Wᵀ·∂y)`,
+/// `∂W = Σ ∂y·colsᵀ` (the columns recomputed, not kept from the forward pass), `∂b = Σ ∂y`.
+pub fn conv2d_backward(x: &[f32], weight: ArrayView2<f32>, dy: &[f32], g: Conv2d, needs: Needs) -> Grads {
+    let [n, c, h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [ho, wo] = g.output_hw();
+    let (o, k, hw) = (g.out_channels, c * kh * kw, ho * wo);
+    let direct = g.direct();
+    let mut dx = needs.x.then(|| vec![0.0f32; n * c * h * w]);
+    let mut dw = needs.w.then(|| vec![0.0f32; o * k]);
+    let mut cols = if direct || !needs.w { Vec::new() } else { vec![0.0f32; k * hw] };
+    let mut dcols = if direct || !needs.x { Vec::new() } else { vec![0.0f32; k * hw] };
+    for i in 0..n {
+        let dyi = ArrayView2::from_shape((o, hw), &dy[i * o * hw..(i + 1) * o * hw]).expect("O × H'·W'");
+        let xi = &x[i * c * h * w..(i + 1) * c * h * w];
+        if let Some(dw) = dw.as_mut() {
+            let cols_i = if direct {
+                ArrayView2::from_shape((c, hw), xi).expect("C × H·W")
+            } else {
+                im2col(xi, &g, &mut cols);
+                ArrayView2::from_shape((k, hw), &cols[..]).expect("C·kh·kw × H'·W'")
+            };
+            let mut dst = ArrayViewMut2::from_shape((o, k), &mut dw[..]).expect("O × C·kh·kw");
+            gemm_views(&mut dst, dyi, cols_i.t(), i > 0);
+        }
+        if let Some(dx) = dx.as_mut() {
+            let dxi = &mut dx[i * c * h * w..(i + 1) * c * h * w];
+            if direct {
+                let mut dst = ArrayViewMut2::from_shape((c, hw), dxi).expect("C × H·W");
+                gemm_views(&mut dst, weight.t(), dyi, false);
+            } else {
+                let mut dst = ArrayViewMut2::from_shape((k, hw), &mut dcols[..]).expect("C·kh·kw × H'·W'");
+                gemm_views(&mut dst, weight.t(), dyi, false);
+                col2im(&dcols, &g, dxi);
+            }
+        }
+    }
+    let bias = needs.bias.then(|| {
+        (0..o)
+            .into_par_iter()
+            .map(|oc| (0..n).map(|i| dy[(i * o + oc) * hw..][..hw].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
+            .collect()
+    });
+    Grads { x: dx, w: dw, bias }
 }
 
 #[cfg(test)]
@@ -121,6 +253,46 @@ mod tests {
             }
         }
         y
+    }
+
+    /// The backward against the forward through the adjoint identities of a bilinear map:
+    /// `⟨conv(x, W), ∂y⟩ = ⟨x, ∂x⟩ = ⟨W, ∂W⟩` and `∂b = Σ ∂y` per channel.
+    #[test]
+    fn backward_is_the_adjoint_of_the_forward() {
+        for (input, kernel, stride, padding) in [
+            ([2, 3, 9, 11], [3, 3], [1, 1], [1, 1]),
+            ([2, 3, 9, 11], [3, 3], [2, 2], [0, 0]),
+            ([1, 4, 7, 8], [1, 7], [1, 1], [0, 3]),
+            ([2, 2, 5, 6], [1, 1], [1, 1], [0, 0]),
+            ([1, 3, 6, 7], [5, 3], [2, 3], [2, 1]),
+            ([1, 3, 2, 3], [3, 3], [2, 2], [2, 2]),
+        ] {
+            let g = Conv2d { input, out_channels: 5, kernel, stride, padding };
+            let [n, c, h, w] = input;
+            let k = c * kernel[0] * kernel[1];
+            let [ho, wo] = g.output_hw();
+            let x: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+            let wt: Vec<f32> = (0..5 * k).map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0).collect();
+            let dy: Vec<f32> = (0..n * 5 * ho * wo).map(|i| ((i * 29 % 89) as f32 / 44.0) - 1.0).collect();
+            let wv = ArrayView2::from_shape((5, k), &wt).unwrap();
+            let y = conv2d(&x, wv, None, g);
+            let all = Needs { x: true, w: true, bias: true };
+            let gr = conv2d_backward(&x, wv, &dy, g, all);
+            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>();
+            let yd = dot(&y, &dy);
+            let (xd, wd) = (dot(&x, gr.x.as_ref().unwrap()), dot(&wt, gr.w.as_ref().unwrap()));
+            let tol = 1e-4 * yd.abs().max(1.0);
+            assert!((yd - xd).abs() < tol && (yd - wd).abs() < tol, "{g:?}: {yd} {xd} {wd}");
+            let hw = ho * wo;
+            for (oc, gb) in gr.bias.as_ref().unwrap().iter().enumerate() {
+                let want: f32 = (0..n).map(|i| dy[(i * 5 + oc) * hw..][..hw].iter().sum::<f32>()).sum();
+                assert!((gb - want).abs() < 1e-4, "{g:?}: bias {oc}");
+            }
+            // Only what is asked for.
+            let some = conv2d_backward(&x, wv, &dy, g, Needs { x: true, w: false, bias: false });
+            assert!(some.w.is_none() && some.bias.is_none());
+            assert_eq!(some.x, gr.x);
+        }
     }
 
     #[test]

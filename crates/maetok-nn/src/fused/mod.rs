@@ -159,8 +159,10 @@ pub fn linear_default<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tenso
 /// 2-D convolution without groups or dilation: `x` `[N, C, H, W]`, `weight` `[O, C, kh, kw]`,
 /// `bias` `[O]` → `[N, O, H', W']`.
 ///
-/// The CPU fast path (NdArray without autodiff: inference, e.g. the FID Inception network) runs
-/// im2col and one GEMM per image; under autodiff and on other backends it is Burn's `conv2d`.
+/// The CPU fast path (NdArray, with or without autodiff: the FID Inception network, LPIPS as a
+/// metric and as a training loss) runs im2col and one GEMM per image, and under autodiff records
+/// one node whose backward is GEMMs and a col2im (Burn 0.21's NdArray computes a convolution's
+/// input gradient as a scalar transposed-convolution loop). Other backends use Burn's `conv2d`.
 pub fn conv2d<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
@@ -174,6 +176,14 @@ pub fn conv2d<B: Backend>(
         Err(args) => args,
     };
     conv2d_default(x, weight, bias, stride, padding)
+}
+
+/// Whether `B` takes the CPU fast path of this module (NdArray f32, with or without autodiff).
+pub fn cpu_fast_path<B: Backend>() -> bool {
+    #[cfg(feature = "cpu-kernels")]
+    return ndarray::takes_fast_path::<B>();
+    #[cfg(not(feature = "cpu-kernels"))]
+    false
 }
 
 /// The default convolution (Burn's `conv2d`).
@@ -328,7 +338,7 @@ mod tests {
     }
 
     /// Convolution: the im2col + GEMM path equals Burn's conv2d (plain NdArray), with and without
-    /// bias, for strided, padded and asymmetric kernels; under autodiff it is Burn's own.
+    /// bias, for strided, padded and asymmetric kernels.
     #[test]
     fn conv2d_fast_path_equals_default() {
         let dev = Default::default();
@@ -346,6 +356,54 @@ mod tests {
             assert_eq!(fast.dims(), slow.dims());
             close(fast.into_data(), slow.into_data(), 2e-6, &format!("conv {kernel:?} stride {stride:?} pad {padding:?} bias {bias}"));
         }
+    }
+
+    /// Under autodiff the fast convolution's value and gradients (input, weight, bias; a frozen
+    /// weight gets none) equal Burn's convolution's.
+    #[test]
+    fn conv2d_fast_path_equals_default_in_gradient() {
+        let dev = Default::default();
+        for (kernel, stride, padding, bias, frozen) in [
+            ([3, 3], [1, 1], [1, 1], true, false),
+            ([3, 3], [2, 2], [0, 0], false, false),
+            ([1, 7], [1, 1], [0, 3], true, true),
+            ([1, 1], [1, 1], [0, 0], true, false),
+            ([5, 3], [2, 3], [2, 1], false, true),
+        ] {
+            let run = |fast: bool| {
+                let x = Tensor::<A, 3>::from_data(data([2 * 4, 11, 13], 1), &dev).reshape([2, 4, 11, 13]).require_grad();
+                let w = Tensor::<A, 3>::from_data(data([6 * 4, kernel[0], kernel[1]], 2), &dev).reshape([6, 4, kernel[0], kernel[1]]);
+                let w = if frozen { w } else { w.require_grad() };
+                let b = bias.then(|| Tensor::<A, 3>::from_data(data([1, 1, 6], 3), &dev).reshape([6]).require_grad());
+                let y = if fast {
+                    conv2d(x.clone(), w.clone(), b.clone(), stride, padding)
+                } else {
+                    conv2d_default(x.clone(), w.clone(), b.clone(), stride, padding)
+                };
+                let [n, o, ho, wo] = y.dims();
+                let g = Tensor::<A, 3>::from_data(data([n * o, ho, wo], 9), &dev).reshape([n, o, ho, wo]);
+                let grads = (y.clone() * g).sum().backward();
+                (
+                    y.into_data(),
+                    x.grad(&grads).unwrap().into_data(),
+                    w.grad(&grads).map(|t| t.into_data()),
+                    b.and_then(|t| t.grad(&grads)).map(|t| t.into_data()),
+                )
+            };
+            let (fast, slow) = (run(true), run(false));
+            let what = format!("conv {kernel:?} stride {stride:?} pad {padding:?} bias {bias} frozen {frozen}");
+            close(fast.0, slow.0, 2e-6, &format!("{what} value"));
+            close(fast.1, slow.1, 2e-6, &format!("{what} dx"));
+            assert_eq!(fast.2.is_some(), !frozen, "{what}: dW only for a trainable weight");
+            if let (Some(a), Some(b)) = (fast.2, slow.2) {
+                close(a, b, 2e-6, &format!("{what} dW"));
+            }
+            assert_eq!(fast.3.is_some(), bias);
+            if let (Some(a), Some(b)) = (fast.3, slow.3) {
+                close(a, b, 2e-6, &format!("{what} db"));
+            }
+        }
+        assert!(cpu_fast_path::<A>() && cpu_fast_path::<N>());
     }
 
     /// Every fused op equals the default path in value and gradient, on NdArray and under

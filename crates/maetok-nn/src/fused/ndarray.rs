@@ -73,6 +73,11 @@ fn path<B: Backend>() -> Option<Path> {
     }
 }
 
+/// Whether `B` is one of the backends this module serves.
+pub(super) fn takes_fast_path<B: Backend>() -> bool {
+    path::<B>().is_some()
+}
+
 /// The f32 values of `t` in row-major order (borrowed when contiguous) and its shape.
 fn read(t: &NdArrayTensor) -> Option<(Cow<'_, [f32]>, Vec<usize>)> {
     let NdArrayTensor::F32(storage) = t else { return None };
@@ -634,33 +639,37 @@ pub(super) type LinearArgs<B, const D: usize> = (Tensor<B, D>, Tensor<B, 2>, Opt
 
 type LinearPrims<T> = (FloatTensor<T>, FloatTensor<T>, Option<FloatTensor<T>>);
 
-/// The primitives of a Linear call's arguments as backend `T`'s, or the arguments back.
-fn linear_prims<B: Backend, T: Backend, const D: usize>((x, w, b): LinearArgs<B, D>) -> Result<LinearPrims<T>, LinearArgs<B, D>> {
+/// The primitives of a Linear (`E = 2`) or convolution (`E = 4`) call's arguments (input, weight
+/// of rank `E`, bias) as backend `T`'s, or the arguments back.
+#[allow(clippy::type_complexity)]
+fn linear_prims<B: Backend, T: Backend, const D: usize, const E: usize>(
+    (x, w, b): (Tensor<B, D>, Tensor<B, E>, Option<Tensor<B, 1>>),
+) -> Result<LinearPrims<T>, (Tensor<B, D>, Tensor<B, E>, Option<Tensor<B, 1>>)> {
     let x = match prim::<B, T, D>(x) {
         Ok(p) => p,
         Err(x) => return Err((x, w, b)),
     };
-    let w = match prim::<B, T, 2>(w) {
+    let w = match prim::<B, T, E>(w) {
         Ok(p) => p,
         Err(w) => return Err((wrap::<T, B, D>(x), w, b)),
     };
     match b.map(prim::<B, T, 1>).transpose() {
         Ok(b) => Ok((x, w, b)),
-        Err(b) => Err((wrap::<T, B, D>(x), wrap::<T, B, 2>(w), Some(b))),
+        Err(b) => Err((wrap::<T, B, D>(x), wrap::<T, B, E>(w), Some(b))),
     }
 }
 
 pub(super) fn linear<B: Backend, const D: usize>(args: LinearArgs<B, D>) -> Result<Tensor<B, D>, LinearArgs<B, D>> {
     match path::<B>() {
         Some(Path::Plain) => {
-            let (x, w, b) = linear_prims::<B, Nd, D>(args)?;
+            let (x, w, b) = linear_prims::<B, Nd, D, 2>(args)?;
             match linear_nd(&x, &w, b.as_ref()) {
                 Some(y) => Ok(wrap::<Nd, B, D>(y)),
                 None => Err((wrap::<Nd, B, D>(x), wrap::<Nd, B, 2>(w), b.map(wrap::<Nd, B, 1>))),
             }
         }
         Some(Path::Autodiff) => {
-            let (x, w, b) = linear_prims::<B, Ad, D>(args)?;
+            let (x, w, b) = linear_prims::<B, Ad, D, 2>(args)?;
             let Some(y) = linear_nd(&x.primitive, &w.primitive, b.as_ref().map(|b| &b.primitive)) else {
                 return Err((wrap::<Ad, B, D>(x), wrap::<Ad, B, 2>(w), b.map(wrap::<Ad, B, 1>)));
             };
@@ -685,9 +694,27 @@ pub(super) fn linear<B: Backend, const D: usize>(args: LinearArgs<B, D>) -> Resu
     }
 }
 
-// ---- Convolution (inference) ----
+// ---- Convolution ----
 
 pub(super) type ConvArgs<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
+
+/// A convolution call as the kernels take it: `x`'s values (row-major), the weight as
+/// `[O, C·kh·kw]`, the geometry.
+struct ConvCall<'a> {
+    xs: Cow<'a, [f32]>,
+    ws: Cow<'a, [f32]>,
+    g: super::conv::Conv2d,
+}
+
+fn conv_args<'a>(x: &'a NdArrayTensor, w: &'a NdArrayTensor, stride: [usize; 2], padding: [usize; 2]) -> Option<ConvCall<'a>> {
+    let (xs, xshape) = read(x)?;
+    let (ws, wshape) = read(w)?;
+    let ([n, c, h, wd], [o, wc, kh, kw]) = (<[usize; 4]>::try_from(xshape).ok()?, <[usize; 4]>::try_from(wshape).ok()?);
+    if wc != c || h + 2 * padding[0] < kh || wd + 2 * padding[1] < kw || stride.contains(&0) || n * c * h * wd == 0 || o == 0 {
+        return None;
+    }
+    Some(ConvCall { xs, ws, g: super::conv::Conv2d { input: [n, c, h, wd], out_channels: o, kernel: [kh, kw], stride, padding } })
+}
 
 fn conv2d_nd(
     x: &NdArrayTensor,
@@ -696,41 +723,103 @@ fn conv2d_nd(
     stride: [usize; 2],
     padding: [usize; 2],
 ) -> Option<NdArrayTensor> {
-    let (xs, xshape) = read(x)?;
-    let (ws, wshape) = read(w)?;
-    let ([n, c, h, wd], [o, wc, kh, kw]) = (<[usize; 4]>::try_from(xshape).ok()?, <[usize; 4]>::try_from(wshape).ok()?);
-    if wc != c || h + 2 * padding[0] < kh || wd + 2 * padding[1] < kw || stride.contains(&0) || n * c * h * wd == 0 || o == 0 {
-        return None;
-    }
-    let bias = param(b, o)?;
-    let g = super::conv::Conv2d { input: [n, c, h, wd], out_channels: o, kernel: [kh, kw], stride, padding };
+    let ConvCall { xs, ws, g } = conv_args(x, w, stride, padding)?;
+    let bias = param(b, g.out_channels)?;
     let [ho, wo] = g.output_hw();
-    let wm = ndarray::ArrayView2::from_shape((o, c * kh * kw), &ws[..]).ok()?;
+    let [kh, kw] = g.kernel;
+    let wm = ndarray::ArrayView2::from_shape((g.out_channels, g.input[1] * kh * kw), &ws[..]).ok()?;
     let y = super::conv::conv2d(&xs, wm, bias.as_deref(), g);
-    Some(make(&[n, o, ho, wo], y))
+    Some(make(&[g.input[0], g.out_channels, ho, wo], y))
 }
 
-/// The convolution on plain NdArray tensors (no autodiff: the GEMM path has no backward).
-pub(super) fn conv2d<B: Backend>(args: ConvArgs<B>, stride: [usize; 2], padding: [usize; 2]) -> Result<Tensor<B, 4>, ConvArgs<B>> {
-    if path::<B>() != Some(Path::Plain) {
-        return Err(args);
+#[derive(Debug, Clone)]
+struct ConvState {
+    x: NdArrayTensor,
+    w: NdArrayTensor,
+    stride: [usize; 2],
+    padding: [usize; 2],
+}
+
+/// Registers the gradients of a convolution node for the parents that are tracked.
+fn conv_backward_nd(state: &ConvState, dy: &NdArrayTensor, parents: [Option<NodeId>; 3], grads: &mut Gradients) {
+    let ConvCall { xs, ws, g } = conv_args(&state.x, &state.w, state.stride, state.padding).expect("checked forward");
+    let (gs, _) = read(dy).expect("f32 gradient");
+    let [n, c, h, wd] = g.input;
+    let [kh, kw] = g.kernel;
+    let o = g.out_channels;
+    let wm = ndarray::ArrayView2::from_shape((o, c * kh * kw), &ws[..]).expect("checked forward");
+    let needs = super::conv::Needs { x: parents[0].is_some(), w: parents[1].is_some(), bias: parents[2].is_some() };
+    let gr = super::conv::conv2d_backward(&xs, wm, &gs, g, needs);
+    let grads_of = [
+        (parents[0], gr.x.map(|v| make(&[n, c, h, wd], v))),
+        (parents[1], gr.w.map(|v| make(&[o, c, kh, kw], v))),
+        (parents[2], gr.bias.map(|v| make(&[o], v))),
+    ];
+    for (parent, grad) in grads_of {
+        if let (Some(id), Some(grad)) = (parent, grad) {
+            grads.register::<Nd>(id, grad);
+        }
     }
-    let (x, w, b) = args;
-    let x = match prim::<B, Nd, 4>(x) {
-        Ok(p) => p,
-        Err(x) => return Err((x, w, b)),
-    };
-    let w = match prim::<B, Nd, 4>(w) {
-        Ok(p) => p,
-        Err(w) => return Err((wrap::<Nd, B, 4>(x), w, b)),
-    };
-    let b = match b.map(prim::<B, Nd, 1>).transpose() {
-        Ok(b) => b,
-        Err(b) => return Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), Some(b))),
-    };
-    match conv2d_nd(&x, &w, b.as_ref(), stride, padding) {
-        Some(y) => Ok(wrap::<Nd, B, 4>(y)),
-        None => Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), b.map(wrap::<Nd, B, 1>))),
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Nd, 2> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw] = ops.parents;
+        let dy = grads.consume::<Nd>(&ops.node);
+        conv_backward_nd(&ops.state, &dy, [px.map(|n| n.id), pw.map(|n| n.id), None], grads);
+    }
+}
+
+impl Backward<Nd, 3> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw, pb] = ops.parents;
+        let dy = grads.consume::<Nd>(&ops.node);
+        conv_backward_nd(&ops.state, &dy, [px.map(|n| n.id), pw.map(|n| n.id), pb.map(|n| n.id)], grads);
+    }
+}
+
+/// The convolution on NdArray tensors: im2col + GEMM, and under autodiff one node whose backward
+/// is [`super::conv::conv2d_backward`] (Burn 0.21's NdArray runs a convolution's input gradient as
+/// a scalar transposed-convolution loop).
+pub(super) fn conv2d<B: Backend>(args: ConvArgs<B>, stride: [usize; 2], padding: [usize; 2]) -> Result<Tensor<B, 4>, ConvArgs<B>> {
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let (x, w, b) = linear_prims::<B, Nd, 4, 4>(args)?;
+            match conv2d_nd(&x, &w, b.as_ref(), stride, padding) {
+                Some(y) => Ok(wrap::<Nd, B, 4>(y)),
+                None => Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), b.map(wrap::<Nd, B, 1>))),
+            }
+        }
+        Some(Path::Autodiff) => {
+            let (x, w, b) = linear_prims::<B, Ad, 4, 4>(args)?;
+            let Some(y) = conv2d_nd(&x.primitive, &w.primitive, b.as_ref().map(|b| &b.primitive), stride, padding) else {
+                return Err((wrap::<Ad, B, 4>(x), wrap::<Ad, B, 4>(w), b.map(wrap::<Ad, B, 1>)));
+            };
+            let state = || ConvState { x: x.primitive.clone(), w: w.primitive.clone(), stride, padding };
+            let out = match &b {
+                Some(b) => match ConvBackward
+                    .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+                    .compute_bound()
+                    .stateful()
+                {
+                    OpsKind::Tracked(prep) => prep.finish(state(), y),
+                    OpsKind::UnTracked(prep) => prep.finish(y),
+                },
+                None => match ConvBackward.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+                    OpsKind::Tracked(prep) => prep.finish(state(), y),
+                    OpsKind::UnTracked(prep) => prep.finish(y),
+                },
+            };
+            Ok(wrap::<Ad, B, 4>(out))
+        }
+        None => Err(args),
     }
 }
 
