@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation::relu, backend::Backend, module::max_pool2d, ops::PadMode, Bool, Tensor, TensorData};
+use burn::tensor::{activation::relu, backend::Backend, ops::PadMode, Bool, Tensor, TensorData};
 use maetok_nn::io::{CheckpointError, LoadReport, Loader, ParamVisitor, VisitParams};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -76,11 +76,11 @@ impl<B: Backend> Lpips<B> {
         let mut k = 0;
         for (s, idx) in SLICES.iter().enumerate() {
             if s > 0 {
-                h = max_pool2d(h, [2, 2], [2, 2], [0, 0], [1, 1], false);
+                h = maetok_nn::fused::max_pool2d(h, [2, 2], [2, 2], [0, 0]);
             }
             for _ in idx.iter() {
                 let c = &self.convs[k];
-                h = relu(conv3x3(h, c.weight.val(), c.bias.val()));
+                h = conv3x3_relu(h, c.weight.val(), c.bias.val());
                 k += 1;
             }
             taps.push(h.clone());
@@ -127,15 +127,20 @@ impl<B: Backend> Lpips<B> {
     }
 }
 
-/// A 3×3 convolution, stride 1, padding 1: `x` `[B, C, H, W]`, `w` `[O, C, 3, 3]` → `[B, O, H, W]`.
+/// A 3×3 convolution, stride 1, padding 1, then a ReLU: `x` `[B, C, H, W]`, `w` `[O, C, 3, 3]`
+/// → `[B, O, H, W]`.
 ///
-/// On NdArray (with or without autodiff) it is `maetok_nn::fused::conv2d`: im2col + GEMM, with
-/// its own backward as a training loss. On other autodiff backends it runs as im2col + one GEMM
-/// in Burn ops (the backward of slices and a matmul), whose cost is the `[B, 9C, HW]` column
-/// tensor kept for the backward pass; other backends (the metric) use the backend's convolution.
-fn conv3x3<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Tensor<B, 1>) -> Tensor<B, 4> {
-    if !B::ad_enabled(&x.device()) || maetok_nn::fused::cpu_fast_path::<B>() {
-        return maetok_nn::fused::conv2d(x, w, Some(bias), [1, 1], [1, 1]);
+/// On NdArray (with or without autodiff) the convolution is `maetok_nn::fused::conv2d`: im2col +
+/// GEMM, with its own backward as a training loss (the metric: the ReLU in place). On other
+/// autodiff backends it runs as im2col + one GEMM in Burn ops (the backward of slices and a
+/// matmul), whose cost is the `[B, 9C, HW]` column tensor kept for the backward pass; other
+/// backends (the metric) use the backend's convolution.
+fn conv3x3_relu<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Tensor<B, 1>) -> Tensor<B, 4> {
+    if !B::ad_enabled(&x.device()) {
+        return maetok_nn::fused::conv2d_relu(x, w, Some(bias), [1, 1], [1, 1]);
+    }
+    if maetok_nn::fused::cpu_fast_path::<B>() {
+        return relu(maetok_nn::fused::conv2d(x, w, Some(bias), [1, 1], [1, 1]));
     }
     let [b, c, h, wd] = x.dims();
     let o = w.dims()[0];
@@ -147,7 +152,7 @@ fn conv3x3<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Tensor<B, 1>) -> 
     // [B, C, 9, H, W] → [B, 9C, HW], rows in the weight's (c, ky, kx) order.
     let cols = Tensor::stack::<5>(taps, 2).reshape([b, c * 9, h * wd]);
     let out = w.reshape([1, o, c * 9]).matmul(cols) + bias.reshape([1, o, 1]);
-    out.reshape([b, o, h, wd])
+    relu(out.reshape([b, o, h, wd]))
 }
 
 /// `nn.Dropout(0.5)` in training mode on `x` `[B, ...]`: each value kept with probability ½ and

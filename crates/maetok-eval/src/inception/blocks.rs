@@ -4,21 +4,18 @@
 //! All blocks map `[N, Cin, H, W]` to `[N, Cout, H', W']` by concatenating branches on channels.
 
 use burn::module::Module;
-use burn::tensor::{
-    backend::Backend,
-    module::{avg_pool2d, max_pool2d},
-    Tensor,
-};
+use burn::tensor::{backend::Backend, Tensor};
+use maetok_nn::fused::{avg_pool2d, max_pool2d};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
 
 use super::conv::BasicConv2d;
 
 fn avg3<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    avg_pool2d(x, [3, 3], [1, 1], [1, 1], false, false)
+    avg_pool2d(x, [3, 3], [1, 1], [1, 1], false)
 }
 
 fn max3s2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    max_pool2d(x, [3, 3], [2, 2], [0, 0], [1, 1], false)
+    max_pool2d(x, [3, 3], [2, 2], [0, 0])
 }
 
 /// `Mixed_5b/5c/5d` (35×35): output `224 + pool_features` channels.
@@ -246,7 +243,7 @@ impl<B: Backend> InceptionE<B> {
         let b3 = Tensor::cat(vec![self.branch3x3_2a.forward(t.clone()), self.branch3x3_2b.forward(t)], 1);
         let t = self.branch3x3dbl_2.forward(self.branch3x3dbl_1.forward(x.clone()));
         let bd = Tensor::cat(vec![self.branch3x3dbl_3a.forward(t.clone()), self.branch3x3dbl_3b.forward(t)], 1);
-        let pooled = if self.max_pool { max_pool2d(x, [3, 3], [1, 1], [1, 1], [1, 1], false) } else { avg3(x) };
+        let pooled = if self.max_pool { max_pool2d(x, [3, 3], [1, 1], [1, 1]) } else { avg3(x) };
         let bp = self.branch_pool.forward(pooled);
         Tensor::cat(vec![b1, b3, bd, bp], 1)
     }

@@ -4,7 +4,7 @@
 //! two passes over the activations.
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation::relu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
 
 /// BatchNorm epsilon of the TF-converted Inception weights.
@@ -51,9 +51,9 @@ impl<B: Backend> BasicConv2d<B> {
         let scale = self.gamma.val() / (self.var.val() + BN_EPS).sqrt();
         let shift = self.beta.val() - self.mean.val() * scale.clone();
         let w = self.weight.val() * scale.reshape([o, 1, 1, 1]);
-        // im2col + GEMM on the CPU (a plain GEMM for the 1x1 convolutions), Burn's conv2d elsewhere.
-        let y = maetok_nn::fused::conv2d(x, w, Some(shift), [self.stride; 2], self.padding);
-        relu(y)
+        // im2col + GEMM with the ReLU in place on the CPU (a plain GEMM for the 1x1
+        // convolutions), Burn's conv2d and ReLU elsewhere.
+        maetok_nn::fused::conv2d_relu(x, w, Some(shift), [self.stride; 2], self.padding)
     }
 }
 

@@ -3,7 +3,8 @@
 //! pool3 (2048-d: FID, precision/recall), spatial (2023-d: sFID) and the 1008-class logits (IS).
 
 use burn::module::{Module, Param};
-use burn::tensor::{backend::Backend, module::max_pool2d, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
+use maetok_nn::fused::max_pool2d;
 use maetok_nn::io::{ParamVisitor, VisitParams};
 
 use super::blocks::{InceptionA, InceptionB, InceptionC, InceptionD, InceptionE};
@@ -63,7 +64,7 @@ pub struct BlockOutputs<B: Backend> {
 }
 
 fn maxpool<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    max_pool2d(x, [3, 3], [2, 2], [0, 0], [1, 1], false)
+    max_pool2d(x, [3, 3], [2, 2], [0, 0])
 }
 
 impl<B: Backend> InceptionV3<B> {

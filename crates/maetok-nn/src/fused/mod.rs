@@ -29,6 +29,8 @@ mod linear;
 #[cfg(feature = "cpu-kernels")]
 mod ndarray;
 #[cfg(feature = "cpu-kernels")]
+mod pool;
+#[cfg(feature = "cpu-kernels")]
 mod rope;
 
 use burn::tensor::{backend::Backend, Tensor};
@@ -176,6 +178,53 @@ pub fn conv2d<B: Backend>(
         Err(args) => args,
     };
     conv2d_default(x, weight, bias, stride, padding)
+}
+
+/// [`conv2d`] followed by a ReLU. The CPU fast path (plain NdArray: inference) applies the ReLU
+/// in place on the convolution's output; elsewhere it is `relu(conv2d(..))`.
+pub fn conv2d_relu<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cpu-kernels")]
+    let (x, weight, bias) = match ndarray::conv2d_relu((x, weight, bias), stride, padding) {
+        Ok(y) => return y,
+        Err(args) => args,
+    };
+    burn::tensor::activation::relu(conv2d(x, weight, bias, stride, padding))
+}
+
+/// 2-D average pooling (floor mode, no dilation): `x` `[N, C, H, W]` → `[N, C, H', W']`; the
+/// mean over the whole window when `count_include_pad` (PyTorch's flag), else over the values
+/// inside the input. The CPU fast path (plain NdArray: inference) runs one parallel pass; under
+/// autodiff and on other backends it is Burn's `avg_pool2d`.
+pub fn avg_pool2d<B: Backend>(
+    x: Tensor<B, 4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    count_include_pad: bool,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match ndarray::pool2d(x, kernel, stride, padding, pool::Reduce::Mean { count_padding: count_include_pad }) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::module::avg_pool2d(x, kernel, stride, padding, count_include_pad, false)
+}
+
+/// 2-D max pooling (floor mode, no dilation): `x` `[N, C, H, W]` → `[N, C, H', W']`. The CPU fast
+/// path as [`avg_pool2d`]'s; elsewhere Burn's `max_pool2d`.
+pub fn max_pool2d<B: Backend>(x: Tensor<B, 4>, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Tensor<B, 4> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match ndarray::pool2d(x, kernel, stride, padding, pool::Reduce::Max) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::module::max_pool2d(x, kernel, stride, padding, [1, 1], false)
 }
 
 /// Whether `B` takes the CPU fast path of this module (NdArray f32, with or without autodiff).
@@ -352,9 +401,33 @@ mod tests {
             let w = Tensor::<N, 3>::from_data(data([8 * 6, kernel[0], kernel[1]], 2), &dev).reshape([8, 6, kernel[0], kernel[1]]);
             let b = bias.then(|| Tensor::<N, 3>::from_data(data([1, 1, 8], 3), &dev).reshape([8]));
             let fast = conv2d(x.clone(), w.clone(), b.clone(), stride, padding);
+            let relu = conv2d_relu(x.clone(), w.clone(), b.clone(), stride, padding);
+            close(relu.into_data(), burn::tensor::activation::relu(fast.clone()).into_data(), 0.0, "conv2d_relu");
             let slow = conv2d_default(x, w, b, stride, padding);
             assert_eq!(fast.dims(), slow.dims());
             close(fast.into_data(), slow.into_data(), 2e-6, &format!("conv {kernel:?} stride {stride:?} pad {padding:?} bias {bias}"));
+        }
+    }
+
+    /// Pooling: the fast path equals Burn's average (with and without the padding counted) and
+    /// max pooling for Inception's windows and an uneven one.
+    #[test]
+    fn pool_fast_path_equals_burn() {
+        use burn::tensor::module as m;
+        let dev = Default::default();
+        let x = Tensor::<N, 3>::from_data(data([2 * 5, 17, 19], 4), &dev).reshape([2, 5, 17, 19]);
+        for (k, s, p) in [([3, 3], [1, 1], [1, 1]), ([3, 3], [2, 2], [0, 0]), ([2, 3], [2, 1], [1, 1])] {
+            for pad in [false, true] {
+                let fast = avg_pool2d(x.clone(), k, s, p, pad);
+                close(
+                    fast.into_data(),
+                    m::avg_pool2d(x.clone(), k, s, p, pad, false).into_data(),
+                    1e-6,
+                    &format!("avg {k:?} {s:?} {p:?} {pad}"),
+                );
+            }
+            let fast = max_pool2d(x.clone(), k, s, p);
+            close(fast.into_data(), m::max_pool2d(x.clone(), k, s, p, [1, 1], false).into_data(), 0.0, &format!("max {k:?} {s:?} {p:?}"));
         }
     }
 

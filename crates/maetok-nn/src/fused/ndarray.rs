@@ -716,20 +716,39 @@ fn conv_args<'a>(x: &'a NdArrayTensor, w: &'a NdArrayTensor, stride: [usize; 2],
     Some(ConvCall { xs, ws, g: super::conv::Conv2d { input: [n, c, h, wd], out_channels: o, kernel: [kh, kw], stride, padding } })
 }
 
+/// The convolution, followed by a ReLU when `relu` (one parallel pass in place).
 fn conv2d_nd(
     x: &NdArrayTensor,
     w: &NdArrayTensor,
     b: Option<&NdArrayTensor>,
     stride: [usize; 2],
     padding: [usize; 2],
+    relu: bool,
 ) -> Option<NdArrayTensor> {
     let ConvCall { xs, ws, g } = conv_args(x, w, stride, padding)?;
     let bias = param(b, g.out_channels)?;
     let [ho, wo] = g.output_hw();
     let [kh, kw] = g.kernel;
     let wm = ndarray::ArrayView2::from_shape((g.out_channels, g.input[1] * kh * kw), &ws[..]).ok()?;
-    let y = super::conv::conv2d(&xs, wm, bias.as_deref(), g);
+    let mut y = super::conv::conv2d(&xs, wm, bias.as_deref(), g);
+    if relu {
+        use rayon::prelude::*;
+        // `v < 0` keeps NaN, as PyTorch's ReLU does.
+        y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0));
+    }
     Some(make(&[g.input[0], g.out_channels, ho, wo], y))
+}
+
+/// The convolution followed by a ReLU, on plain NdArray tensors (inference).
+pub(super) fn conv2d_relu<B: Backend>(args: ConvArgs<B>, stride: [usize; 2], padding: [usize; 2]) -> Result<Tensor<B, 4>, ConvArgs<B>> {
+    if path::<B>() != Some(Path::Plain) {
+        return Err(args);
+    }
+    let (x, w, b) = linear_prims::<B, Nd, 4, 4>(args)?;
+    match conv2d_nd(&x, &w, b.as_ref(), stride, padding, true) {
+        Some(y) => Ok(wrap::<Nd, B, 4>(y)),
+        None => Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), b.map(wrap::<Nd, B, 1>))),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -792,14 +811,14 @@ pub(super) fn conv2d<B: Backend>(args: ConvArgs<B>, stride: [usize; 2], padding:
     match path::<B>() {
         Some(Path::Plain) => {
             let (x, w, b) = linear_prims::<B, Nd, 4, 4>(args)?;
-            match conv2d_nd(&x, &w, b.as_ref(), stride, padding) {
+            match conv2d_nd(&x, &w, b.as_ref(), stride, padding, false) {
                 Some(y) => Ok(wrap::<Nd, B, 4>(y)),
                 None => Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), b.map(wrap::<Nd, B, 1>))),
             }
         }
         Some(Path::Autodiff) => {
             let (x, w, b) = linear_prims::<B, Ad, 4, 4>(args)?;
-            let Some(y) = conv2d_nd(&x.primitive, &w.primitive, b.as_ref().map(|b| &b.primitive), stride, padding) else {
+            let Some(y) = conv2d_nd(&x.primitive, &w.primitive, b.as_ref().map(|b| &b.primitive), stride, padding, false) else {
                 return Err((wrap::<Ad, B, 4>(x), wrap::<Ad, B, 4>(w), b.map(wrap::<Ad, B, 1>)));
             };
             let state = || ConvState { x: x.primitive.clone(), w: w.primitive.clone(), stride, padding };
@@ -820,6 +839,45 @@ pub(super) fn conv2d<B: Backend>(args: ConvArgs<B>, stride: [usize; 2], padding:
             Ok(wrap::<Ad, B, 4>(out))
         }
         None => Err(args),
+    }
+}
+
+// ---- Pooling (inference) ----
+
+fn pool_nd(
+    x: &NdArrayTensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    reduce: super::pool::Reduce,
+) -> Option<NdArrayTensor> {
+    let (xs, shape) = read(x)?;
+    let [n, c, h, w] = <[usize; 4]>::try_from(shape).ok()?;
+    // PyTorch's own conditions (padding at most half the window), and no empty tensors.
+    let fits = (0..2).all(|i| kernel[i] > 0 && stride[i] > 0 && 2 * padding[i] <= kernel[i]);
+    if !fits || h + 2 * padding[0] < kernel[0] || w + 2 * padding[1] < kernel[1] || n * c * h * w == 0 {
+        return None;
+    }
+    let g = super::pool::Pool2d { input: [n, c, h, w], kernel, stride, padding };
+    let [ho, wo] = g.output_hw();
+    Some(make(&[n, c, ho, wo], super::pool::pool2d(&xs, g, reduce)))
+}
+
+/// Pooling on plain NdArray tensors (under autodiff: the default, which has Burn's backward).
+pub(super) fn pool2d<B: Backend>(
+    x: Tensor<B, 4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    reduce: super::pool::Reduce,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    if path::<B>() != Some(Path::Plain) {
+        return Err(x);
+    }
+    let p = prim::<B, Nd, 4>(x)?;
+    match pool_nd(&p, kernel, stride, padding, reduce) {
+        Some(y) => Ok(wrap::<Nd, B, 4>(y)),
+        None => Err(wrap::<Nd, B, 4>(p)),
     }
 }
 
