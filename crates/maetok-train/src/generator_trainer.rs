@@ -221,10 +221,13 @@ impl<B: AutodiffBackend> GeneratorTrainer<B> {
         if model_config.learns_sigma() != config.objective.needs_learned_variance() {
             return Err(GeneratorTrainError::ObjectiveMismatch { objective: config.objective, channels: model_config.out_channels() });
         }
-        <B as Backend>::seed(device, config.seed);
-        let mut model = model_config.init::<B>(device);
-        model.init_for_training(device);
-        let ema = model.valid();
+        let (model, ema) = crate::seeded::seeded(|| {
+            <B as Backend>::seed(device, config.seed);
+            let mut model = model_config.init::<B>(device);
+            model.init_for_training(device);
+            let ema = model.valid();
+            (model, ema)
+        });
         Ok(Self {
             model,
             ema,

@@ -7,6 +7,7 @@ pub mod data;
 pub mod generator_trainer;
 pub mod grad_clip;
 pub mod parallel;
+pub mod seeded;
 pub mod tokenizer;
 pub mod viz;
 

@@ -223,9 +223,11 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
     fn fresh_model(args: &ModelArgs, origin: &str, config: &TokenizerTrainConfig, device: &B::Device) -> Result<MaskAe<B>, TrainError> {
         let cfg = args.resolve(origin)?;
         let aux = stage_aux(args, config.stage, origin)?;
-        <B as Backend>::seed(device, config.seed);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        Ok(MaskAe::new(&cfg, &aux, &mut rng, device))
+        Ok(crate::seeded::seeded(|| {
+            <B as Backend>::seed(device, config.seed);
+            MaskAe::new(&cfg, &aux, &mut rng, device)
+        }))
     }
 
     fn with_model(
@@ -251,13 +253,16 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
         let model = freeze_encoder(model, config.stage);
         // Burn initialises parameters lazily, and a clone of a lazy parameter draws its own
         // values: materialise everything now, from the seeded generator, before the EMA copy.
-        <B as Backend>::seed(device, config.seed ^ 0xA5A5_5A5A);
-        materialize(&model);
-        let ema = model.valid();
         let (disc, disc_config) = disc.map_or((None, None), |(d, c)| (Some(d), Some(c)));
-        if let Some(d) = &disc {
-            materialize(d);
-        }
+        let ema = crate::seeded::seeded(|| {
+            <B as Backend>::seed(device, config.seed ^ 0xA5A5_5A5A);
+            materialize(&model);
+            let ema = model.valid();
+            if let Some(d) = &disc {
+                materialize(d);
+            }
+            ema
+        });
         Ok(Self {
             model,
             ema,
