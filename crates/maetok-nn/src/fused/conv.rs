@@ -126,9 +126,20 @@ fn col2im(cols: &[f32], g: &Conv2d, dxi: &mut [f32]) {
     });
 }
 
+/// What happens to each output value after the product, per output channel `o`:
+/// `y = relu?(scale[o]·acc + bias[o])` (an inference BatchNorm folded behind the convolution, a
+/// ReLU), applied to one image's output right after its GEMM, while it is in cache.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// `[O]`, or none (scale 1).
+    pub scale: Option<&'a [f32]>,
+    /// ReLU after the affine; `v < 0` is the test, so NaN is kept (as PyTorch's ReLU keeps it).
+    pub relu: bool,
+}
+
 /// `x` `[N, C, H, W]` (row-major) convolved with `weight` `[O, C·kh·kw]` (PyTorch's `[O, C, kh,
-/// kw]` flattened), plus `bias` `[O]` → `[N, O, H', W']` row-major.
-pub fn conv2d(x: &[f32], weight: ArrayView2<f32>, bias: Option<&[f32]>, g: Conv2d) -> Vec<f32> {
+/// kw]` flattened), then `epilogue` with `bias` `[O]` → `[N, O, H', W']` row-major.
+pub fn conv2d(x: &[f32], weight: ArrayView2<f32>, bias: Option<&[f32]>, g: Conv2d, epilogue: Epilogue) -> Vec<f32> {
     let [n, c, h, w] = g.input;
     let [kh, kw] = g.kernel;
     let [ho, wo] = g.output_hw();
@@ -136,10 +147,12 @@ pub fn conv2d(x: &[f32], weight: ArrayView2<f32>, bias: Option<&[f32]>, g: Conv2
     let mut y = vec![0.0f32; n * o * hw];
     let direct = g.direct();
     let mut cols = if direct { Vec::new() } else { vec![0.0f32; k * hw] };
+    // Without a scale the bias is the GEMM's starting value; with one it comes after the scale.
+    let prefill = bias.filter(|_| epilogue.scale.is_none());
     for i in 0..n {
         let xi = &x[i * c * h * w..(i + 1) * c * h * w];
         let yi = &mut y[i * o * hw..(i + 1) * o * hw];
-        if let Some(b) = bias {
+        if let Some(b) = prefill {
             yi.par_chunks_mut(hw).zip(b.par_iter()).for_each(|(row, &v)| row.fill(v));
         }
         let rhs = if direct {
@@ -148,10 +161,33 @@ pub fn conv2d(x: &[f32], weight: ArrayView2<f32>, bias: Option<&[f32]>, g: Conv2
             im2col(xi, &g, &mut cols);
             ArrayView2::from_shape((k, hw), &cols[..]).expect("C·kh·kw × H'·W'")
         };
-        let mut dst = ArrayViewMut2::from_shape((o, hw), yi).expect("O × H'·W'");
-        gemm_views(&mut dst, weight, rhs, bias.is_some());
+        let mut dst = ArrayViewMut2::from_shape((o, hw), &mut *yi).expect("O × H'·W'");
+        gemm_views(&mut dst, weight, rhs, prefill.is_some());
+        apply_epilogue(yi, hw, epilogue, bias.filter(|_| epilogue.scale.is_some()));
     }
     y
+}
+
+/// `y` `[O, hw]` ← `relu?(scale[o]·y + shift[o])`, in place, one task per few channels.
+fn apply_epilogue(y: &mut [f32], hw: usize, e: Epilogue, shift: Option<&[f32]>) {
+    if e.scale.is_none() && shift.is_none() && !e.relu {
+        return;
+    }
+    let rows = (1usize << 14).div_ceil(hw).max(1);
+    y.par_chunks_mut(rows * hw).enumerate().for_each(|(t, block)| {
+        for (r, row) in block.chunks_mut(hw).enumerate() {
+            let oc = t * rows + r;
+            let (s, b) = (e.scale.map_or(1.0, |s| s[oc]), shift.map_or(0.0, |b| b[oc]));
+            match (e.scale.is_some() || shift.is_some(), e.relu) {
+                (true, true) => row.iter_mut().for_each(|v| {
+                    let a = s * *v + b;
+                    *v = if a < 0.0 { 0.0 } else { a };
+                }),
+                (true, false) => row.iter_mut().for_each(|v| *v = s * *v + b),
+                (false, _) => row.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0),
+            }
+        }
+    });
 }
 
 /// Which gradients [`conv2d_backward`] computes.
@@ -275,7 +311,7 @@ mod tests {
             let wt: Vec<f32> = (0..5 * k).map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0).collect();
             let dy: Vec<f32> = (0..n * 5 * ho * wo).map(|i| ((i * 29 % 89) as f32 / 44.0) - 1.0).collect();
             let wv = ArrayView2::from_shape((5, k), &wt).unwrap();
-            let y = conv2d(&x, wv, None, g);
+            let y = conv2d(&x, wv, None, g, Epilogue::default());
             let all = Needs { x: true, w: true, bias: true };
             let gr = conv2d_backward(&x, wv, &dy, g, all);
             let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>();
@@ -321,11 +357,23 @@ mod tests {
         let k = c * kernel[0] * kernel[1];
         let wt: Vec<f32> = (0..5 * k).map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0).collect();
         let b = [0.5, -0.25, 0.0, 1.0, 2.0];
-        let got = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), Some(&b), g);
+        let got = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), Some(&b), g, Epilogue::default());
         let want = naive(&x, &wt, &b, g);
         let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(err < 1e-4, "{kernel:?} {stride:?} {padding:?}: {err}");
-        let nob = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), None, g);
+        let nob = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), None, g, Epilogue::default());
         assert!((nob[0] + b[0] - got[0]).abs() < 1e-4);
+        // A per-channel scale and shift, then a ReLU (an inference BatchNorm and activation).
+        let scale = [2.0, -1.0, 0.5, 0.0, 1.5];
+        let epi = Epilogue { scale: Some(&scale), relu: true };
+        let bn = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), Some(&b), g, epi);
+        let hw = got.len() / (n * 5);
+        for (j, (v, u)) in bn.iter().zip(&nob).enumerate() {
+            let oc = (j / hw) % 5;
+            let want = (scale[oc] * u + b[oc]).max(0.0);
+            assert!((v - want).abs() < 1e-4, "{kernel:?}: scale/shift/relu at {j}: {v} vs {want}");
+        }
+        let relu = conv2d(&x, ArrayView2::from_shape((5, k), &wt).unwrap(), Some(&b), g, Epilogue { scale: None, relu: true });
+        assert!(relu.iter().zip(&got).all(|(r, v)| *r == v.max(0.0)), "{kernel:?}: relu");
     }
 }

@@ -181,7 +181,7 @@ pub fn conv2d<B: Backend>(
 }
 
 /// [`conv2d`] followed by a ReLU. The CPU fast path (plain NdArray: inference) applies the ReLU
-/// in place on the convolution's output; elsewhere it is `relu(conv2d(..))`.
+/// to each image's output right after its GEMM; elsewhere it is `relu(conv2d(..))`.
 pub fn conv2d_relu<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
@@ -189,12 +189,39 @@ pub fn conv2d_relu<B: Backend>(
     stride: [usize; 2],
     padding: [usize; 2],
 ) -> Tensor<B, 4> {
+    conv2d_scale_shift_relu(x, weight, None, bias, stride, padding)
+}
+
+/// [`conv2d`] (no bias), then `scale·y + shift` per output channel (`scale`, `shift` `[O]`: an
+/// inference BatchNorm), then a ReLU. The CPU fast path (plain NdArray: inference) applies all
+/// three to each image's output right after its GEMM, so a BatchNorm costs neither a pass over
+/// the activations nor one over the weights (folding it into them would, on every call);
+/// elsewhere it is Burn ops.
+pub fn conv2d_scale_shift_relu<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    scale: Option<Tensor<B, 1>>,
+    shift: Option<Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Tensor<B, 4> {
     #[cfg(feature = "cpu-kernels")]
-    let (x, weight, bias) = match ndarray::conv2d_relu((x, weight, bias), stride, padding) {
+    let ((x, weight, shift), scale) = match ndarray::conv2d_scale_shift_relu((x, weight, shift), scale, stride, padding) {
         Ok(y) => return y,
         Err(args) => args,
     };
-    burn::tensor::activation::relu(conv2d(x, weight, bias, stride, padding))
+    let y = match scale {
+        Some(scale) => {
+            let o = scale.dims()[0];
+            let y = conv2d(x, weight, None, stride, padding) * scale.reshape([1, o, 1, 1]);
+            match shift {
+                Some(shift) => y + shift.reshape([1, o, 1, 1]),
+                None => y,
+            }
+        }
+        None => conv2d(x, weight, shift, stride, padding),
+    };
+    burn::tensor::activation::relu(y)
 }
 
 /// 2-D average pooling (floor mode, no dilation): `x` `[N, C, H, W]` → `[N, C, H', W']`; the
@@ -403,6 +430,16 @@ mod tests {
             let fast = conv2d(x.clone(), w.clone(), b.clone(), stride, padding);
             let relu = conv2d_relu(x.clone(), w.clone(), b.clone(), stride, padding);
             close(relu.into_data(), burn::tensor::activation::relu(fast.clone()).into_data(), 0.0, "conv2d_relu");
+            // An inference BatchNorm behind the convolution: the epilogue against Burn ops.
+            let scale = Tensor::<N, 3>::from_data(data([1, 1, 8], 4), &dev).reshape([8]);
+            let bn = conv2d_scale_shift_relu(x.clone(), w.clone(), Some(scale.clone()), b.clone(), stride, padding);
+            let o = |t: Tensor<N, 1>| t.reshape([1, 8, 1, 1]);
+            let unfused = conv2d_default(x.clone(), w.clone(), None, stride, padding) * o(scale);
+            let unfused = burn::tensor::activation::relu(match b.clone() {
+                Some(b) => unfused + o(b),
+                None => unfused,
+            });
+            close(bn.into_data(), unfused.into_data(), 2e-6, &format!("conv+scale+shift+relu {kernel:?}"));
             let slow = conv2d_default(x, w, b, stride, padding);
             assert_eq!(fast.dims(), slow.dims());
             close(fast.into_data(), slow.into_data(), 2e-6, &format!("conv {kernel:?} stride {stride:?} pad {padding:?} bias {bias}"));

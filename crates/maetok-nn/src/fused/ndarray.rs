@@ -716,38 +716,52 @@ fn conv_args<'a>(x: &'a NdArrayTensor, w: &'a NdArrayTensor, stride: [usize; 2],
     Some(ConvCall { xs, ws, g: super::conv::Conv2d { input: [n, c, h, wd], out_channels: o, kernel: [kh, kw], stride, padding } })
 }
 
-/// The convolution, followed by a ReLU when `relu` (one parallel pass in place).
+/// The convolution, then per output channel `scale·y + bias` (the bias alone when no scale) and a
+/// ReLU when `relu`, applied to each image's output right after its GEMM.
 fn conv2d_nd(
     x: &NdArrayTensor,
     w: &NdArrayTensor,
     b: Option<&NdArrayTensor>,
+    scale: Option<&NdArrayTensor>,
     stride: [usize; 2],
     padding: [usize; 2],
     relu: bool,
 ) -> Option<NdArrayTensor> {
     let ConvCall { xs, ws, g } = conv_args(x, w, stride, padding)?;
     let bias = param(b, g.out_channels)?;
+    let scale = param(scale, g.out_channels)?;
     let [ho, wo] = g.output_hw();
     let [kh, kw] = g.kernel;
     let wm = ndarray::ArrayView2::from_shape((g.out_channels, g.input[1] * kh * kw), &ws[..]).ok()?;
-    let mut y = super::conv::conv2d(&xs, wm, bias.as_deref(), g);
-    if relu {
-        use rayon::prelude::*;
-        // `v < 0` keeps NaN, as PyTorch's ReLU does.
-        y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0));
-    }
+    let epilogue = super::conv::Epilogue { scale: scale.as_deref(), relu };
+    let y = super::conv::conv2d(&xs, wm, bias.as_deref(), g, epilogue);
     Some(make(&[g.input[0], g.out_channels, ho, wo], y))
 }
 
-/// The convolution followed by a ReLU, on plain NdArray tensors (inference).
-pub(super) fn conv2d_relu<B: Backend>(args: ConvArgs<B>, stride: [usize; 2], padding: [usize; 2]) -> Result<Tensor<B, 4>, ConvArgs<B>> {
+/// The convolution, a per-channel scale (when given) and shift, and a ReLU, on plain NdArray
+/// tensors (inference); the arguments back elsewhere.
+#[allow(clippy::type_complexity)]
+pub(super) fn conv2d_scale_shift_relu<B: Backend>(
+    args: ConvArgs<B>,
+    scale: Option<Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Result<Tensor<B, 4>, (ConvArgs<B>, Option<Tensor<B, 1>>)> {
     if path::<B>() != Some(Path::Plain) {
-        return Err(args);
+        return Err((args, scale));
     }
-    let (x, w, b) = linear_prims::<B, Nd, 4, 4>(args)?;
-    match conv2d_nd(&x, &w, b.as_ref(), stride, padding, true) {
+    let scale = match scale.map(prim::<B, Nd, 1>).transpose() {
+        Ok(s) => s,
+        Err(s) => return Err((args, Some(s))),
+    };
+    let back = |s: Option<FloatTensor<Nd>>| s.map(wrap::<Nd, B, 1>);
+    let (x, w, b) = match linear_prims::<B, Nd, 4, 4>(args) {
+        Ok(p) => p,
+        Err(args) => return Err((args, back(scale))),
+    };
+    match conv2d_nd(&x, &w, b.as_ref(), scale.as_ref(), stride, padding, true) {
         Some(y) => Ok(wrap::<Nd, B, 4>(y)),
-        None => Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), b.map(wrap::<Nd, B, 1>))),
+        None => Err(((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), b.map(wrap::<Nd, B, 1>)), back(scale))),
     }
 }
 
@@ -811,14 +825,14 @@ pub(super) fn conv2d<B: Backend>(args: ConvArgs<B>, stride: [usize; 2], padding:
     match path::<B>() {
         Some(Path::Plain) => {
             let (x, w, b) = linear_prims::<B, Nd, 4, 4>(args)?;
-            match conv2d_nd(&x, &w, b.as_ref(), stride, padding, false) {
+            match conv2d_nd(&x, &w, b.as_ref(), None, stride, padding, false) {
                 Some(y) => Ok(wrap::<Nd, B, 4>(y)),
                 None => Err((wrap::<Nd, B, 4>(x), wrap::<Nd, B, 4>(w), b.map(wrap::<Nd, B, 1>))),
             }
         }
         Some(Path::Autodiff) => {
             let (x, w, b) = linear_prims::<B, Ad, 4, 4>(args)?;
-            let Some(y) = conv2d_nd(&x.primitive, &w.primitive, b.as_ref().map(|b| &b.primitive), stride, padding, false) else {
+            let Some(y) = conv2d_nd(&x.primitive, &w.primitive, b.as_ref().map(|b| &b.primitive), None, stride, padding, false) else {
                 return Err((wrap::<Ad, B, 4>(x), wrap::<Ad, B, 4>(w), b.map(wrap::<Ad, B, 1>)));
             };
             let state = || ConvState { x: x.primitive.clone(), w: w.primitive.clone(), stride, padding };
