@@ -5,7 +5,7 @@
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use super::gemm::gemm_views;
+use super::gemm::{gemm_views, gemm_views_on, Threads};
 
 /// Geometry of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,27 +145,56 @@ pub fn conv2d(x: &[f32], weight: ArrayView2<f32>, bias: Option<&[f32]>, g: Conv2
     let [ho, wo] = g.output_hw();
     let (o, k, hw) = (g.out_channels, c * kh * kw, ho * wo);
     let mut y = vec![0.0f32; n * o * hw];
-    let direct = g.direct();
-    let mut cols = if direct { Vec::new() } else { vec![0.0f32; k * hw] };
-    // Without a scale the bias is the GEMM's starting value; with one it comes after the scale.
-    let prefill = bias.filter(|_| epilogue.scale.is_none());
-    for i in 0..n {
-        let xi = &x[i * c * h * w..(i + 1) * c * h * w];
-        let yi = &mut y[i * o * hw..(i + 1) * o * hw];
-        if let Some(b) = prefill {
-            yi.par_chunks_mut(hw).zip(b.par_iter()).for_each(|(row, &v)| row.fill(v));
+    let cols_len = if g.direct() { 0 } else { k * hw };
+    let image = |i: usize, yi: &mut [f32], cols: &mut [f32], threads: Threads| {
+        conv2d_image(&x[i * c * h * w..(i + 1) * c * h * w], weight, bias, &g, epilogue, yi, cols, threads)
+    };
+    let pool = rayon::current_num_threads();
+    if pool > 1 && n >= pool && (n % pool == 0 || n >= 4 * pool) {
+        // One image per task, each GEMM on its own core: no synchronisation inside the products
+        // (which the small ones of late stages, 8×8 outputs, pay for), the image's columns and
+        // output stay in that core's cache from im2col through the epilogue.
+        y.par_chunks_mut(o * hw).enumerate().for_each_init(|| vec![0.0f32; cols_len], |cols, (i, yi)| image(i, yi, cols, Threads::One));
+    } else {
+        let mut cols = vec![0.0f32; cols_len];
+        for (i, yi) in y.chunks_mut(o * hw).enumerate() {
+            image(i, yi, &mut cols, Threads::Pool);
         }
-        let rhs = if direct {
-            ArrayView2::from_shape((c, hw), xi).expect("C × H·W")
-        } else {
-            im2col(xi, &g, &mut cols);
-            ArrayView2::from_shape((k, hw), &cols[..]).expect("C·kh·kw × H'·W'")
-        };
-        let mut dst = ArrayViewMut2::from_shape((o, hw), &mut *yi).expect("O × H'·W'");
-        gemm_views(&mut dst, weight, rhs, prefill.is_some());
-        apply_epilogue(yi, hw, epilogue, bias.filter(|_| epilogue.scale.is_some()));
     }
     y
+}
+
+/// One image of [`conv2d`]: `xi` `[C, H, W]` → `yi` `[O, H'·W']`, with `cols` as the column buffer
+/// (empty for a direct convolution).
+#[allow(clippy::too_many_arguments)]
+fn conv2d_image(
+    xi: &[f32],
+    weight: ArrayView2<f32>,
+    bias: Option<&[f32]>,
+    g: &Conv2d,
+    epilogue: Epilogue,
+    yi: &mut [f32],
+    cols: &mut [f32],
+    threads: Threads,
+) {
+    let c = g.input[1];
+    let [kh, kw] = g.kernel;
+    let [ho, wo] = g.output_hw();
+    let (o, k, hw) = (g.out_channels, c * kh * kw, ho * wo);
+    // Without a scale the bias is the GEMM's starting value; with one it comes after the scale.
+    let prefill = bias.filter(|_| epilogue.scale.is_none());
+    if let Some(b) = prefill {
+        yi.par_chunks_mut(hw).zip(b.par_iter()).for_each(|(row, &v)| row.fill(v));
+    }
+    let rhs = if g.direct() {
+        ArrayView2::from_shape((c, hw), xi).expect("C × H·W")
+    } else {
+        im2col(xi, g, cols);
+        ArrayView2::from_shape((k, hw), &cols[..]).expect("C·kh·kw × H'·W'")
+    };
+    let mut dst = ArrayViewMut2::from_shape((o, hw), &mut *yi).expect("O × H'·W'");
+    gemm_views_on(&mut dst, weight, rhs, prefill.is_some(), threads);
+    apply_epilogue(yi, hw, epilogue, bias.filter(|_| epilogue.scale.is_some()));
 }
 
 /// `y` `[O, hw]` ← `relu?(scale[o]·y + shift[o])`, in place, one task per few channels.

@@ -65,7 +65,6 @@ pub(crate) enum Threads {
     /// On the calling thread (the caller already runs one task per core).
     One,
     /// On rayon's pool (all its threads; small products stay serial inside the crate).
-    #[cfg_attr(feature = "openblas", allow(dead_code))]
     Pool,
 }
 
@@ -129,19 +128,26 @@ pub(crate) unsafe fn matmul(mnk: [usize; 3], dst: MatMut, lhs: Mat, rhs: Mat, ac
 /// # Panics
 /// When the shapes do not chain (`lhs` `[m, k]`, `rhs` `[k, n]`, `dst` `[m, n]`): a caller bug.
 pub(crate) fn gemm_views(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, rhs: ArrayView2<f32>, accumulate: bool) {
+    gemm_views_on(dst, lhs, rhs, accumulate, Threads::Pool)
+}
+
+/// [`gemm_views`] with the GEMM on the calling thread only (`Threads::One`: the caller already
+/// runs one task per core) or on the pool. With `openblas` the library decides.
+pub(crate) fn gemm_views_on(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, rhs: ArrayView2<f32>, accumulate: bool, threads: Threads) {
     let (m, k, n) = (lhs.nrows(), lhs.ncols(), rhs.ncols());
     assert!(rhs.nrows() == k && dst.dim() == (m, n), "gemm: [{m}, {k}]·{:?} into {:?}", rhs.dim(), dst.dim());
     #[cfg(feature = "openblas")]
     {
+        let _ = threads;
         ndarray::linalg::general_mat_mul(1.0, &lhs, &rhs, if accumulate { 1.0 } else { 0.0 }, dst);
     }
     #[cfg(not(feature = "openblas"))]
-    gemm_crate(dst, lhs, rhs, accumulate)
+    gemm_crate(dst, lhs, rhs, accumulate, threads)
 }
 
-/// [`gemm_views`] on the `gemm` crate.
+/// [`gemm_views_on`] on the `gemm` crate.
 #[cfg_attr(feature = "openblas", allow(dead_code))]
-fn gemm_crate(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, rhs: ArrayView2<f32>, accumulate: bool) {
+fn gemm_crate(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, rhs: ArrayView2<f32>, accumulate: bool, threads: Threads) {
     let (m, k, n) = (lhs.nrows(), lhs.ncols(), rhs.ncols());
     let (ls, rs, ds) = (lhs.strides(), rhs.strides(), [dst.strides()[0], dst.strides()[1]]);
     let lhs = Mat { ptr: lhs.as_ptr(), rs: ls[0], cs: ls[1] };
@@ -150,7 +156,7 @@ fn gemm_crate(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, rhs: ArrayView
     // SAFETY: views are in bounds at their shapes, checked by the caller to chain; `dst` is borrowed
     // mutably so it overlaps neither input and nothing else writes it; a mutable view's elements
     // are initialised.
-    unsafe { matmul([m, n, k], dst, lhs, rhs, accumulate, Threads::Pool) }
+    unsafe { matmul([m, n, k], dst, lhs, rhs, accumulate, threads) }
 }
 
 #[cfg(test)]
@@ -172,7 +178,14 @@ mod tests {
             let want = a.t().dot(&b);
             let mut c = Array2::<f32>::from_elem((m, n), 7.0);
             // The crate's kernel directly (also in an `openblas` build), then the entry point.
-            for f in [gemm_crate, gemm_views] {
+            fn serial(d: &mut ArrayViewMut2<f32>, l: ArrayView2<f32>, r: ArrayView2<f32>, a: bool) {
+                gemm_crate(d, l, r, a, Threads::One)
+            }
+            fn pool(d: &mut ArrayViewMut2<f32>, l: ArrayView2<f32>, r: ArrayView2<f32>, a: bool) {
+                gemm_crate(d, l, r, a, Threads::Pool)
+            }
+            type Gemm = fn(&mut ArrayViewMut2<f32>, ArrayView2<f32>, ArrayView2<f32>, bool);
+            for f in [serial as Gemm, pool, gemm_views] {
                 c.fill(7.0);
                 f(&mut c.view_mut(), a.t(), b.view(), false);
                 let err = (&c - &want).iter().fold(0.0f32, |e, x| e.max(x.abs()));
