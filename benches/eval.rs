@@ -8,6 +8,9 @@
 //! limits the backends set up at all (criterion filters only skip the timing, not the setup, and a
 //! wgpu build on a machine without a Vulkan adapter would stop there).
 
+#[path = "common/peak_rss.rs"]
+mod peak_rss;
+
 use std::time::Duration;
 
 use burn::tensor::{backend::Backend, Distribution, Tensor};
@@ -27,6 +30,7 @@ fn bench_inception<B: Backend>(c: &mut Criterion, backend: &str, device: B::Devi
         let x = Tensor::<B, 4>::random([batch, 3, 256, 256], Distribution::Uniform(0.0, 255.0), &device);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::new("pool_spatial_logits", batch), &x, |b, x| {
+            peak_rss::once(&format!("inception_features_{backend}/{batch}"), || model.features(x.clone()));
             b.iter(|| {
                 let f = model.features(x.clone());
                 let _ = B::sync(&device);

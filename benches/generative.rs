@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench generative` (NdArray; the XL forwards take ~15-25 s each).
 
+#[path = "common/peak_rss.rs"]
+mod peak_rss;
+
 use std::time::Duration;
 
 use burn::backend::NdArray;
@@ -23,12 +26,18 @@ fn bench_xl(c: &mut Criterion) {
     {
         let sit = maetok_sit::preset("SiT-XL/1", 128, 32).unwrap().init::<B>(&device);
         let t = Tensor::<B, 1>::random([batch], Distribution::Uniform(0.0, 1.0), &device);
-        group.bench_function("sit_xl_1", |b| b.iter(|| sit.forward(x.clone(), t.clone(), y.clone())));
+        group.bench_function("sit_xl_1", |b| {
+            peak_rss::once("generator_forward_batch8_ndarray/sit_xl_1", || sit.forward(x.clone(), t.clone(), y.clone()));
+            b.iter(|| sit.forward(x.clone(), t.clone(), y.clone()))
+        });
     }
     {
         let dit = maetok_dit::preset("DiT-XL/1", 128, 32).unwrap().init::<B>(&device);
         let t = Tensor::<B, 1>::from_floats([999.0, 800.0, 600.0, 400.0, 200.0, 100.0, 10.0, 0.0], &device);
-        group.bench_function("dit_xl_1", |b| b.iter(|| dit.forward(x.clone(), t.clone(), y.clone())));
+        group.bench_function("dit_xl_1", |b| {
+            peak_rss::once("generator_forward_batch8_ndarray/dit_xl_1", || dit.forward(x.clone(), t.clone(), y.clone()));
+            b.iter(|| dit.forward(x.clone(), t.clone(), y.clone()))
+        });
     }
     group.finish();
 }

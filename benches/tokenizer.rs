@@ -5,6 +5,9 @@
 //! `--features wgpu` or `--features cuda` to also measure those backends. Filter with e.g.
 //! `-- encode`.
 
+#[path = "common/peak_rss.rs"]
+mod peak_rss;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
@@ -46,6 +49,7 @@ fn bench_tokenizer<B: Backend>(c: &mut Criterion, name: &str, model: Tokenizer<B
         sync::<B>(&device);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::new("encode", batch), &x, |b, x| {
+            peak_rss::once(&format!("{name}/encode/{batch}"), || model.encode(x.clone()).unwrap());
             b.iter(|| {
                 let z = model.encode(x.clone()).unwrap();
                 sync::<B>(&device);
@@ -53,6 +57,7 @@ fn bench_tokenizer<B: Backend>(c: &mut Criterion, name: &str, model: Tokenizer<B
             })
         });
         group.bench_with_input(BenchmarkId::new("decode", batch), &z, |b, z| {
+            peak_rss::once(&format!("{name}/decode/{batch}"), || model.decode(z.clone()).unwrap());
             b.iter(|| {
                 let y = model.decode(z.clone()).unwrap();
                 sync::<B>(&device);

@@ -13,6 +13,9 @@
 //!
 //! `cargo bench --bench tokenizer_train [-- tiny]`
 
+#[path = "common/peak_rss.rs"]
+mod peak_rss;
+
 use std::time::Duration;
 
 use burn::backend::Autodiff;
@@ -37,7 +40,10 @@ fn bench_tiny<A: AutodiffBackend>(c: &mut Criterion, backend: &str) {
     let x = images::<A>(q.batch_size, q.image_size);
     let mut g = c.benchmark_group(format!("tiny_quickstart_{backend}"));
     g.sample_size(20).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(2));
-    g.bench_function("step_batch16", |b| b.iter(|| t.step(x.clone(), &nets).unwrap()));
+    g.bench_function("step_batch16", |b| {
+        peak_rss::once(&format!("tiny_quickstart_{backend}/step_batch16"), || t.step(x.clone(), &nets).unwrap());
+        b.iter(|| t.step(x.clone(), &nets).unwrap())
+    });
     g.finish();
 }
 
@@ -59,7 +65,10 @@ fn bench_b128<A: AutodiffBackend>(c: &mut Criterion, backend: &str) {
     let plain = ModelArgs { enc_token_drop: 0.4, aux_hog_dec: false, aux_dino_dec: false, aux_clip_dec: false, ..ModelArgs::default() };
     let mut t = TokenizerTrainer::<A>::new(plain, "MAETok-B-128", b128_train(false), None, &device).unwrap();
     let none = LossNets::<A> { lpips: None, teachers: AuxTeachers { hog: None, dino: None, clip: None } };
-    g.bench_function("autoencoder_step_batch1", |b| b.iter(|| t.step(x.clone(), &none).unwrap()));
+    g.bench_function("autoencoder_step_batch1", |b| {
+        peak_rss::once(&format!("maetok_b128_{backend}/autoencoder_step_batch1"), || t.step(x.clone(), &none).unwrap());
+        b.iter(|| t.step(x.clone(), &none).unwrap())
+    });
     drop(t);
 
     let full = ModelArgs { enc_token_drop: 0.4, ..ModelArgs::default() };

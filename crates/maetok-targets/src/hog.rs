@@ -3,10 +3,13 @@
 //! Gaussian window, summed over 8×8 cells, L2-normalised over the bins, and grouped per token.
 //!
 //! At 256×256 this gives `[B, 256, 108]`: token `row·16 + col`, feature `((c·9 + bin)·2 + cy)·2 + cx`
-//! (`cy`, `cx`: the cell inside the 16×16 patch). Every op is a Burn tensor op, so it runs on any
-//! backend.
+//! (`cy`, `cx`: the cell inside the 16×16 patch). On the CPU fast path (NdArray, see
+//! `maetok_nn::fused::cpu_fast_path`) the histograms are one parallel pass per image plane
+//! ([`cells_host`]); elsewhere every step is a Burn tensor op ([`HogGenerator::cells_default`]), so
+//! it runs on any backend. The targets carry no gradient either way.
 
 use burn::tensor::{backend::Backend, module::conv2d, ops::ConvOptions, ops::PadMode, Tensor, TensorData};
+use rayon::prelude::*;
 
 /// Orientation bins.
 pub const NBINS: usize = 9;
@@ -73,6 +76,20 @@ impl HogGenerator {
     pub fn cells<B: Backend>(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 5>, HogError> {
         let dims = x.dims();
         Self::check(dims)?;
+        if !maetok_nn::fused::cpu_fast_path::<B>() {
+            return self.cells_default(x);
+        }
+        let [b, c, h, w] = dims;
+        let device = x.device();
+        let values = x.into_data().convert::<f32>().into_vec::<f32>().expect("f32 values");
+        let hist = cells_host(&values, dims);
+        Ok(Tensor::from_data(TensorData::new(hist, [b, c, NBINS, h / CELL, w / CELL]), &device))
+    }
+
+    /// [`HogGenerator::cells`] as Burn tensor ops (any backend; the reference's steps one by one).
+    pub fn cells_default<B: Backend>(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 5>, HogError> {
+        let dims = x.dims();
+        Self::check(dims)?;
         let [b, c, h, w] = dims;
         let device = x.device();
         let kx: [f32; 9] = [1.0, 0.0, -1.0, 2.0, 0.0, -2.0, 1.0, 0.0, -1.0];
@@ -123,4 +140,72 @@ impl HogGenerator {
         let f = cells.reshape([b, c * nb, hc, wc]).narrow(2, 0, th * u).narrow(3, 0, tw * u);
         Ok(f.reshape([b, c * nb, th, u, tw, u]).permute([0, 2, 4, 1, 3, 5]).reshape([b, th * tw, c * nb * u * u]))
     }
+}
+
+/// The histograms of [`HogGenerator::cells`] on the host: `x` `[B, C, H, W]` row-major →
+/// `[B, C, 9, H/8, W/8]` row-major, one task per `(image, channel)` plane. Per pixel: Sobel
+/// gradients (cross-correlation, reflect padding), magnitude, bin `⌊atan2(gx, gy)/π·9⌋ mod 9`
+/// (the reference's f32 steps, so a phase lands in the same bin except within rounding of an
+/// edge), weight by the tiled Gaussian window, sum over the 8×8 cell (rows of 8, then the 8 rows,
+/// as the reference's two `sum`s), and L2-normalise over the bins (norm floored at 1e-12).
+pub fn cells_host(x: &[f32], [b, c, h, w]: [usize; 4]) -> Vec<f32> {
+    let (hc, wc) = (h / CELL, w / CELL);
+    let win = gaussian_window();
+    let plane_out = NBINS * hc * wc;
+    let mut out = vec![0.0f32; b * c * plane_out];
+    if plane_out == 0 {
+        return out;
+    }
+    let reflect = |i: isize, n: usize| -> usize {
+        if i < 0 {
+            (-i) as usize
+        } else if i as usize >= n {
+            2 * n - 2 - i as usize
+        } else {
+            i as usize
+        }
+    };
+    let pi = std::f32::consts::PI;
+    out.par_chunks_mut(plane_out).enumerate().for_each(|(p, hist)| {
+        let img = &x[p * h * w..(p + 1) * h * w];
+        let at = |y: isize, xx: isize| img[reflect(y, h) * w + reflect(xx, w)];
+        // Partial sums of one cell row (8 pixels) per bin and cell column, added to the cell
+        // when the row ends.
+        let mut row = vec![0.0f32; NBINS * wc];
+        for y in 0..h {
+            row.iter_mut().for_each(|v| *v = 0.0);
+            let yi = y as isize;
+            for xx in 0..w {
+                let xi = xx as isize;
+                let (a, bb, cc) = (at(yi - 1, xi - 1), at(yi - 1, xi), at(yi - 1, xi + 1));
+                let (d, f) = (at(yi, xi - 1), at(yi, xi + 1));
+                let (g, hh, i) = (at(yi + 1, xi - 1), at(yi + 1, xi), at(yi + 1, xi + 1));
+                // kx = [1 0 -1; 2 0 -2; 1 0 -1], ky = [1 2 1; 0 0 0; -1 -2 -1].
+                let gx = a - cc + 2.0 * d - 2.0 * f + g - i;
+                let gy = a + 2.0 * bb + cc - g - 2.0 * hh - i;
+                let mag = (gx * gx + gy * gy).sqrt();
+                let phase = gx.atan2(gy) / pi * NBINS as f32;
+                let bin = phase.floor();
+                let bin = bin - (bin / NBINS as f32).floor() * NBINS as f32;
+                let weight = mag * win[(y % WINDOW) * WINDOW + xx % WINDOW];
+                let k = (bin as usize).min(NBINS - 1);
+                row[k * wc + xx / CELL] += weight;
+            }
+            let cy = y / CELL;
+            for k in 0..NBINS {
+                for cx in 0..wc {
+                    hist[(k * hc + cy) * wc + cx] += row[k * wc + cx];
+                }
+            }
+        }
+        for cy in 0..hc {
+            for cx in 0..wc {
+                let norm = (0..NBINS).map(|k| hist[(k * hc + cy) * wc + cx].powi(2)).sum::<f32>().sqrt().max(1e-12);
+                for k in 0..NBINS {
+                    hist[(k * hc + cy) * wc + cx] /= norm;
+                }
+            }
+        }
+    });
+    out
 }
