@@ -161,6 +161,32 @@ fn bench_ops<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
             y
         })
     });
+    // The model's MLP path on the CPU (fused Linear with bias, fused exact GELU): fc1, GELU, fc2
+    // at an encoder layer's shapes, next to Burn's matmul and GELU above.
+    let (w1, b1) = (Tensor::<B, 2>::random([d, 4 * d], Distribution::Default, &device), Tensor::<B, 1>::zeros([4 * d], &device));
+    let b2 = Tensor::<B, 1>::zeros([d], &device);
+    let hidden3 = hidden.clone().reshape([b, n, 4 * d]);
+    group.bench_function("fused_linear_fc1", |bch| {
+        bch.iter(|| {
+            let y = maetok_nn::fused::linear(x3.clone(), w1.clone(), Some(b1.clone()));
+            sync::<B>(&device);
+            y
+        })
+    });
+    group.bench_function("fused_gelu_fc1_out", |bch| {
+        bch.iter(|| {
+            let y = maetok_nn::fused::gelu_erf(hidden3.clone());
+            sync::<B>(&device);
+            y
+        })
+    });
+    group.bench_function("fused_linear_fc2", |bch| {
+        bch.iter(|| {
+            let y = maetok_nn::fused::linear(hidden3.clone(), w2.clone(), Some(b2.clone()));
+            sync::<B>(&device);
+            y
+        })
+    });
     group.bench_function("gelu_fc1_out", |bch| {
         bch.iter(|| {
             let y = activation::gelu(hidden.clone());
