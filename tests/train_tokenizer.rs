@@ -37,8 +37,13 @@ fn args(out: &std::path::Path, steps: u64, data: TrainData) -> TrainTokenizerArg
 }
 
 /// The facade crate's tests run unoptimised, where Burn's autodiff graph of a training step
-/// needs more than a test thread's 2 MiB of stack.
+/// needs more than a test thread's 2 MiB of stack. One training test at a time: the tests compare
+/// runs weight for weight, and parameter initialisation draws from Burn's process-wide RNG, which
+/// the loss networks of a concurrently running test (built outside `maetok_train::seeded`) also
+/// draw from; two tests interleaving there gave one of them other initial weights (a CI flake).
 fn with_big_stack(f: impl FnOnce() + Send + 'static) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     std::thread::Builder::new().stack_size(256 << 20).spawn(f).unwrap().join().unwrap();
 }
 
