@@ -10,6 +10,8 @@
 
 #[path = "common/peak_rss.rs"]
 mod peak_rss;
+#[path = "common/process.rs"]
+mod process;
 
 use std::time::Duration;
 
@@ -180,5 +182,5 @@ fn bench_gmm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_backends, bench_target_backends, bench_teacher_backends, bench_frechet, bench_gmm);
+criterion_group!(benches, process::setup, bench_backends, bench_target_backends, bench_teacher_backends, bench_frechet, bench_gmm);
 criterion_main!(benches);

@@ -5,6 +5,8 @@
 
 #[path = "common/peak_rss.rs"]
 mod peak_rss;
+#[path = "common/process.rs"]
+mod process;
 
 use std::time::Duration;
 
@@ -84,5 +86,5 @@ fn bench_samplers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_samplers, bench_xl);
+criterion_group!(benches, process::setup, bench_samplers, bench_xl);
 criterion_main!(benches);

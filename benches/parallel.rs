@@ -12,6 +12,9 @@
 //!
 //! `cargo bench --bench parallel`
 
+#[path = "common/process.rs"]
+mod process;
+
 use std::time::{Duration, Instant};
 
 use burn::backend::{Autodiff, NdArray};
@@ -131,5 +134,5 @@ fn bench_tokenizer_peers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_peers, bench_tokenizer_peers);
+criterion_group!(benches, process::setup, bench_peers, bench_tokenizer_peers);
 criterion_main!(benches);

@@ -7,6 +7,8 @@
 
 #[path = "common/peak_rss.rs"]
 mod peak_rss;
+#[path = "common/process.rs"]
+mod process;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
@@ -246,5 +248,5 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(tokenizer, benches);
+criterion_group!(tokenizer, process::setup, benches);
 criterion_main!(tokenizer);

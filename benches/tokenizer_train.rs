@@ -15,6 +15,8 @@
 
 #[path = "common/peak_rss.rs"]
 mod peak_rss;
+#[path = "common/process.rs"]
+mod process;
 
 use std::time::Duration;
 
@@ -103,5 +105,5 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(tokenizer_train, benches);
+criterion_group!(tokenizer_train, process::setup, benches);
 criterion_main!(tokenizer_train);

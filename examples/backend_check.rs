@@ -167,9 +167,7 @@ impl Task for Check {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        maetok::backend::set_threads(n)?;
-    }
+    maetok::backend::configure_cpu(cli.threads)?;
     let tiny = cli.fixtures.join("tokenizer-ae-tiny");
     for f in ["config.json", "model.safetensors", "io.safetensors"] {
         if !tiny.join(f).is_file() {

@@ -55,9 +55,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        maetok::backend::set_threads(n)?;
-    }
+    maetok::backend::configure_cpu(cli.threads)?;
     let data = match (cli.procedural, &cli.data) {
         (Some(n), _) => {
             let size = maetok::tokenizer::ModelArgs::from_file(cli.model.join("config.json"))?.image_size;

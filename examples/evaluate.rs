@@ -85,9 +85,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        maetok::backend::set_threads(n)?;
-    }
+    maetok::backend::configure_cpu(cli.threads)?;
     let preprocess = match cli.pipeline {
         Pipeline::Adm => Preprocess::Tf1,
         Pipeline::PytorchFid => Preprocess::PytorchFid,

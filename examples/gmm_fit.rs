@@ -66,9 +66,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let c = Cli::parse();
-    if let Some(n) = c.threads {
-        maetok::backend::set_threads(n)?;
-    }
+    maetok::backend::configure_cpu(c.threads)?;
     let input = match (c.cache, c.npy) {
         (Some(dir), _) => GmmInput::Cache {
             dir,

@@ -44,9 +44,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        maetok::backend::set_threads(n)?;
-    }
+    maetok::backend::configure_cpu(cli.threads)?;
     let (backend, devices) = maetok::parallel_cli::local_devices(&cli.devices, cli.backend.as_deref())?;
     let args = ReconstructArgs {
         model: cli.model,

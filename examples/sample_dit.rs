@@ -81,9 +81,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let c = Cli::parse();
-    if let Some(n) = c.threads {
-        maetok::backend::set_threads(n)?;
-    }
+    maetok::backend::configure_cpu(c.threads)?;
     let classes = match c.num_samples {
         Some(n) => Classes::Balanced { n },
         None if !c.classes.is_empty() => Classes::List { classes: c.classes, per_class: c.per_class },

@@ -95,9 +95,7 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        maetok::backend::set_threads(n)?;
-    }
+    maetok::backend::configure_cpu(cli.threads)?;
     let mut recipe = TokenizerRecipe::from_file(&cli.config)?;
     if !recipe.ignored.is_empty() {
         tracing::info!("{}: keys without effect here: {}", recipe.origin, recipe.ignored.join(", "));

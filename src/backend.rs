@@ -24,6 +24,17 @@ pub fn available() -> Vec<&'static str> {
     v
 }
 
+/// The process set-up every CLI makes before any model work: glibc's allocator keeps freed
+/// activation memory for the next pass ([`maetok_nn::fused::retain_freed_memory`]: no page
+/// faults on every forward) and, when `threads` is given, [`set_threads`].
+pub fn configure_cpu(threads: Option<usize>) -> Result<()> {
+    maetok_nn::fused::retain_freed_memory();
+    match threads {
+        Some(n) => set_threads(n),
+        None => Ok(()),
+    }
+}
+
 /// Sets the number of CPU threads that every parallel part of this process uses: rayon's global
 /// pool (our fused kernels and their GEMMs, Flex, NdArray's parallel iterators), the
 /// `matrixmultiply` workers of Burn's own NdArray matmul (`MATMUL_NUM_THREADS`, read on its first

@@ -23,6 +23,7 @@ mod attention;
 mod conv;
 #[cfg(feature = "cpu-kernels")]
 mod gemm;
+mod heap;
 pub mod kernels;
 #[cfg(feature = "cpu-kernels")]
 mod linear;
@@ -34,6 +35,7 @@ mod pool;
 mod rope;
 
 use burn::tensor::{backend::Backend, Tensor};
+pub use heap::retain_freed_memory;
 
 use crate::ops;
 
