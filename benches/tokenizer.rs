@@ -168,23 +168,18 @@ fn bench_ops<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
     let (w1, b1) = (Tensor::<B, 2>::random([d, 4 * d], Distribution::Default, &device), Tensor::<B, 1>::zeros([4 * d], &device));
     let b2 = Tensor::<B, 1>::zeros([d], &device);
     let hidden3 = hidden.clone().reshape([b, n, 4 * d]);
-    group.bench_function("fused_linear_fc1", |bch| {
-        bch.iter(|| {
-            let y = maetok_nn::fused::linear(x3.clone(), w1.clone(), Some(b1.clone()));
-            sync::<B>(&device);
-            y
-        })
-    });
+    for (name, x, w, bias) in [("fused_linear_fc1", &x3, &w1, &b1), ("fused_linear_fc2", &hidden3, &w2, &b2)] {
+        group.bench_function(name, |bch| {
+            bch.iter(|| {
+                let y = maetok_nn::fused::linear(x.clone(), w.clone(), Some(bias.clone()));
+                sync::<B>(&device);
+                y
+            })
+        });
+    }
     group.bench_function("fused_gelu_fc1_out", |bch| {
         bch.iter(|| {
             let y = maetok_nn::fused::gelu_erf(hidden3.clone());
-            sync::<B>(&device);
-            y
-        })
-    });
-    group.bench_function("fused_linear_fc2", |bch| {
-        bch.iter(|| {
-            let y = maetok_nn::fused::linear(hidden3.clone(), w2.clone(), Some(b2.clone()));
             sync::<B>(&device);
             y
         })

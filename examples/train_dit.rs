@@ -41,9 +41,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let c = Cli::parse();
-    if let Some(n) = c.flags.threads {
-        maetok::backend::set_threads(n)?;
-    }
+    maetok::backend::configure_cpu(c.flags.threads)?;
     let mut model = c.flags.model(&c.preset, |name, l, ch| Ok(maetok::dit::preset(name, l, ch)?))?;
     // A config.json without learn_sigma is a DiT's default (true), as load_dit reads it.
     model.learn_sigma.get_or_insert(true);

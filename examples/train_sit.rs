@@ -50,9 +50,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let c = Cli::parse();
-    if let Some(n) = c.flags.threads {
-        maetok::backend::set_threads(n)?;
-    }
+    maetok::backend::configure_cpu(c.flags.threads)?;
     let model = c.flags.model(&c.preset, |name, l, ch| Ok(maetok::sit::preset(name, l, ch)?))?;
     anyhow::ensure!(!model.learns_sigma(), "the config has learn_sigma = true (a DiT): train it with train_dit");
     let objective = Objective::Flow {
