@@ -68,21 +68,26 @@ impl<B: Backend> Attention<B> {
         let h = self.heads;
         let hd = d / h;
         let qkv = linear3(&self.qkv, x);
-        let split = |i: usize| qkv.clone().slice([0..b, 0..n, i * d..(i + 1) * d]).reshape([b, n, h, hd]).swap_dims(1, 2);
-        let (mut q, mut k, v) = (split(0), split(1), split(2));
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = qn.forward(q);
-            k = kn.forward(k);
-        }
-        let (q, k) = match rope {
-            Some(r) => (r.apply_q(q), r.apply_k(k)),
-            None => (q * self.scale(d), k),
-        };
-        let out = if self.fused {
-            let options = AttentionModuleOptions { scale: Some(1.0), softcap: None, is_causal: false };
-            attention(q, k, v, None, None, options).swap_dims(1, 2).reshape([b, n, d])
-        } else {
-            crate::fused::attention(q, k, v)
+        let out = match (&self.q_norm, &self.k_norm) {
+            (None, None) if !self.fused => crate::fused::attention_qkv(qkv, h, rope, self.scale(d)),
+            (q_norm, k_norm) => {
+                let split = |i: usize| qkv.clone().slice([0..b, 0..n, i * d..(i + 1) * d]).reshape([b, n, h, hd]).swap_dims(1, 2);
+                let (mut q, mut k, v) = (split(0), split(1), split(2));
+                if let (Some(qn), Some(kn)) = (q_norm, k_norm) {
+                    q = qn.forward(q);
+                    k = kn.forward(k);
+                }
+                let (q, k) = match rope {
+                    Some(r) => (r.apply_q(q), r.apply_k(k)),
+                    None => (q * self.scale(d), k),
+                };
+                if self.fused {
+                    let options = AttentionModuleOptions { scale: Some(1.0), softcap: None, is_causal: false };
+                    attention(q, k, v, None, None, options).swap_dims(1, 2).reshape([b, n, d])
+                } else {
+                    crate::fused::attention(q, k, v)
+                }
+            }
         };
         linear3(&self.proj, out)
     }

@@ -432,14 +432,14 @@ impl<B: Backend> ParamVisitor<B> for Exporter {
     fn param<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        let values = t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data");
+        let values = crate::fused::host_values(t);
         self.tensors.insert(key.to_string(), (shape, values));
     }
 
     fn param_transposed(&mut self, key: &str, param: &mut Param<Tensor<B, 2>>) {
         let t = param.val().transpose();
         let shape = t.dims().to_vec();
-        let values = t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data");
+        let values = crate::fused::host_values(t);
         self.tensors.insert(key.to_string(), (shape, values));
     }
 

@@ -10,28 +10,12 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use crate::attention::{Attention, AttentionConfig};
+use crate::fused::modulate_latents;
 use crate::io::{join, ParamVisitor, VisitParams};
 use crate::layer_norm::normalize;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::ops::linear3;
 use crate::rope::RopeFull;
-
-/// `LN(x)` with the last `T` rows replaced by `LN(x)·scale + shift`.
-/// `x`: `[B, N, D]`; `shift`, `scale`: `[B, T, D]`.
-fn modulate_latents<B: Backend>(x: Tensor<B, 3>, shift: Tensor<B, 3>, scale: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
-    let [b, n, d] = x.dims();
-    let t = shift.dims()[1];
-    let h = normalize(x, eps);
-    let lat = h.clone().slice([0..b, n - t..n, 0..d]) * scale + shift;
-    h.slice_assign([0..b, n - t..n, 0..d], lat)
-}
-
-/// Splits `[B, T, k·D]` into `k` chunks `[B, T, D]` along the last dimension.
-fn chunks<B: Backend>(m: Tensor<B, 3>, k: usize) -> Vec<Tensor<B, 3>> {
-    let [b, t, kd] = m.dims();
-    let d = kd / k;
-    (0..k).map(|i| m.clone().slice([0..b, 0..t, i * d..(i + 1) * d])).collect()
-}
 
 #[derive(Module, Debug)]
 pub struct MovqBlock<B: Backend> {
@@ -67,10 +51,11 @@ impl MovqBlockConfig {
 impl<B: Backend> MovqBlock<B> {
     /// `x`: `[B, N, D]` (latent tokens last), `z`: raw latents `[B, T, C]` → `[B, N, D]`.
     pub fn forward(&self, x: Tensor<B, 3>, z: Tensor<B, 3>, rope: Option<&RopeFull<B>>) -> Tensor<B, 3> {
-        let m = chunks(linear3(&self.ada_ln, silu(z)), 4);
-        let h = modulate_latents(x.clone(), m[0].clone(), m[1].clone(), self.eps);
+        // `[shift_msa | scale_msa | shift_mlp | scale_mlp]`, read in place by the modulation.
+        let m = linear3(&self.ada_ln, silu(z));
+        let h = modulate_latents(x.clone(), m.clone(), 0, 1, self.eps);
         let x = x + self.attn.forward(h, rope);
-        let h = modulate_latents(x.clone(), m[2].clone(), m[3].clone(), self.eps);
+        let h = modulate_latents(x.clone(), m, 2, 3, self.eps);
         x + self.mlp.forward(h)
     }
 }
@@ -109,8 +94,7 @@ impl MovqNormConfig {
 impl<B: Backend> MovqNorm<B> {
     /// `x`: `[B, N, D]`, `z`: `[B, T, C]` → `[B, N, D]`.
     pub fn forward(&self, x: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 3> {
-        let m = chunks(linear3(&self.ada_ln, silu(z)), 2);
-        modulate_latents(x, m[0].clone(), m[1].clone(), self.eps)
+        modulate_latents(x, linear3(&self.ada_ln, silu(z)), 0, 1, self.eps)
     }
 
     /// The image-token rows of [`forward`](Self::forward): the latent modulation does not reach

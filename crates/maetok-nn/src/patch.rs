@@ -46,7 +46,7 @@ impl<B: Backend> PatchEmbed<B> {
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
         let [d, ..] = self.weight.lazy_shape().dims::<4>();
-        let cols = x.reshape([b, c, gh, p, gw, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b * gh * gw, c * p * p]);
+        let cols = crate::fused::permute(x.reshape([b, c, gh, p, gw, p]), [0, 2, 4, 1, 3, 5]).reshape([b * gh * gw, c * p * p]);
         let w = self.weight.val().reshape([d, c * p * p]).transpose();
         (cols.matmul(w) + self.bias.val().unsqueeze_dim::<2>(0)).reshape([b, gh * gw, d])
     }
@@ -63,7 +63,7 @@ impl<B: Backend> VisitParams<B> for PatchEmbed<B> {
 /// `img[b, c, P·hh + p, P·ww + q]`. `x`: `[B, gh·gw, P·P·C]` → `[B, C, gh·P, gw·P]`.
 pub fn unpatchify<B: Backend>(x: Tensor<B, 3>, patch: usize, gh: usize, gw: usize, chans: usize) -> Tensor<B, 4> {
     let b = x.dims()[0];
-    x.reshape([b, gh, gw, patch, patch, chans]).permute([0, 5, 1, 3, 2, 4]).reshape([b, chans, gh * patch, gw * patch])
+    crate::fused::permute(x.reshape([b, gh, gw, patch, patch, chans]), [0, 5, 1, 3, 2, 4]).reshape([b, chans, gh * patch, gw * patch])
 }
 
 /// The inverse of [`unpatchify`]: `img` `[B, C, gh·P, gw·P]` → tokens `[B, gh·gw, P·P·C]` in the
@@ -71,7 +71,7 @@ pub fn unpatchify<B: Backend>(x: Tensor<B, 3>, patch: usize, gh: usize, gw: usiz
 pub fn patchify<B: Backend>(img: Tensor<B, 4>, patch: usize) -> Tensor<B, 3> {
     let [b, c, h, w] = img.dims();
     let (gh, gw) = (h / patch, w / patch);
-    img.reshape([b, c, gh, patch, gw, patch]).permute([0, 2, 4, 3, 5, 1]).reshape([b, gh * gw, patch * patch * c])
+    crate::fused::permute(img.reshape([b, c, gh, patch, gw, patch]), [0, 2, 4, 3, 5, 1]).reshape([b, gh * gw, patch * patch * c])
 }
 
 #[cfg(test)]

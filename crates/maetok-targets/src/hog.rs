@@ -81,7 +81,7 @@ impl HogGenerator {
         }
         let [b, c, h, w] = dims;
         let device = x.device();
-        let values = x.into_data().convert::<f32>().into_vec::<f32>().expect("f32 values");
+        let values = maetok_nn::fused::host_values(x);
         let hist = cells_host(&values, dims);
         Ok(Tensor::from_data(TensorData::new(hist, [b, c, NBINS, h / CELL, w / CELL]), &device))
     }
@@ -138,7 +138,7 @@ impl HogGenerator {
         let [b, c, nb, hc, wc] = cells.dims();
         let (th, tw) = (hc / u, wc / u);
         let f = cells.reshape([b, c * nb, hc, wc]).narrow(2, 0, th * u).narrow(3, 0, tw * u);
-        Ok(f.reshape([b, c * nb, th, u, tw, u]).permute([0, 2, 4, 1, 3, 5]).reshape([b, th * tw, c * nb * u * u]))
+        Ok(maetok_nn::fused::permute(f.reshape([b, c * nb, th, u, tw, u]), [0, 2, 4, 1, 3, 5]).reshape([b, th * tw, c * nb * u * u]))
     }
 }
 

@@ -18,7 +18,7 @@ pub struct FeatureSet {
 }
 
 fn host<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 features")
+    maetok_nn::fused::host_values(t)
 }
 
 impl FeatureSet {

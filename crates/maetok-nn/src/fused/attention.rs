@@ -9,7 +9,7 @@
 use ndarray::{ArrayView3, ArrayView4};
 use rayon::prelude::*;
 
-use super::gemm::{Mat, MatMut, Threads};
+use super::gemm::{written, Mat, MatMut, Threads};
 use super::kernels;
 
 /// Below this many multiply-adds for the whole call, heads run on the calling thread.
@@ -69,33 +69,47 @@ impl Dims {
 /// already carry the scale.
 pub fn attention(q: ArrayView4<f32>, k: ArrayView4<f32>, v: ArrayView4<f32>, d: Dims, keep_probs: bool) -> (Vec<f32>, Option<Vec<f32>>) {
     let Dims { b: _, h, nq, nk, hd, hv } = d;
-    let mut out = vec![0.0f32; d.b * nq * h * hv];
-    let mut probs = keep_probs.then(|| vec![0.0f32; d.b * h * nq * nk]);
-    let out_ptr = MatMut { ptr: out.as_mut_ptr(), rs: (h * hv) as isize, cs: 1 };
-    let probs_ptr = probs.as_mut().map(|p| MatMut::rows(p.as_mut_ptr(), nk));
     let (qv, kv, vv) = (&q, &k, &v);
-    for_each_head(d.b * h, d.flop(), |task| {
-        let (bi, hi) = (task / h, task % h);
-        let mut scratch = Vec::new();
-        let s = match probs_ptr {
-            // SAFETY: block `task` of the `[B·H, Nq, Nk]` buffer, written by this task only.
-            Some(p) => p.at(task * nq * nk),
-            None => {
-                scratch.resize(nq * nk, 0.0f32);
-                MatMut::rows(scratch.as_mut_ptr(), nk)
+    let mut probs = None;
+    let run = |out: *mut f32, kept: Option<*mut f32>| {
+        let out_ptr = MatMut { ptr: out, rs: (h * hv) as isize, cs: 1 };
+        let probs_ptr = kept.map(|p| MatMut::rows(p, nk));
+        for_each_head(d.b * h, d.flop(), |task| {
+            let (bi, hi) = (task / h, task % h);
+            let mut scratch = Vec::new();
+            let s = match probs_ptr {
+                // Block `task` of the `[B·H, Nq, Nk]` buffer, written by this task only.
+                Some(p) => p.at(task * nq * nk),
+                None => {
+                    scratch.reserve_exact(nq * nk);
+                    MatMut::rows(scratch.as_mut_ptr(), nk)
+                }
+            };
+            let (qh, kh, vh) = (head(qv, bi, hi), head(kv, bi, hi), head(vv, bi, hi));
+            // SAFETY: q, k, v heads are in-bounds views; `s` is this task's own Nq × Nk block,
+            // which the GEMM (not accumulating) writes whole before anything reads it.
+            unsafe { matmul(nq, nk, hd, s, qh, kh.t()) };
+            // SAFETY: `s` points at nq·nk floats that the GEMM initialised and only this task touches.
+            let block = unsafe { std::slice::from_raw_parts_mut(s.ptr, nq * nk) };
+            kernels::softmax_rows_in_place(block, nk);
+            let o = out_ptr.at(bi * nq * h * hv + hi * hv);
+            // SAFETY: the output block of (bi, hi) is columns hi·hv..(hi+1)·hv of batch bi's rows,
+            // disjoint from every other task's block; the GEMM writes it whole.
+            unsafe { matmul(nq, hv, nk, o, s.view(), vh) };
+        });
+    };
+    // SAFETY: the heads' output blocks tile `out` (every row of every batch, every head's
+    // columns) and their probability blocks tile `probs`; each is written by a non-accumulating
+    // GEMM before it is read.
+    let out = unsafe {
+        written(d.b * nq * h * hv, |out| {
+            if keep_probs {
+                probs = Some(written(d.b * h * nq * nk, |p| run(out, Some(p))));
+            } else {
+                run(out, None);
             }
-        };
-        let (qh, kh, vh) = (head(qv, bi, hi), head(kv, bi, hi), head(vv, bi, hi));
-        // SAFETY: q, k, v heads are in-bounds views; `s` is this task's own Nq × Nk block.
-        unsafe { matmul(nq, nk, hd, s, qh, kh.t()) };
-        // SAFETY: `s` points at nq·nk initialised floats that only this task touches.
-        let block = unsafe { std::slice::from_raw_parts_mut(s.ptr, nq * nk) };
-        kernels::softmax_rows_in_place(block, nk);
-        let o = out_ptr.at(bi * nq * h * hv + hi * hv);
-        // SAFETY: the output block of (bi, hi) is columns hi·hv..(hi+1)·hv of batch bi's rows,
-        // disjoint from every other task's block.
-        unsafe { matmul(nq, hv, nk, o, s.view(), vh) };
-    });
+        })
+    };
     (out, probs)
 }
 
@@ -114,9 +128,9 @@ pub fn attention_backward(
     let Dims { b, h, nq, nk, hd, hv } = d;
     assert_eq!(probs.len(), b * h * nq * nk, "attention weights of another call");
     assert_eq!(dout.shape(), [b, nq, h * hv], "output gradient of another call");
-    let mut dq = vec![0.0f32; b * h * nq * hd];
-    let mut dk = vec![0.0f32; b * h * nk * hd];
-    let mut dv = vec![0.0f32; b * h * nk * hv];
+    let mut dq = Vec::with_capacity(b * h * nq * hd);
+    let mut dk = Vec::with_capacity(b * h * nk * hd);
+    let mut dv = Vec::with_capacity(b * h * nk * hv);
     let (dq_all, dk_all, dv_all) =
         (MatMut::rows(dq.as_mut_ptr(), hd), MatMut::rows(dk.as_mut_ptr(), hd), MatMut::rows(dv.as_mut_ptr(), hv));
     let ds = dout.strides();
@@ -128,7 +142,7 @@ pub fn attention_backward(
         let (qh, kh, vh) = (head(qv, bi, hi), head(kv, bi, hi), head(vv, bi, hi));
         let doh = do_mat.at(bi as isize * s0 + (hi * hv) as isize * s2);
         let p = Mat { ptr: probs[task * nq * nk..].as_ptr(), rs: nk as isize, cs: 1 };
-        let mut dp = vec![0.0f32; nq * nk];
+        let mut dp = Vec::with_capacity(nq * nk);
         let dp_mut = MatMut::rows(dp.as_mut_ptr(), nk);
         // Each task writes block `task` of dq, dk and dv, which no other task touches.
         let (dqh, dkh, dvh) = (dq_all.at(task * nq * hd), dk_all.at(task * nk * hd), dv_all.at(task * nk * hv));
@@ -136,6 +150,8 @@ pub fn attention_backward(
         unsafe {
             matmul(nk, hv, nq, dvh, p.t(), doh);
             matmul(nq, nk, hv, dp_mut, doh, vh.t());
+            // SAFETY: the (non-accumulating) GEMM just wrote all nq·nk elements.
+            dp.set_len(nq * nk);
         }
         kernels::softmax_backward_in_place(&probs[task * nq * nk..(task + 1) * nq * nk], &mut dp, nk);
         let ds_mat = Mat { ptr: dp.as_ptr(), rs: nk as isize, cs: 1 };
@@ -145,6 +161,12 @@ pub fn attention_backward(
             matmul(nk, hd, nq, dkh, ds_mat.t(), qh);
         }
     });
+    // SAFETY: the tasks' blocks tile dq, dk and dv, each written whole by a non-accumulating GEMM.
+    unsafe {
+        dq.set_len(b * h * nq * hd);
+        dk.set_len(b * h * nk * hd);
+        dv.set_len(b * h * nk * hv);
+    }
     (dq, dk, dv)
 }
 

@@ -145,6 +145,43 @@ pub(crate) fn gemm_views_on(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, 
     gemm_crate(dst, lhs, rhs, accumulate, threads)
 }
 
+/// A new buffer of `len` floats that `write` fills through the raw pointer, without zeroing it
+/// first (a zero fill is a single-threaded pass as long as the GEMM's output that the GEMM then
+/// overwrites: ~15 % of a small training step's main thread).
+///
+/// # Safety
+/// `write` must initialise all `len` elements and read none before writing it (GEMMs through
+/// [`matmul`] with `accumulate = false` do: the crate reads `dst` only when asked to).
+pub(crate) unsafe fn written(len: usize, write: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut v = Vec::<f32>::with_capacity(len);
+    write(v.as_mut_ptr());
+    // SAFETY: `write` initialised all `len` elements (caller's contract).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `lhs · rhs` (`[m, k]·[k, n]`, any strides) as a new row-major `[m, n]` buffer, on rayon's
+/// pool (OpenBLAS's with the feature `openblas`).
+pub(crate) fn product(lhs: ArrayView2<f32>, rhs: ArrayView2<f32>) -> Vec<f32> {
+    let (m, n) = (lhs.nrows(), rhs.ncols());
+    #[cfg(feature = "openblas")]
+    {
+        let mut c = vec![0.0f32; m * n];
+        gemm_views(&mut ArrayViewMut2::from_shape((m, n), &mut c).expect("m × n buffer"), lhs, rhs, false);
+        c
+    }
+    #[cfg(not(feature = "openblas"))]
+    {
+        let k = lhs.ncols();
+        assert_eq!(rhs.nrows(), k, "gemm: [{m}, {k}]·{:?}", rhs.dim());
+        let (ls, rs) = (lhs.strides(), rhs.strides());
+        let (l, r) = (Mat { ptr: lhs.as_ptr(), rs: ls[0], cs: ls[1] }, Mat { ptr: rhs.as_ptr(), rs: rs[0], cs: rs[1] });
+        // SAFETY: the views are in bounds at their shapes; the new buffer overlaps neither and
+        // the GEMM (not accumulating) writes each of its m·n elements without reading it.
+        unsafe { written(m * n, |dst| matmul([m, n, k], MatMut::rows(dst, n), l, r, false, Threads::Pool)) }
+    }
+}
+
 /// [`gemm_views_on`] on the `gemm` crate.
 #[cfg_attr(feature = "openblas", allow(dead_code))]
 fn gemm_crate(dst: &mut ArrayViewMut2<f32>, lhs: ArrayView2<f32>, rhs: ArrayView2<f32>, accumulate: bool, threads: Threads) {

@@ -1,6 +1,8 @@
-//! Fused operations of our models: attention with merged heads, RoPE, Linear, softmax over the
-//! last dimension, exact and tanh-approximated GELU, LayerNorm (with or without affine
-//! parameters), and the AdamW update of the trainers.
+//! Fused operations of our models: self-attention from the packed qkv projection (RoPE inside),
+//! attention with merged heads, RoPE, Linear, softmax over the last dimension, exact and
+//! tanh-approximated GELU, LayerNorm (with or without affine parameters), MoVQ's latent
+//! modulation, a permute into row-major storage, convolutions and pooling, the AdamW update of
+//! the trainers, and reading a tensor's values on the host.
 //!
 //! Each function has two implementations:
 //! * **the default**, composed of Burn tensor ops, which every backend runs (CUDA and wgpu fuse
@@ -26,11 +28,17 @@ mod gemm;
 mod heap;
 pub mod kernels;
 #[cfg(feature = "cpu-kernels")]
+mod layout;
+#[cfg(feature = "cpu-kernels")]
 mod linear;
+#[cfg(feature = "cpu-kernels")]
+mod modulate;
 #[cfg(feature = "cpu-kernels")]
 mod ndarray;
 #[cfg(feature = "cpu-kernels")]
 mod pool;
+#[cfg(feature = "cpu-kernels")]
+mod qkv_attention;
 #[cfg(feature = "cpu-kernels")]
 mod rope;
 
@@ -38,6 +46,62 @@ use burn::tensor::{backend::Backend, Tensor};
 pub use heap::retain_freed_memory;
 
 use crate::ops;
+
+/// The values of `x` as f32 in row-major order, on the host. The CPU fast path copies the array
+/// directly (one `memcpy` when contiguous, a row-wise parallel copy otherwise), where Burn's
+/// `into_data` walks an array that another tensor shares element by element; elsewhere it is
+/// `into_data`.
+pub fn host_values<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match ndarray::host_values(x) {
+        Ok(v) => return v,
+        Err(x) => x,
+    };
+    x.into_data().convert::<f32>().into_vec::<f32>().expect("f32 values after convert")
+}
+
+/// `x` with its axes in the order `axes` (`y.dims()[i] = x.dims()[axes[i]]`), like
+/// `Tensor::permute`, but stored row-major, so that a reshape after it is free.
+///
+/// On NdArray a permute is a strided view, and reshaping one (patchify, unpatchify, patch
+/// embedding: `reshape → permute → reshape`) copies it element by element through a dynamic-rank
+/// index; the backward of the first reshape then does the same to the permuted gradient. The CPU
+/// fast path copies row by row, and its backward gives a row-major gradient too; the
+/// default is `permute` (on GPU backends a view or a fused copy).
+pub fn permute<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [usize; D]) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match ndarray::permute(x, axes) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    x.permute(axes)
+}
+
+/// MoVQ modulation of the latent rows: `LN(x)` (no affine, `eps`) with its last `T` rows
+/// replaced by `LN(x)·scale + shift`, where `shift` and `scale` are the `D`-wide column blocks
+/// `shift_at` and `scale_at` of the modulation `m` `[B, T, k·D]`. `x`: `[B, N, D]` (latent
+/// tokens last) → `[B, N, D]`.
+///
+/// The CPU fast path reads both blocks where they lie in `m` and records one autodiff node; the
+/// default slices `m`, normalises, modulates a slice and assigns it back.
+pub fn modulate_latents<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 3>, shift_at: usize, scale_at: usize, eps: f64) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu-kernels")]
+    let [x, m] = match ndarray::modulate_latents(x, m, [shift_at, scale_at], eps) {
+        Ok(y) => return y,
+        Err(args) => args,
+    };
+    modulate_latents_default(x, m, shift_at, scale_at, eps)
+}
+
+/// The default of [`modulate_latents`] (Burn ops).
+pub fn modulate_latents_default<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 3>, shift_at: usize, scale_at: usize, eps: f64) -> Tensor<B, 3> {
+    let [b, n, d] = x.dims();
+    let t = m.dims()[1];
+    let chunk = |at: usize| m.clone().slice([0..b, 0..t, at * d..(at + 1) * d]);
+    let h = layer_norm(x, None, None, eps);
+    let lat = h.clone().slice([0..b, n - t..n, 0..d]) * chunk(scale_at) + chunk(shift_at);
+    h.slice_assign([0..b, n - t..n, 0..d], lat)
+}
 
 /// Softmax along the last dimension. `x`: `[..., n]` → same shape.
 pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -99,6 +163,44 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
         Err(qkv) => qkv,
     };
     attention_default(q, k, v)
+}
+
+/// Multi-head self-attention from the packed projection `qkv` `[B, N, 3·H·hd]` (q, k, v in that
+/// order, heads in order within each): q and k rotated by `rope` (whose q tables carry the
+/// attention scale), or without it q multiplied by `scale`; → `[B, N, H·hd]` (heads merged).
+///
+/// The CPU fast path reads q, k and v where they lie in the projection and records one autodiff
+/// node whose backward writes one packed gradient (and the tables' gradients); the default
+/// splits the projection and runs [`rope`] and [`attention`].
+pub fn attention_qkv<B: Backend>(qkv: Tensor<B, 3>, heads: usize, rope: Option<&crate::rope::RopeFull<B>>, scale: f64) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu-kernels")]
+    let qkv = {
+        let tables = rope.map(|r| [r.cos_q.clone(), r.sin_q.clone(), r.cos_k.clone(), r.sin_k.clone()]);
+        match ndarray::qkv_attention((qkv, tables), heads, scale as f32) {
+            Ok(y) => return y,
+            Err((qkv, _)) => qkv,
+        }
+    };
+    attention_qkv_default(qkv, heads, rope, scale)
+}
+
+/// The default of [`attention_qkv`]: three slices of the projection as `[B, H, N, hd]` views,
+/// [`rope`] (or the scale), [`attention`].
+pub fn attention_qkv_default<B: Backend>(
+    qkv: Tensor<B, 3>,
+    heads: usize,
+    rope: Option<&crate::rope::RopeFull<B>>,
+    scale: f64,
+) -> Tensor<B, 3> {
+    let [b, n, c] = qkv.dims();
+    let d = c / 3;
+    let split = |i: usize| qkv.clone().slice([0..b, 0..n, i * d..(i + 1) * d]).reshape([b, n, heads, d / heads]).swap_dims(1, 2);
+    let (q, k, v) = (split(0), split(1), split(2));
+    let (q, k) = match rope {
+        Some(r) => (r.apply_q(q), r.apply_k(k)),
+        None => (q * scale, k),
+    };
+    attention(q, k, v)
 }
 
 /// The default attention (Burn ops): matmul, [`softmax_last`], matmul, merge the heads.
@@ -600,6 +702,129 @@ mod tests {
             let vi = Tensor::<N, 3>::from_data(data([b * n, h, hd], 3), &dev).reshape([b, n, h, hd]).swap_dims(1, 2);
             assert!(ndarray::attention([inner(t(1)), inner(t(2)), vi.clone()]).is_ok(), "{what}: the fast path takes a strided v");
             close(attention(inner(t(1) * 0.5), inner(t(2)), vi).into_data(), fast.0, 0.0, &format!("{what} inference = autodiff forward"));
+        }
+    }
+
+    /// Attention from the packed projection: the fast path equals the default (slices, RoPE,
+    /// attention) in value and in the gradients of the projection and of all four tables, with
+    /// RoPE tables shared by the heads or per head and without RoPE (q scaled), at a serial and
+    /// a parallel size; the inference backend gives the autodiff forward.
+    #[test]
+    fn packed_qkv_attention_fast_path_equals_default() {
+        use crate::rope::RopeFull;
+        let dev = Default::default();
+        for (b, h, n, hd) in [(2, 3, 5, 4), (2, 4, 70, 16)] {
+            let d = h * hd;
+            let mut p = vec![0f32; hd * hd];
+            for j in 0..hd / 2 {
+                p[(2 * j + 1) * hd + 2 * j] = 1.0;
+                p[(2 * j) * hd + 2 * j + 1] = 1.0;
+            }
+            let swap = Tensor::<A, 2>::from_data(TensorData::new(p, [hd, hd]), &dev);
+            let g = Tensor::<A, 3>::from_data(data([b, n, d], 7), &dev);
+            for hr in [None, Some(1), Some(h)] {
+                let run = |fast: bool| {
+                    let qkv = (Tensor::<A, 3>::from_data(data([b, n, 3 * d], 1), &dev) * 0.3).require_grad();
+                    let table = |seed| hr.map(|hr| (Tensor::<A, 3>::from_data(data([hr, n, hd], seed), &dev) * 0.2).require_grad());
+                    let tables = [table(2), table(3), table(4), table(5)];
+                    let rope = tables[0].as_ref().map(|_| {
+                        let [cq, sq, ck, sk] = tables.clone().map(|t| t.expect("all four"));
+                        RopeFull { cos_q: cq, sin_q: sq, cos_k: ck, sin_k: sk, swap: swap.clone() }
+                    });
+                    let y = if fast {
+                        attention_qkv(qkv.clone(), h, rope.as_ref(), 0.25)
+                    } else {
+                        attention_qkv_default(qkv.clone(), h, rope.as_ref(), 0.25)
+                    };
+                    let grads = (y.clone() * g.clone()).sum().backward();
+                    let tg: Vec<TensorData> = tables.iter().flatten().map(|t| t.grad(&grads).unwrap().into_data()).collect();
+                    (y.into_data(), qkv.grad(&grads).unwrap().into_data(), tg, rope)
+                };
+                let (fast, slow) = (run(true), run(false));
+                let what = format!("packed attention {b}x{h}x{n}x{hd} rope tables {hr:?}");
+                close(fast.0.clone(), slow.0, 2e-6, &format!("{what} value"));
+                close(fast.1, slow.1, 5e-6, &format!("{what} dqkv"));
+                assert_eq!(fast.2.len(), slow.2.len());
+                for (i, (a, s)) in fast.2.into_iter().zip(slow.2).enumerate() {
+                    close(a, s, 5e-6, &format!("{what} dtable {i}"));
+                }
+                let qi = Tensor::<N, 3>::from_data(data([b, n, 3 * d], 1), &dev) * 0.3;
+                let rope_i = fast.3.map(|r| RopeFull {
+                    cos_q: r.cos_q.inner(),
+                    sin_q: r.sin_q.inner(),
+                    cos_k: r.cos_k.inner(),
+                    sin_k: r.sin_k.inner(),
+                    swap: r.swap.inner(),
+                });
+                let tables_i = rope_i.as_ref().map(|r| [r.cos_q.clone(), r.sin_q.clone(), r.cos_k.clone(), r.sin_k.clone()]);
+                assert!(ndarray::qkv_attention((qi.clone(), tables_i), h, 0.25).is_ok(), "{what}: the fast path takes the call");
+                close(
+                    attention_qkv(qi, h, rope_i.as_ref(), 0.25).into_data(),
+                    fast.0,
+                    0.0,
+                    &format!("{what} inference = autodiff forward"),
+                );
+            }
+        }
+    }
+
+    /// The contiguous permute equals Burn's permute in value and gradient (input itself a
+    /// transposed view), serial and parallel sizes, and leaves row-major storage.
+    #[test]
+    fn permute_fast_path_equals_burn() {
+        let dev = Default::default();
+        for (b, n, c) in [(2, 3, 5), (4, 60, 330)] {
+            let g = Tensor::<A, 3>::from_data(data([c, b, n], 9), &dev).reshape([c, 1, b, n]);
+            let run = |fast: bool| {
+                let xs = Tensor::<A, 3>::from_data(data([b, n, c], 1), &dev).require_grad();
+                let x = xs.clone().swap_dims(1, 2).unsqueeze_dim::<4>(1); // [B, 1, C, N], strided
+                let y = if fast { permute(x, [2, 1, 0, 3]) } else { x.permute([2, 1, 0, 3]) };
+                let grads = (y.clone() * g.clone()).sum().backward();
+                (y.into_data(), xs.grad(&grads).unwrap().into_data())
+            };
+            let (fast, slow) = (run(true), run(false));
+            close(fast.0.clone(), slow.0, 0.0, "permute value");
+            close(fast.1, slow.1, 0.0, "permute gradient");
+            let xi = Tensor::<N, 3>::from_data(data([b, n, c], 1), &dev).swap_dims(1, 2).unsqueeze_dim::<4>(1);
+            let yi = ndarray::permute(xi, [2, 1, 0, 3]).unwrap_or_else(|_| panic!("the fast path takes f32"));
+            let burn::tensor::TensorPrimitive::Float(burn::backend::ndarray::NdArrayTensor::F32(st)) = yi.clone().into_primitive() else {
+                panic!("an f32 NdArray tensor")
+            };
+            assert!(st.view().is_standard_layout(), "row-major result");
+            close(yi.into_data(), fast.0, 0.0, "inference = autodiff forward");
+        }
+    }
+
+    /// MoVQ modulation: the fast path equals the default in value and in the gradients of x and
+    /// of the whole modulation `m` (zero outside the two chunks read), for two chunk orders, all
+    /// rows latent or only the last ones, serial and parallel sizes; inference = autodiff forward.
+    #[test]
+    fn modulate_latents_fast_path_equals_default() {
+        let dev = Default::default();
+        for (b, n, t, d, k) in [(2, 5, 3, 4, 2), (3, 200, 128, 64, 4), (2, 6, 6, 8, 4)] {
+            for (shift_at, scale_at) in [(0, 1), (k - 1, k - 2)] {
+                let g = Tensor::<A, 3>::from_data(data([b, n, d], 7), &dev);
+                let run = |fast: bool| {
+                    let x = Tensor::<A, 3>::from_data(data([b, n, d], 1), &dev).require_grad();
+                    let m = (Tensor::<A, 3>::from_data(data([b, t, k * d], 2), &dev) * 0.3).require_grad();
+                    let y = if fast {
+                        modulate_latents(x.clone(), m.clone(), shift_at, scale_at, 1e-6)
+                    } else {
+                        modulate_latents_default(x.clone(), m.clone(), shift_at, scale_at, 1e-6)
+                    };
+                    let grads = (y.clone() * g.clone()).sum().backward();
+                    (y.into_data(), x.grad(&grads).unwrap().into_data(), m.grad(&grads).unwrap().into_data())
+                };
+                let (fast, slow) = (run(true), run(false));
+                let what = format!("modulate {b}x{n}x{d}, {t} latent rows, chunks {shift_at}/{scale_at} of {k}");
+                close(fast.0.clone(), slow.0, 2e-6, &format!("{what} value"));
+                close(fast.1, slow.1, 5e-6, &format!("{what} dx"));
+                close(fast.2, slow.2, 5e-6, &format!("{what} dm"));
+                let xi = Tensor::<N, 3>::from_data(data([b, n, d], 1), &dev);
+                let mi = Tensor::<N, 3>::from_data(data([b, t, k * d], 2), &dev) * 0.3;
+                assert!(ndarray::modulate_latents(xi.clone(), mi.clone(), [shift_at, scale_at], 1e-6).is_ok(), "{what}: fast path taken");
+                close(modulate_latents(xi, mi, shift_at, scale_at, 1e-6).into_data(), fast.0, 0.0, &format!("{what} inference"));
+            }
         }
     }
 

@@ -21,7 +21,10 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use super::attention as attn;
 use super::kernels;
+use super::layout;
 use super::linear as lin;
+use super::modulate as modl;
+use super::qkv_attention as qkva;
 use super::rope as rot;
 
 type Nd = NdArray<f32>;
@@ -85,9 +88,26 @@ fn read(t: &NdArrayTensor) -> Option<(Cow<'_, [f32]>, Vec<usize>)> {
     let shape = view.shape().to_vec();
     let values = match view.to_slice() {
         Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(view.iter().copied().collect()),
+        None => Cow::Owned(layout::standard_layout(&view)),
     };
     Some((values, shape))
+}
+
+/// The f32 values of `x` in row-major order, copied with [`layout::standard_layout`]; `x` back
+/// when it is not an f32 tensor of this module's backends.
+pub(super) fn host_values<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Vec<f32>, Tensor<B, D>> {
+    let values = |t: &NdArrayTensor| read(t).map(|(v, _)| v.into_owned());
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let p = prim::<B, Nd, D>(x)?;
+            values(&p).ok_or_else(|| wrap::<Nd, B, D>(p))
+        }
+        Some(Path::Autodiff) => {
+            let p = prim::<B, Ad, D>(x)?;
+            values(&p.primitive).ok_or_else(|| wrap::<Ad, B, D>(p))
+        }
+        None => Err(x),
+    }
 }
 
 /// An f32 tensor of `shape` from row-major values.
@@ -106,7 +126,7 @@ fn row_len(shape: &[usize]) -> Option<usize> {
 fn softmax_nd(x: &NdArrayTensor) -> Option<NdArrayTensor> {
     let (xs, shape) = read(x)?;
     let n = row_len(&shape)?;
-    let mut y = vec![0.0; xs.len()];
+    let mut y = layout::zeroed(xs.len());
     kernels::softmax_rows(&xs, &mut y, n);
     Some(make(&shape, y))
 }
@@ -123,7 +143,7 @@ impl Backward<Nd, 1> for SoftmaxBackward {
         unary::<Nd, _>(ops.parents, ops.node, grads, |dy| {
             let (ys, shape) = read(&y).expect("f32 output");
             let (gs, _) = read(&dy).expect("f32 gradient");
-            let mut dx = vec![0.0; ys.len()];
+            let mut dx = layout::zeroed(ys.len());
             kernels::softmax_rows_backward(&ys, &gs, &mut dx, row_len(&shape).expect("checked forward"));
             make(&shape, dx)
         });
@@ -176,7 +196,7 @@ impl Gelu {
 
 fn gelu_nd(x: &NdArrayTensor, kind: Gelu) -> Option<NdArrayTensor> {
     let (xs, shape) = read(x)?;
-    let mut y = vec![0.0; xs.len()];
+    let mut y = layout::zeroed(xs.len());
     kind.forward(&xs, &mut y);
     Some(make(&shape, y))
 }
@@ -193,7 +213,7 @@ impl Backward<Nd, 1> for GeluBackward {
         unary::<Nd, _>(ops.parents, ops.node, grads, |dy| {
             let (xs, shape) = read(&x).expect("f32 input");
             let (gs, _) = read(&dy).expect("f32 gradient");
-            let mut dx = vec![0.0; xs.len()];
+            let mut dx = layout::zeroed(xs.len());
             self.0.backward(&xs, &gs, &mut dx);
             make(&shape, dx)
         });
@@ -235,7 +255,7 @@ fn layer_norm_nd(x: &NdArrayTensor, w: Option<&NdArrayTensor>, b: Option<&NdArra
     let (xs, shape) = read(x)?;
     let n = row_len(&shape)?;
     let (ws, bs) = (param(w, n)?, param(b, n)?);
-    let mut y = vec![0.0; xs.len()];
+    let mut y = layout::zeroed(xs.len());
     let mut stats = vec![0.0; 2 * (xs.len() / n)];
     kernels::layer_norm_rows(&xs, ws.as_deref(), bs.as_deref(), eps as f32, n, &mut y, &mut stats);
     Some((make(&shape, y), stats))
@@ -256,7 +276,7 @@ fn layer_norm_backward_nd(state: &LnState, dy: &NdArrayTensor) -> (NdArrayTensor
     let (gs, _) = read(dy).expect("f32 gradient");
     let n = row_len(&shape).expect("checked forward");
     let w = state.weight.as_ref().map(|w| read(w).expect("f32 weight").0);
-    let mut dx = vec![0.0; xs.len()];
+    let mut dx = layout::zeroed(xs.len());
     let affine = w.is_some();
     let (dw, db) = kernels::layer_norm_rows_backward(&xs, w.as_deref(), &state.stats, &gs, n, &mut dx, affine);
     (make(&shape, dx), affine.then(|| (make(&[n], dw), make(&[n], db))))
@@ -449,6 +469,306 @@ pub(super) fn attention<B: Backend>(qkv: Qkv<B>) -> Result<Tensor<B, 3>, Qkv<B>>
             Ok(wrap::<Ad, B, 3>(out))
         }
         None => Err(qkv),
+    }
+}
+
+// ---- permute into a contiguous tensor ----
+
+/// `x`'s axes in the order `axes` (`y.shape[i] = x.shape[axes[i]]`), as a row-major array.
+fn permute_nd(x: &NdArrayTensor, axes: &[usize]) -> Option<NdArrayTensor> {
+    let NdArrayTensor::F32(storage) = x else { return None };
+    let view = storage.view().permuted_axes(ndarray::IxDyn(axes));
+    let shape = view.shape().to_vec();
+    Some(make(&shape, layout::standard_layout(&view)))
+}
+
+#[derive(Debug)]
+struct PermuteBackward;
+
+impl Backward<Nd, 1> for PermuteBackward {
+    /// The inverse permutation.
+    type State = Vec<usize>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let inverse = ops.state;
+        unary::<Nd, _>(ops.parents, ops.node, grads, |dy| permute_nd(&dy, &inverse).expect("f32 gradient"));
+    }
+}
+
+pub(super) fn permute<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [usize; D]) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let mut seen = [false; D];
+    if !axes.iter().all(|&a| a < D && !std::mem::replace(&mut seen[a], true)) {
+        return Err(x);
+    }
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let p = prim::<B, Nd, D>(x)?;
+            permute_nd(&p, &axes).map(wrap::<Nd, B, D>).ok_or_else(|| wrap::<Nd, B, D>(p))
+        }
+        Some(Path::Autodiff) => {
+            let p = prim::<B, Ad, D>(x)?;
+            let Some(y) = permute_nd(&p.primitive, &axes) else { return Err(wrap::<Ad, B, D>(p)) };
+            let mut inverse = vec![0; D];
+            for (i, &a) in axes.iter().enumerate() {
+                inverse[a] = i;
+            }
+            let out = match PermuteBackward.prepare::<NoCheckpointing>([p.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(inverse, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(wrap::<Ad, B, D>(out))
+        }
+        None => Err(x),
+    }
+}
+
+// ---- MoVQ modulation ----
+
+/// What the modulation's backward needs: its inputs, the chunk positions and the LayerNorm
+/// statistics.
+#[derive(Clone, Debug)]
+struct ModState {
+    x: NdArrayTensor,
+    m: NdArrayTensor,
+    at: [usize; 2],
+    stats: Vec<f32>,
+}
+
+fn modulate_nd(x: &NdArrayTensor, m: &NdArrayTensor, [shift_at, scale_at]: [usize; 2], eps: f64) -> Option<(NdArrayTensor, Vec<f32>)> {
+    let ((xs, xshape), (ms, mshape)) = (read(x)?, read(m)?);
+    let d = modl::Dims::of(&xshape, &mshape, shift_at, scale_at)?;
+    let (y, stats) = modl::forward(&xs, &ms, d, eps as f32);
+    Some((make(&xshape, y), stats))
+}
+
+#[derive(Debug)]
+struct ModulateBackward;
+
+impl Backward<Nd, 2> for ModulateBackward {
+    type State = ModState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pm] = ops.parents;
+        let dy = grads.consume::<Nd>(&ops.node);
+        let s = ops.state;
+        let ((xs, xshape), (ms, mshape), (gs, _)) =
+            (read(&s.x).expect("f32 x"), read(&s.m).expect("f32 m"), read(&dy).expect("f32 gradient"));
+        let d = modl::Dims::of(&xshape, &mshape, s.at[0], s.at[1]).expect("checked forward");
+        let (dx, dm) = modl::backward(&xs, &ms, &s.stats, &gs, d, px.is_some(), pm.is_some());
+        for (parent, grad, shape) in [(px, dx, &xshape), (pm, dm, &mshape)] {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<Nd>(node.id, make(shape, grad));
+            }
+        }
+    }
+}
+
+pub(super) fn modulate_latents<B: Backend>(
+    x: Tensor<B, 3>,
+    m: Tensor<B, 3>,
+    at: [usize; 2],
+    eps: f64,
+) -> Result<Tensor<B, 3>, [Tensor<B, 3>; 2]> {
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let [x, m] = prims::<B, Nd, 3, 2>([x, m])?;
+            match modulate_nd(&x, &m, at, eps) {
+                Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
+                None => Err([x, m].map(wrap::<Nd, B, 3>)),
+            }
+        }
+        Some(Path::Autodiff) => {
+            let [x, m] = prims::<B, Ad, 3, 2>([x, m])?;
+            let Some((y, stats)) = modulate_nd(&x.primitive, &m.primitive, at, eps) else {
+                return Err([x, m].map(wrap::<Ad, B, 3>));
+            };
+            let out = match ModulateBackward.prepare::<NoCheckpointing>([x.node.clone(), m.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(ModState { x: x.primitive, m: m.primitive, at, stats }, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(wrap::<Ad, B, 3>(out))
+        }
+        None => Err([x, m]),
+    }
+}
+
+// ---- attention from the packed qkv projection ----
+
+/// What the packed attention's backward needs: the projection, the tables (none: q scaled) and
+/// the kernel's saved values.
+#[derive(Clone, Debug)]
+struct QkvState {
+    qkv: NdArrayTensor,
+    tables: Option<[NdArrayTensor; 4]>,
+    heads: usize,
+    scale: f32,
+    saved: qkva::Saved,
+}
+
+/// The values of a packed-attention call as the kernel takes them.
+struct QkvCall<'a> {
+    qkv: Cow<'a, [f32]>,
+    d: qkva::Dims,
+    /// `[cos_q, sin_q, cos_k, sin_k]` row-major `[Hr, N, hd]`, and `Hr`.
+    tables: Option<([Cow<'a, [f32]>; 4], usize)>,
+}
+
+impl QkvCall<'_> {
+    fn position(&self, scale: f32) -> qkva::Position<'_> {
+        match &self.tables {
+            Some(([cq, sq, ck, sk], hr)) => qkva::Position::Rope(qkva::Tables { cos_q: cq, sin_q: sq, cos_k: ck, sin_k: sk, hr: *hr }),
+            None => qkva::Position::Scale(scale),
+        }
+    }
+}
+
+/// The f32 values and sizes of a call, or `None` (not f32, or shapes that do not fit).
+fn qkv_args<'a>(qkv: &'a NdArrayTensor, tables: Option<&'a [NdArrayTensor; 4]>, heads: usize) -> Option<QkvCall<'a>> {
+    let (xs, shape) = read(qkv)?;
+    let d = qkva::Dims::of(&shape, heads)?;
+    let tables = match tables {
+        None => None,
+        Some([cq, sq, ck, sk]) => {
+            let (cq, shape) = read(cq)?;
+            let &[hr, n, hd] = shape.as_slice() else { return None };
+            let rest = [sq, ck, sk].map(read);
+            if (n, hd) != (d.n, d.hd) || rest.iter().any(|t| t.as_ref().is_none_or(|(_, s)| *s != shape)) {
+                return None;
+            }
+            let [sq, ck, sk] = rest.map(|t| t.expect("checked above").0);
+            let ts = qkva::Tables { cos_q: &cq, sin_q: &sq, cos_k: &ck, sin_k: &sk, hr };
+            if !ts.fit(d) {
+                return None;
+            }
+            Some(([cq, sq, ck, sk], hr))
+        }
+    };
+    Some(QkvCall { qkv: xs, d, tables })
+}
+
+fn qkv_attention_nd(
+    qkv: &NdArrayTensor,
+    tables: Option<&[NdArrayTensor; 4]>,
+    heads: usize,
+    scale: f32,
+    keep: bool,
+) -> Option<(NdArrayTensor, Option<qkva::Saved>)> {
+    let call = qkv_args(qkv, tables, heads)?;
+    let d = call.d;
+    let (out, saved) = qkva::forward(&call.qkv, d, call.position(scale), keep);
+    Some((make(&[d.b, d.n, d.h * d.hd], out), saved))
+}
+
+/// Registers the gradients of a packed-attention node for the parents that are tracked
+/// (`[qkv, cos_q, sin_q, cos_k, sin_k]`).
+fn qkv_attention_backward_nd(state: &QkvState, dout: &NdArrayTensor, parents: [Option<NodeId>; 5], grads: &mut Gradients) {
+    let call = qkv_args(&state.qkv, state.tables.as_ref(), state.heads).expect("checked forward");
+    let NdArrayTensor::F32(g) = dout else { panic!("f32 output gradient") };
+    let g = g.view().into_dimensionality::<ndarray::Ix3>().expect("[B, N, D] gradient");
+    let want_tables = parents[1..].iter().any(Option::is_some);
+    let (dqkv, tables) = qkva::backward(&call.qkv, call.d, call.position(state.scale), &state.saved, g, want_tables);
+    let d = call.d;
+    if let Some(id) = parents[0] {
+        grads.register::<Nd>(id, make(&[d.b, d.n, 3 * d.h * d.hd], dqkv));
+    }
+    if let (Some(tg), Some((_, hr))) = (tables, &call.tables) {
+        for (parent, grad) in parents[1..].iter().zip(tg) {
+            if let Some(id) = parent {
+                grads.register::<Nd>(*id, make(&[*hr, d.n, d.hd], grad));
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct QkvAttentionBackward;
+
+impl Backward<Nd, 1> for QkvAttentionBackward {
+    type State = QkvState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [p] = ops.parents;
+        let dout = grads.consume::<Nd>(&ops.node);
+        qkv_attention_backward_nd(&ops.state, &dout, [p.map(|n| n.id), None, None, None, None], grads);
+    }
+}
+
+impl Backward<Nd, 5> for QkvAttentionBackward {
+    type State = QkvState;
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dout = grads.consume::<Nd>(&ops.node);
+        qkv_attention_backward_nd(&ops.state, &dout, ops.parents.map(|p| p.map(|n| n.id)), grads);
+    }
+}
+
+/// The packed projection `[B, N, 3·D]` and, with RoPE, `[cos_q, sin_q, cos_k, sin_k]`.
+pub(super) type QkvArgs<B> = (Tensor<B, 3>, Option<[Tensor<B, 3>; 4]>);
+
+/// The projection's and the tables' primitives of backend `T`.
+type QkvPrims<T> = (FloatTensor<T>, Option<[FloatTensor<T>; 4]>);
+
+/// The primitives of a packed-attention call as backend `T`'s, or the arguments back.
+fn qkv_prims<B: Backend, T: Backend>(args: QkvArgs<B>) -> Result<QkvPrims<T>, QkvArgs<B>> {
+    match args {
+        (qkv, None) => prims::<B, T, 3, 1>([qkv]).map(|[p]| (p, None)).map_err(|[x]| (x, None)),
+        (qkv, Some([a, b, c, d])) => match prims::<B, T, 3, 5>([qkv, a, b, c, d]) {
+            Ok([p, a, b, c, d]) => Ok((p, Some([a, b, c, d]))),
+            Err([x, a, b, c, d]) => Err((x, Some([a, b, c, d]))),
+        },
+    }
+}
+
+/// Runs the forward (keeping what the backward needs when the node is tracked) and records
+/// the node; `None` when the kernel does not take the arguments.
+fn finish_qkv<const N: usize>(
+    kind: OpsKind<QkvAttentionBackward, Nd, QkvState, NoCheckpointing, N>,
+    forward: impl FnOnce(bool) -> Option<(NdArrayTensor, Option<qkva::Saved>)>,
+    state: impl FnOnce(qkva::Saved) -> QkvState,
+) -> Option<FloatTensor<Ad>>
+where
+    QkvAttentionBackward: Backward<Nd, N, State = QkvState>,
+{
+    match kind {
+        OpsKind::Tracked(prep) => {
+            let (y, saved) = forward(true)?;
+            Some(prep.finish(state(saved?), y))
+        }
+        OpsKind::UnTracked(prep) => forward(false).map(|(y, _)| prep.finish(y)),
+    }
+}
+
+pub(super) fn qkv_attention<B: Backend>(args: QkvArgs<B>, heads: usize, scale: f32) -> Result<Tensor<B, 3>, QkvArgs<B>> {
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let (qkv, tables) = qkv_prims::<B, Nd>(args)?;
+            match qkv_attention_nd(&qkv, tables.as_ref(), heads, scale, false) {
+                Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
+                None => Err((wrap::<Nd, B, 3>(qkv), tables.map(|t| t.map(wrap::<Nd, B, 3>)))),
+            }
+        }
+        Some(Path::Autodiff) => {
+            let (qkv, tables) = qkv_prims::<B, Ad>(args)?;
+            let inner = tables.as_ref().map(|t| t.clone().map(|t| t.primitive));
+            let forward = |keep| qkv_attention_nd(&qkv.primitive, inner.as_ref(), heads, scale, keep);
+            let state = |saved| QkvState { qkv: qkv.primitive.clone(), tables: inner.clone(), heads, scale, saved };
+            let out = match &tables {
+                None => {
+                    let kind = QkvAttentionBackward.prepare::<NoCheckpointing>([qkv.node.clone()]).compute_bound().stateful();
+                    finish_qkv(kind, forward, state)
+                }
+                Some(t) => {
+                    let nodes = [qkv.node.clone(), t[0].node.clone(), t[1].node.clone(), t[2].node.clone(), t[3].node.clone()];
+                    let kind = QkvAttentionBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful();
+                    finish_qkv(kind, forward, state)
+                }
+            };
+            match out {
+                Some(y) => Ok(wrap::<Ad, B, 3>(y)),
+                None => Err((wrap::<Ad, B, 3>(qkv), tables.map(|t| t.map(wrap::<Ad, B, 3>)))),
+            }
+        }
+        None => Err(args),
     }
 }
 

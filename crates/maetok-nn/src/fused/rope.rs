@@ -9,6 +9,8 @@
 use ndarray::{ArrayView3, ArrayView4, Axis};
 use rayon::prelude::*;
 
+use super::layout::zeroed;
+
 /// Below this many elements the kernels run on the calling thread.
 const PAR_MIN: usize = 1 << 15;
 
@@ -42,7 +44,7 @@ fn rotate_row(x: &[f32], c: &[f32], s: &[f32], y: &mut [f32]) {
 }
 
 /// Row `(b, h, i)` of `x` as a slice (rows are contiguous, checked by [`Dims::of`]).
-fn x_row<'a>(x: &'a ArrayView4<'a, f32>, b: usize, h: usize, i: usize) -> &'a [f32] {
+pub(super) fn x_row<'a>(x: &'a ArrayView4<'a, f32>, b: usize, h: usize, i: usize) -> &'a [f32] {
     let row = x.index_axis(Axis(0), b).index_axis_move(Axis(0), h).index_axis_move(Axis(0), i);
     row.to_slice().expect("contiguous rows (checked by Dims::of)")
 }
@@ -50,7 +52,7 @@ fn x_row<'a>(x: &'a ArrayView4<'a, f32>, b: usize, h: usize, i: usize) -> &'a [f
 /// Forward: `y` `[B, H, N, hd]` row-major. `cos`/`sin` must be in standard layout.
 pub fn rotate(x: &ArrayView4<f32>, cos: &[f32], sin: &[f32], d: Dims) -> Vec<f32> {
     let Dims { h, n, hd, hr, .. } = d;
-    let mut y = vec![0.0f32; d.b * h * n * hd];
+    let mut y = zeroed(d.b * h * n * hd);
     let run = |task: usize, out: &mut [f32]| {
         let (bi, hi) = (task / h, task % h);
         let t = if hr == 1 { 0 } else { hi };
@@ -77,7 +79,7 @@ pub type TableGrads = (Vec<f32>, Vec<f32>);
 /// `dcos = Σ dy·x`, `dsin = Σ dy·swap(x)`.
 pub fn rotate_backward(x: &ArrayView4<f32>, cos: &[f32], sin: &[f32], dy: &[f32], d: Dims, tables: bool) -> (Vec<f32>, Option<TableGrads>) {
     let Dims { b, h, n, hd, hr } = d;
-    let mut dx = vec![0.0f32; b * h * n * hd];
+    let mut dx = zeroed(b * h * n * hd);
     let run = |task: usize, out: &mut [f32]| {
         let t = if hr == 1 { 0 } else { task % h };
         for (i, dxr) in out.chunks_exact_mut(hd).enumerate() {

@@ -170,7 +170,7 @@ pub fn images_to_tensor<B: Backend>(images: &[RgbImage], device: &B::Device) -> 
 /// ([`maetok_eval::quantize_reference`]).
 pub fn tensor_to_images<B: Backend>(t: Tensor<B, 4>) -> Vec<RgbImage> {
     let [b, _, h, w] = t.dims();
-    let v = t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data");
+    let v = maetok_nn::fused::host_values(t);
     (0..b)
         .map(|i| {
             RgbImage::from_fn(w as u32, h as u32, |x, y| {
