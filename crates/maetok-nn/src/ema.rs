@@ -1,24 +1,23 @@
 //! Exponential moving average of a module's parameters: `ema ← decay·ema + (1 − decay)·param`,
 //! matched by state-dict key (so the online model may live on an autodiff backend and the EMA
-//! copy on the inner backend).
+//! copy on the inner backend). One pass per parameter, no copies ([`fused::ema_mix`]).
 
 use std::collections::HashMap;
 
 use burn::module::Param;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 
+use crate::fused;
 use crate::io::{ParamVisitor, VisitParams};
 
-/// Collects every parameter, flattened, by key.
+/// Collects every parameter by key, as it is (no copy: the primitive shares the buffer).
 struct Collect<B: Backend> {
-    tensors: HashMap<String, Tensor<B, 1>>,
+    tensors: HashMap<String, TensorPrimitive<B>>,
 }
 
 impl<B: Backend> ParamVisitor<B> for Collect<B> {
     fn param<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>) {
-        let v = param.val();
-        let n = v.shape().num_elements();
-        self.tensors.insert(key.to_string(), v.reshape([n]));
+        self.tensors.insert(key.to_string(), param.val().into_primitive());
     }
     fn param_transposed(&mut self, key: &str, param: &mut Param<Tensor<B, 2>>) {
         self.param(key, param);
@@ -27,7 +26,7 @@ impl<B: Backend> ParamVisitor<B> for Collect<B> {
 }
 
 struct Update<'a, B: Backend> {
-    src: &'a HashMap<String, Tensor<B, 1>>,
+    src: &'a HashMap<String, TensorPrimitive<B>>,
     decay: f64,
     skip: &'a [&'a str],
 }
@@ -39,7 +38,10 @@ impl<B: Backend> ParamVisitor<B> for Update<'_, B> {
         }
         let src = self.src.get(key).unwrap_or_else(|| panic!("EMA: the online model has no parameter '{key}'"));
         let ema = param.val();
-        let new = ema.clone() * self.decay + src.clone().reshape(ema.shape()) * (1.0 - self.decay);
+        // The same module type on both sides: same key, same rank and shape.
+        let src = Tensor::<B, D>::from_primitive(src.clone());
+        assert_eq!(src.shape(), ema.shape(), "EMA: parameter '{key}' differs in shape between the online model and the EMA");
+        let new = fused::ema_mix(ema, src, self.decay);
         *param = Param::initialized(param.id, new.detach());
     }
     fn param_transposed(&mut self, key: &str, param: &mut Param<Tensor<B, 2>>) {

@@ -32,6 +32,7 @@ use crate::adamw::FusedAdamW;
 use crate::checkpoint::{latest_checkpoint, write_checkpoint, CheckpointIoError};
 use crate::data::LatentCache;
 use crate::grad_clip::{clip_gradients, module_gradients};
+use crate::in_place;
 use crate::parallel::{all_reduce_grads, all_reduce_scalar, ParallelError, Peer};
 
 /// What the generator learns to reverse.
@@ -313,8 +314,8 @@ impl<B: AutodiffBackend> GeneratorTrainer<B> {
             grads = all_reduce_grads::<B, _>(self.peer, &mut self.model, grads)?;
         }
         let (grads, _norm) = clip_gradients(&mut self.model, grads, self.config.grad_clip);
-        // A module clone only shares the parameter tensors (no copy); the old value is replaced.
-        self.model = self.optim.step(self.config.lr, self.model.clone(), grads);
+        let lr = self.config.lr;
+        in_place::update(&mut self.model, |m| (self.optim.step(lr, m, grads), ()));
         let decay = if self.step == 0 { 0.0 } else { self.config.ema_decay };
         let mut online = self.model.valid();
         ema_update(&mut self.ema, &mut online, decay, &["pos_embed"]);

@@ -7,6 +7,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 
+use maetok_nn::fused;
 use maetok_nn::io::{ParamVisitor, VisitParams};
 
 /// Sum of squares of the gradients held in `grads` for `module`'s parameters (on the device:
@@ -19,7 +20,7 @@ struct SquaredNorm<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ParamVisitor<B> for SquaredNorm<'_, B> {
     fn param<const D: usize>(&mut self, _key: &str, param: &mut Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s = g.powi_scalar(2).sum();
+            let s = fused::squared_norm(g);
             self.total = Some(match self.total.take() {
                 Some(t) => t + s,
                 None => s,
@@ -49,7 +50,7 @@ impl<B: AutodiffBackend> ParamVisitor<B> for Register<'_, B> {
             }
             None => {
                 if let Some(g) = self.out.remove::<B::InnerBackend, D>(param.id) {
-                    self.out.register(param.id, g * self.scale);
+                    self.out.register(param.id, fused::scale(g, self.scale));
                 }
             }
         }

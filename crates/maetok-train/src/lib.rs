@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod data;
 pub mod generator_trainer;
 pub mod grad_clip;
+pub mod in_place;
 pub mod parallel;
 pub mod seeded;
 pub mod tokenizer;

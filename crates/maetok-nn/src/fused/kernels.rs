@@ -3,6 +3,8 @@
 //! rayon. Every reduction runs in a fixed order (per row, or per chunk of rows summed in chunk
 //! order), so results do not depend on the number of threads or on scheduling.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Below this many elements a kernel runs on the calling thread (rayon's hand-off costs more).
@@ -324,6 +326,79 @@ multiversion! {
             let du = GELU_TANH_C * (1.0 + 3.0 * GELU_TANH_A * v2);
             *o = g * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
         }
+    }
+}
+
+/// A new vector of `len` values that `f(offset, chunk)` writes in parallel chunks of
+/// [`PAR_MIN`] (each call must write every element of its chunk), without a zero fill first.
+fn par_new(len: usize, f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    let spare = &mut v.spare_capacity_mut()[..len];
+    if len <= PAR_MIN {
+        f(0, spare);
+    } else {
+        spare.par_chunks_mut(PAR_MIN).enumerate().for_each(|(i, c)| f(i * PAR_MIN, c));
+    }
+    // SAFETY: every chunk of the `len` elements was written by `f` (its contract, kept by the
+    // callers below: their chunk kernels zip the output chunk with inputs at least as long).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// One EMA step, element by element: `e·keep + o·take` (`keep = decay`, `take = 1 − decay`,
+/// the order and rounding of Burn's `e * decay + o * (1 − decay)`). `e` and `o` have one length.
+pub fn ema_mix(e: &[f32], o: &[f32], keep: f32, take: f32) -> Vec<f32> {
+    assert_eq!(e.len(), o.len(), "ema_mix: lengths");
+    par_new(e.len(), |at, out| ema_mix_chunk(&e[at..at + out.len()], &o[at..at + out.len()], keep, take, out))
+}
+
+multiversion! {
+    fn ema_mix_chunk(e: &[f32], o: &[f32], keep: f32, take: f32, out: &mut [MaybeUninit<f32>]) {
+        for ((y, &a), &b) in out.iter_mut().zip(e).zip(o) {
+            y.write(a * keep + b * take);
+        }
+    }
+}
+
+/// `x·s` element by element.
+pub fn scaled(x: &[f32], s: f32) -> Vec<f32> {
+    par_new(x.len(), |at, out| scaled_chunk(&x[at..at + out.len()], s, out))
+}
+
+multiversion! {
+    fn scaled_chunk(x: &[f32], s: f32, out: &mut [MaybeUninit<f32>]) {
+        for (y, &v) in out.iter_mut().zip(x) {
+            y.write(v * s);
+        }
+    }
+}
+
+/// `Σ x²`: [`LANES`] f32 accumulators per chunk of [`PAR_MIN`] values, the chunks' sums added in
+/// f64 in chunk order (the same result on any number of threads).
+pub fn sum_squares(x: &[f32]) -> f64 {
+    let chunk = |c: &[f32]| {
+        let mut s = 0.0f64;
+        sum_squares_chunk(c, &mut s);
+        s
+    };
+    if x.len() <= PAR_MIN {
+        return chunk(x);
+    }
+    let parts: Vec<f64> = x.par_chunks(PAR_MIN).map(chunk).collect();
+    parts.iter().sum()
+}
+
+multiversion! {
+    fn sum_squares_chunk(x: &[f32], total: &mut f64) {
+        let mut acc = [0.0f32; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let tail: f64 = chunks.remainder().iter().map(|&v| (v * v) as f64).sum();
+        for c in chunks {
+            for l in 0..LANES {
+                acc[l] += c[l] * c[l];
+            }
+        }
+        *total = acc.iter().map(|&a| a as f64).sum::<f64>() + tail;
     }
 }
 

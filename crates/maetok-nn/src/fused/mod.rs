@@ -1,8 +1,8 @@
 //! Fused operations of our models: self-attention from the packed qkv projection (RoPE inside),
 //! attention with merged heads, RoPE, Linear, softmax over the last dimension, exact and
 //! tanh-approximated GELU, LayerNorm (with or without affine parameters), MoVQ's latent
-//! modulation, a permute into row-major storage, convolutions and pooling, the AdamW update of
-//! the trainers, and reading a tensor's values on the host.
+//! modulation, a permute into row-major storage, convolutions and pooling, the optimiser passes of
+//! the trainers (AdamW, EMA, gradient norm and scaling), and reading a tensor's values on the host.
 //!
 //! Each function has two implementations:
 //! * **the default**, composed of Burn tensor ops, which every backend runs (CUDA and wgpu fuse
@@ -495,6 +495,53 @@ pub fn adamw_update_default<B: Backend, const D: usize>(
     [kept - delta.mul_scalar(s.lr), m, v]
 }
 
+/// One EMA step of a parameter: `ema·decay + online·(1 − decay)` (two tensors of one shape).
+///
+/// The CPU fast path makes one parallel pass into a new buffer (bit-identical to the default);
+/// the default is those tensor ops, which on NdArray are four single-threaded passes.
+pub fn ema_mix<B: Backend, const D: usize>(ema: Tensor<B, D>, online: Tensor<B, D>, decay: f64) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    let [ema, online] = match ndarray::ema_mix(ema, online, decay) {
+        Ok(y) => return y,
+        Err(args) => args,
+    };
+    ema_mix_default(ema, online, decay)
+}
+
+/// [`ema_mix`] from Burn tensor ops.
+pub fn ema_mix_default<B: Backend, const D: usize>(ema: Tensor<B, D>, online: Tensor<B, D>, decay: f64) -> Tensor<B, D> {
+    ema * decay + online * (1.0 - decay)
+}
+
+/// `Σ x²` over all elements, as a one-element tensor (what a global gradient norm adds up).
+///
+/// The CPU fast path sums in one parallel pass without a squared copy (f32 lanes per chunk, the
+/// chunks in f64), so it may differ from the default in the last bits.
+pub fn squared_norm<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 1> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match ndarray::squared_norm(x) {
+        Ok(s) => return s,
+        Err(x) => x,
+    };
+    squared_norm_default(x)
+}
+
+/// [`squared_norm`] from Burn tensor ops.
+pub fn squared_norm_default<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 1> {
+    x.powi_scalar(2).sum()
+}
+
+/// `x·s` (e.g. gradients scaled to a clipped norm). The CPU fast path makes one parallel pass
+/// (bit-identical to the default, a single-threaded pass on NdArray).
+pub fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, s: f64) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match ndarray::scale(x, s) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    x * s
+}
+
 #[cfg(all(test, feature = "cpu-kernels"))]
 mod tests {
     use super::*;
@@ -966,5 +1013,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// EMA step and scaling: bit-identical to the tensor ops, on a size split across threads and
+    /// on a strided input; the squared norm within f32 rounding of the default's (another order).
+    #[test]
+    fn optimiser_passes_equal_their_defaults() {
+        let dev = Default::default();
+        for shape in [[2, 5, 13], [4, 150, 77]] {
+            let t = |seed| Tensor::<N, 3>::from_data(data(shape, seed), &dev);
+            // A strided view and the same values stored row-major.
+            let strided = t(3).swap_dims(1, 2);
+            let dense = || Tensor::<N, 3>::from_data(strided.clone().into_data(), &dev);
+            let other = || Tensor::<N, 3>::from_data(data([shape[0], shape[2], shape[1]], 2), &dev);
+            for decay in [0.0, 0.9999, 0.5] {
+                let (fast, slow) = (ema_mix(t(1), t(2), decay), ema_mix_default(t(1), t(2), decay));
+                fast.into_data().assert_eq(&slow.into_data(), true);
+            }
+            ema_mix(strided.clone(), other(), 0.75).into_data().assert_eq(&ema_mix_default(dense(), other(), 0.75).into_data(), true);
+            scale(t(4), 0.123).into_data().assert_eq(&(t(4) * 0.123).into_data(), true);
+            scale(strided.clone(), -2.5).into_data().assert_eq(&(dense() * -2.5).into_data(), true);
+            let (fast, slow) = (squared_norm(t(5)).into_scalar(), squared_norm_default(t(5)).into_scalar());
+            assert!((fast - slow).abs() <= 1e-5 * slow, "squared norm {fast} vs {slow}");
+            let exact: f64 = data(shape, 5).to_vec::<f32>().unwrap().iter().map(|&v| (v as f64).powi(2)).sum();
+            assert!((fast as f64 - exact).abs() <= 1e-6 * exact, "squared norm {fast} vs exact {exact}");
+        }
+        // Autodiff tensors take the default path and stay tracked.
+        let x = Tensor::<A, 3>::from_data(data([2, 3, 4], 1), &dev).require_grad();
+        let g = squared_norm(x.clone()).backward();
+        x.grad(&g).unwrap().into_data().assert_eq(&(x.inner() * 2.0).into_data(), true);
     }
 }

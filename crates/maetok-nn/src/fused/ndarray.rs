@@ -1264,3 +1264,53 @@ pub(super) fn adamw_update<B: Backend, const D: usize>(
     }
     Ok([pa, ma, va].map(|a| wrap::<Nd, B, D>(NdArrayTensor::from(a))))
 }
+
+// ---- optimiser passes: EMA, gradient norm, scaling (inner backend only) ----
+
+/// The f32 values of a plain-NdArray tensor and its shape, or the tensor back.
+fn plain_values<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<(NdArrayTensor, Vec<usize>), Tensor<B, D>> {
+    if path::<B>() != Some(Path::Plain) {
+        return Err(x);
+    }
+    let p = prim::<B, Nd, D>(x)?;
+    match read(&p).map(|(_, shape)| shape) {
+        Some(shape) => Ok((p, shape)),
+        None => Err(wrap::<Nd, B, D>(p)),
+    }
+}
+
+/// `ema·decay + online·(1 − decay)` in one parallel pass into a new buffer.
+pub(super) fn ema_mix<B: Backend, const D: usize>(
+    ema: Tensor<B, D>,
+    online: Tensor<B, D>,
+    decay: f64,
+) -> Result<Tensor<B, D>, [Tensor<B, D>; 2]> {
+    if path::<B>() != Some(Path::Plain) || ema.shape() != online.shape() {
+        return Err([ema, online]);
+    }
+    let (e, shape) = match plain_values(ema) {
+        Ok(v) => v,
+        Err(ema) => return Err([ema, online]),
+    };
+    let (o, _) = match plain_values(online) {
+        Ok(v) => v,
+        Err(online) => return Err([wrap::<Nd, B, D>(e), online]),
+    };
+    let ((ev, _), (ov, _)) = (read(&e).expect("f32, checked"), read(&o).expect("f32, checked"));
+    let y = kernels::ema_mix(&ev, &ov, decay as f32, (1.0 - decay) as f32);
+    Ok(wrap::<Nd, B, D>(make(&shape, y)))
+}
+
+/// `Σ x²` as a one-element tensor (summed in f64, rounded once to f32).
+pub(super) fn squared_norm<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, 1>, Tensor<B, D>> {
+    let (p, _) = plain_values(x)?;
+    let s = kernels::sum_squares(&read(&p).expect("f32, checked").0);
+    Ok(wrap::<Nd, B, 1>(make(&[1], vec![s as f32])))
+}
+
+/// `x·s` in one parallel pass into a new buffer.
+pub(super) fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, s: f64) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let (p, shape) = plain_values(x)?;
+    let y = kernels::scaled(&read(&p).expect("f32, checked").0, s as f32);
+    Ok(wrap::<Nd, B, D>(make(&shape, y)))
+}

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{latest_checkpoint, write_checkpoint, CheckpointIoError};
 use crate::grad_clip::module_gradients;
+use crate::in_place;
 use crate::parallel::{all_reduce_grads, ParallelError, Peer};
 
 use super::aux::{AuxTargetError, AuxTargets, AuxTeachers};
@@ -387,8 +388,7 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
         if parallel {
             grads = all_reduce_grads::<B, _>(self.peer, &mut self.model, grads)?;
         }
-        let (model, grad_norm) = self.optim_g.step_gradients(lr, self.model.clone(), grads);
-        self.model = model;
+        let grad_norm = in_place::update(&mut self.model, |m| self.optim_g.step_gradients(lr, m, grads));
         let decay = if self.step == 0 { 0.0 } else { self.config.ema_decay };
         ema_update(&mut self.ema, &mut self.model.valid(), decay, &[]);
 
@@ -423,8 +423,7 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
             if parallel {
                 grads = all_reduce_grads::<B, _>(self.peer, disc, grads)?;
             }
-            let (new_disc, d_norm) = self.optim_d.step_gradients(lr, disc.clone(), grads);
-            *disc = new_disc;
+            let d_norm = in_place::update(disc, |d| self.optim_d.step_gradients(lr, d, grads));
             (log.d_loss, log.d_hinge, log.lecam, log.d_grad_norm) = (Some(d.total), Some(d.hinge), Some(d.lecam), Some(d_norm));
         }
         self.step += 1;
