@@ -57,6 +57,10 @@ impl MatMut {
     pub fn at(self, offset: usize) -> MatMut {
         MatMut { ptr: self.ptr.wrapping_add(offset), ..self }
     }
+    /// The matrix starting `offset` elements further (a signed offset, as strides are).
+    fn at_offset(self, offset: isize) -> MatMut {
+        MatMut { ptr: self.ptr.wrapping_offset(offset), ..self }
+    }
 }
 
 /// Whether one GEMM splits its work over rayon's pool.
@@ -94,7 +98,15 @@ pub(crate) unsafe fn matmul(mnk: [usize; 3], dst: MatMut, lhs: Mat, rhs: Mat, ac
     }
     let parallelism = match threads {
         Threads::One => gemm::Parallelism::None,
-        Threads::Pool => gemm::Parallelism::Rayon(0),
+        Threads::Pool => {
+            let tasks = rayon::current_num_threads();
+            if tasks > 1 && tasks <= SPLIT_MAX_TASKS && m * n * k >= SPLIT_MIN_WORK {
+                // SAFETY: forwarded to the caller.
+                unsafe { split(mnk, dst, lhs, rhs, accumulate, tasks) };
+                return;
+            }
+            gemm::Parallelism::Rayon(0)
+        }
     };
     // SAFETY: forwarded to the caller; with `read_dst = false` `dst` needs no initial values.
     unsafe {
@@ -120,6 +132,44 @@ pub(crate) unsafe fn matmul(mnk: [usize; 3], dst: MatMut, lhs: Mat, rhs: Mat, ac
             parallelism,
         )
     }
+}
+
+/// Products with at least this many multiply-adds are split into one block per thread by
+/// [`split`] (below it the crate's own scheduling, or one thread, is as fast).
+const SPLIT_MIN_WORK: usize = 1 << 24;
+/// Up to this many threads the output is split in one dimension ([`split`]); with more, blocks
+/// would get thin and every one re-packs the whole other operand, so the crate's own 2-D
+/// scheduling takes over.
+const SPLIT_MAX_TASKS: usize = 4;
+/// Column blocks of a split output are a multiple of this (the crate's microkernel height for a
+/// row-major output, whose columns it walks as rows: no partial tiles at the seams).
+const SPLIT_ALIGN: usize = 64;
+
+/// `dst = lhs · rhs` as `tasks` independent single-threaded products on output blocks: the
+/// larger of the output's two dimensions is cut into `tasks` contiguous ranges, one rayon task
+/// each. The crate's own `Rayon` scheduling synchronises its threads once per `k` block (every
+/// 512 or so), which on these shapes cost 10–35 % of the rate (BENCHMARKS.md, session 19).
+///
+/// # Safety
+/// As [`matmul`].
+unsafe fn split(mnk: [usize; 3], dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, tasks: usize) {
+    let [m, n, k] = mnk;
+    let (cols, len) = if n >= m { (true, n) } else { (false, m) };
+    let step = if cols { len.div_ceil(tasks).next_multiple_of(SPLIT_ALIGN) } else { len.div_ceil(tasks) };
+    rayon::scope(|s| {
+        for start in (0..len).step_by(step.max(1)) {
+            let size = step.min(len - start);
+            let at = start as isize;
+            let (shape, d, l, r) = if cols {
+                ([m, size, k], dst.at_offset(at * dst.cs), lhs, rhs.at(at * rhs.cs))
+            } else {
+                ([size, n, k], dst.at_offset(at * dst.rs), lhs.at(at * lhs.rs), rhs)
+            };
+            // SAFETY: the block of `dst` is in bounds and disjoint from every other task's
+            // (contiguous ranges of one dimension); the inputs are only read.
+            s.spawn(move |_| unsafe { matmul(shape, d, l, r, accumulate, Threads::One) });
+        }
+    });
 }
 
 /// `dst = lhs · rhs (+ dst when accumulate)` on whole views, on rayon's pool (or OpenBLAS's, with
@@ -230,6 +280,28 @@ mod tests {
                 f(&mut c.view_mut(), a.t(), b.view(), true);
                 let err = (&c - &(&want * 2.0)).iter().fold(0.0f32, |e, x| e.max(x.abs()));
                 assert!(err < 1e-4, "{m}×{k}×{n} accumulate: {err}");
+            }
+        }
+    }
+
+    /// The per-thread split in both orientations (uneven and aligned blocks, more tasks than a
+    /// small dimension fills), on transposed operands, with and without accumulation.
+    #[test]
+    fn split_blocks_match_dot() {
+        let mat = |v: ArrayView2<f32>| Mat { ptr: v.as_ptr(), rs: v.strides()[0], cs: v.strides()[1] };
+        for (m, k, n, tasks) in [(70, 33, 150, 2), (150, 17, 70, 3), (5, 8, 300, 4), (3, 4, 2, 4)] {
+            let a = array(k, m, 3);
+            let b = array(n, k, 4);
+            let want = a.t().dot(&b.t());
+            let mut c = Array2::<f32>::from_elem((m, n), 7.0);
+            for accumulate in [false, true] {
+                let before = c.clone();
+                let dst = MatMut { ptr: c.as_mut_ptr(), rs: n as isize, cs: 1 };
+                // SAFETY: the views and `c` are in bounds at these shapes and do not overlap.
+                unsafe { split([m, n, k], dst, mat(a.t()), mat(b.t()), accumulate, tasks) };
+                let expected = if accumulate { &before + &want } else { want.clone() };
+                let err = (&c - &expected).iter().fold(0.0f32, |e, x| e.max(x.abs()));
+                assert!(err < 1e-4, "{m}×{k}×{n} in {tasks} (accumulate {accumulate}): {err}");
             }
         }
     }
