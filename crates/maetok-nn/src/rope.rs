@@ -13,6 +13,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use rand::Rng;
 
+use crate::fused::{self, RopeHalf};
 use crate::io::{join, ParamVisitor, VisitParams};
 
 /// cos/sin of the rotation angles of one layer: `[heads or 1, N, head_dim/2]` each.
@@ -130,32 +131,23 @@ impl<B: Backend> RopeFull<B> {
     /// Expands `table` (`[Hr, n, hd/2]`) to a sequence of `seq_len` tokens whose rotated span
     /// starts at `start`; `q_scale` is folded into the q tables.
     pub fn new(table: &RopeTable<B>, seq_len: usize, start: usize, q_scale: f64) -> Self {
-        let [hr, n, half] = table.cos.dims();
+        let [_, _, half] = table.cos.dims();
         let hd = 2 * half;
         let device = table.cos.device();
-        let cos = table.cos.clone().reshape([hr, n, half, 1]).repeat_dim(3, 2).reshape([hr, n, hd]);
-        let sin = table.sin.clone().reshape([hr, n, half, 1]);
-        let sin = Tensor::cat(vec![sin.clone().neg(), sin], 3).reshape([hr, n, hd]);
-        let rest = seq_len - start - n;
-        let pad = |t: Tensor<B, 3>, fill: f32| {
-            let mut parts = Vec::new();
-            if start > 0 {
-                parts.push(Tensor::full([hr, start, hd], fill, &device));
-            }
-            parts.push(t);
-            if rest > 0 {
-                parts.push(Tensor::full([hr, rest, hd], fill, &device));
-            }
-            Tensor::cat(parts, 1)
-        };
-        let (cos_k, sin_k) = (pad(cos, 1.0), pad(sin, 0.0));
+        let expand = |t: &Tensor<B, 3>, kind, scale| fused::rope_expand(t.clone(), kind, seq_len, start, scale);
         let mut p = vec![0f32; hd * hd];
         for j in 0..half {
             p[(2 * j + 1) * hd + 2 * j] = 1.0;
             p[(2 * j) * hd + 2 * j + 1] = 1.0;
         }
         let swap = Tensor::from_data(TensorData::new(p, [hd, hd]), &device);
-        Self { cos_q: cos_k.clone() * q_scale, sin_q: sin_k.clone() * q_scale, cos_k, sin_k, swap }
+        Self {
+            cos_q: expand(&table.cos, RopeHalf::Cos, q_scale),
+            sin_q: expand(&table.sin, RopeHalf::Sin, q_scale),
+            cos_k: expand(&table.cos, RopeHalf::Cos, 1.0),
+            sin_k: expand(&table.sin, RopeHalf::Sin, 1.0),
+            swap,
+        }
     }
 
     fn apply(x: Tensor<B, 4>, cos: &Tensor<B, 3>, sin: &Tensor<B, 3>, swap: &Tensor<B, 2>) -> Tensor<B, 4> {

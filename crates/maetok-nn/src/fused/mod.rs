@@ -41,6 +41,8 @@ mod pool;
 mod qkv_attention;
 #[cfg(feature = "cpu-kernels")]
 mod rope;
+#[cfg(feature = "cpu-kernels")]
+mod rope_tables;
 
 use burn::tensor::{backend::Backend, Tensor};
 pub use heap::retain_freed_memory;
@@ -231,6 +233,65 @@ pub fn rope_default<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 3>, sin: Tensor<
     let [b, h, n, hd] = x.dims();
     let swapped = x.clone().reshape([b * h * n, hd]).matmul(swap.clone()).reshape([b, h, n, hd]);
     x * cos.unsqueeze::<4>() + swapped * sin.unsqueeze::<4>()
+}
+
+/// Which compact RoPE table [`rope_expand`] expands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeHalf {
+    /// cos θ: both lanes of a pair `+cos θ`; identity rows `1`.
+    Cos,
+    /// sin θ: lanes `(−sin θ, +sin θ)`; identity rows `0`.
+    Sin,
+}
+
+/// A compact RoPE table `t` `[Hr, n, hd/2]` (cos θ or sin θ per pair) expanded for [`rope`] and
+/// [`attention_qkv`]: `[Hr, seq_len, hd]`, the table on rows `start..start + n` (both lanes of
+/// each pair, sin with the rotation's signs), the identity on the others, all times `scale`.
+///
+/// The CPU fast path writes it in one pass and its backward in one more; the default's repeat,
+/// concatenations and scaling back-propagate through slices that NdArray copies element by
+/// element.
+pub fn rope_expand<B: Backend>(t: Tensor<B, 3>, kind: RopeHalf, seq_len: usize, start: usize, scale: f64) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu-kernels")]
+    let t = {
+        let [hr, n, half] = t.dims();
+        let kind = match kind {
+            RopeHalf::Cos => rope_tables::Half::Cos,
+            RopeHalf::Sin => rope_tables::Half::Sin,
+        };
+        match ndarray::rope_expand(t, rope_tables::Expand { hr, n, half, seq: seq_len, start, scale: scale as f32, kind }) {
+            Ok(y) => return y,
+            Err(t) => t,
+        }
+    };
+    rope_expand_default(t, kind, seq_len, start, scale)
+}
+
+/// [`rope_expand`] from Burn tensor ops.
+pub fn rope_expand_default<B: Backend>(t: Tensor<B, 3>, kind: RopeHalf, seq_len: usize, start: usize, scale: f64) -> Tensor<B, 3> {
+    let [hr, n, half] = t.dims();
+    let hd = 2 * half;
+    let device = t.device();
+    let pairs = t.reshape([hr, n, half, 1]);
+    let (table, fill) = match kind {
+        RopeHalf::Cos => (pairs.repeat_dim(3, 2).reshape([hr, n, hd]), 1.0),
+        RopeHalf::Sin => (Tensor::cat(vec![pairs.clone().neg(), pairs], 3).reshape([hr, n, hd]), 0.0),
+    };
+    let rest = seq_len - start - n;
+    let mut parts = Vec::new();
+    if start > 0 {
+        parts.push(Tensor::full([hr, start, hd], fill, &device));
+    }
+    parts.push(table);
+    if rest > 0 {
+        parts.push(Tensor::full([hr, rest, hd], fill, &device));
+    }
+    let padded = Tensor::cat(parts, 1);
+    if scale == 1.0 {
+        padded
+    } else {
+        padded * scale
+    }
 }
 
 /// Linear layer on the last dimension: `x·weight + bias`. `x` `[..., in]`, `weight` `[in, out]`
@@ -1042,5 +1103,32 @@ mod tests {
         let x = Tensor::<A, 3>::from_data(data([2, 3, 4], 1), &dev).require_grad();
         let g = squared_norm(x.clone()).backward();
         x.grad(&g).unwrap().into_data().assert_eq(&(x.inner() * 2.0).into_data(), true);
+    }
+
+    /// RoPE table expansion: the fast path equals the default in value and in the gradient of
+    /// the compact table, for both halves, with identity rows before and after the table, with
+    /// and without a scale, per head and shared; the inference backend gives the same values.
+    #[test]
+    fn rope_expand_equals_default() {
+        let dev = Default::default();
+        for (hr, n, half, seq, start) in [(1, 4, 3, 6, 1), (3, 5, 8, 5, 0), (12, 40, 32, 171, 128)] {
+            let t = || Tensor::<A, 3>::from_data(data([hr, n, half], 2), &dev).require_grad();
+            let w = Tensor::<A, 3>::from_data(data([hr, seq, 2 * half], 9), &dev);
+            for kind in [RopeHalf::Cos, RopeHalf::Sin] {
+                for scale in [1.0, 0.125, 0.3] {
+                    let (ta, tb) = (t(), t());
+                    let (ya, yb) =
+                        (rope_expand(ta.clone(), kind, seq, start, scale), rope_expand_default(tb.clone(), kind, seq, start, scale));
+                    let what = format!("{kind:?} [{hr}, {n}, {half}] in {seq} at {start} ×{scale}");
+                    ya.clone().into_data().assert_eq(&yb.clone().into_data(), true);
+                    let (ga, gb) = ((ya * w.clone()).sum().backward(), (yb * w.clone()).sum().backward());
+                    close(ta.grad(&ga).unwrap().into_data(), tb.grad(&gb).unwrap().into_data(), 1e-6, &format!("{what} gradient"));
+                    let ti = Tensor::<N, 3>::from_data(data([hr, n, half], 2), &dev);
+                    rope_expand(ti, kind, seq, start, scale)
+                        .into_data()
+                        .assert_eq(&rope_expand_default(t().inner(), kind, seq, start, scale).into_data(), true);
+                }
+            }
+        }
     }
 }

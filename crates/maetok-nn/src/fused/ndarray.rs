@@ -26,6 +26,7 @@ use super::linear as lin;
 use super::modulate as modl;
 use super::qkv_attention as qkva;
 use super::rope as rot;
+use super::rope_tables as tabs;
 
 type Nd = NdArray<f32>;
 type Ad = Autodiff<Nd>;
@@ -1313,4 +1314,50 @@ pub(super) fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, s: f64) -> Resu
     let (p, shape) = plain_values(x)?;
     let y = kernels::scaled(&read(&p).expect("f32, checked").0, s as f32);
     Ok(wrap::<Nd, B, D>(make(&shape, y)))
+}
+
+// ---- RoPE table expansion ----
+
+/// The expanded table of `t` (`[hr, n, half]`, f32) when `e` describes it.
+fn rope_expand_nd(t: &NdArrayTensor, e: &tabs::Expand) -> Option<NdArrayTensor> {
+    let (values, shape) = read(t)?;
+    (shape == [e.hr, e.n, e.half]).then(|| make(&e.out_shape(), tabs::expand(&values, e)))
+}
+
+#[derive(Debug)]
+struct RopeExpandBackward;
+
+impl Backward<Nd, 1> for RopeExpandBackward {
+    type State = tabs::Expand;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let e = ops.state;
+        unary::<Nd, _>(ops.parents, ops.node, grads, |dy| {
+            let (g, _) = read(&dy).expect("f32 gradient");
+            make(&[e.hr, e.n, e.half], tabs::expand_backward(&g, &e))
+        });
+    }
+}
+
+/// [`super::rope_expand`] on the fast path; `t` back when it does not apply.
+pub(super) fn rope_expand<B: Backend>(t: Tensor<B, 3>, e: tabs::Expand) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
+    if e.hr * e.n * e.half == 0 || e.start + e.n > e.seq {
+        return Err(t);
+    }
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let p = prim::<B, Nd, 3>(t)?;
+            rope_expand_nd(&p, &e).map(wrap::<Nd, B, 3>).ok_or_else(|| wrap::<Nd, B, 3>(p))
+        }
+        Some(Path::Autodiff) => {
+            let p = prim::<B, Ad, 3>(t)?;
+            let Some(y) = rope_expand_nd(&p.primitive, &e) else { return Err(wrap::<Ad, B, 3>(p)) };
+            let out = match RopeExpandBackward.prepare::<NoCheckpointing>([p.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(e, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(wrap::<Ad, B, 3>(out))
+        }
+        None => Err(t),
+    }
 }
