@@ -308,8 +308,8 @@ impl<B: AutodiffBackend> GeneratorTrainer<B> {
         if !value.is_finite() {
             return Err(GeneratorTrainError::NonFinite { value, step: self.step });
         }
-        let grads = loss.backward();
-        let mut grads = module_gradients(&mut self.model, &grads);
+        let mut grads = loss.backward();
+        let mut grads = module_gradients(&mut self.model, &mut grads);
         if parallel {
             grads = all_reduce_grads::<B, _>(self.peer, &mut self.model, grads)?;
         }

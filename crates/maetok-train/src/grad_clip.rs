@@ -33,18 +33,18 @@ impl<B: AutodiffBackend> ParamVisitor<B> for SquaredNorm<'_, B> {
     fn buffer(&mut self, _: &str, _: &[usize], _: &[f32]) {}
 }
 
-/// Collects (`grads: Some`) or rescales (`None`) the gradients of `module`'s parameters in `out`.
+/// Moves (`grads: Some`) or rescales (`None`) the gradients of `module`'s parameters in `out`.
 struct Register<'a, B: AutodiffBackend> {
-    grads: Option<&'a B::Gradients>,
+    grads: Option<&'a mut B::Gradients>,
     scale: f64,
     out: GradientsParams,
 }
 
 impl<B: AutodiffBackend> ParamVisitor<B> for Register<'_, B> {
     fn param<const D: usize>(&mut self, _key: &str, param: &mut Param<Tensor<B, D>>) {
-        match self.grads {
+        match self.grads.as_deref_mut() {
             Some(grads) => {
-                if let Some(g) = param.grad(grads) {
+                if let Some(g) = param.grad_remove(grads) {
                     self.out.register(param.id, g);
                 }
             }
@@ -62,8 +62,10 @@ impl<B: AutodiffBackend> ParamVisitor<B> for Register<'_, B> {
 }
 
 /// The gradients of `module`'s parameters, keyed by parameter id (what a data-parallel run
-/// all-reduces before [`clip_gradients`]).
-pub fn module_gradients<B: AutodiffBackend, M: VisitParams<B>>(module: &mut M, grads: &B::Gradients) -> GradientsParams {
+/// all-reduces before [`clip_gradients`]), moved out of `grads`: they are then the only
+/// reference to their buffers, so clipping scales them in place and the optimiser frees each
+/// as soon as it has used it.
+pub fn module_gradients<B: AutodiffBackend, M: VisitParams<B>>(module: &mut M, grads: &mut B::Gradients) -> GradientsParams {
     let mut r = Register::<B> { grads: Some(grads), scale: 1.0, out: GradientsParams::new() };
     module.visit_params("", &mut r);
     r.out
@@ -92,7 +94,7 @@ pub fn clip_gradients<B: AutodiffBackend, M: VisitParams<B>>(
 /// then [`clip_gradients`]); also returns the norm before clipping.
 pub fn clipped_gradients<B: AutodiffBackend, M: VisitParams<B>>(
     module: &mut M,
-    grads: &B::Gradients,
+    grads: &mut B::Gradients,
     max_norm: Option<f64>,
 ) -> (GradientsParams, f64) {
     let all = module_gradients(module, grads);
@@ -114,8 +116,8 @@ mod tests {
         let mut m: LayerNorm<A> = LayerNormConfig::new(2).init(&d);
         let t = |v: [f32; 2]| Tensor::<A, 1>::from_data(TensorData::new(v.to_vec(), [2]), &d);
         let loss = (m.weight.as_ref().unwrap().val() * t(a)).sum() + (m.bias.as_ref().unwrap().val() * t(b)).sum();
-        let g = loss.backward();
-        let (gp, norm) = clipped_gradients(&mut m, &g, max_norm);
+        let mut g = loss.backward();
+        let (gp, norm) = clipped_gradients(&mut m, &mut g, max_norm);
         let get = |p: &Param<Tensor<A, 1>>| gp.get::<NdArray<f32>, 1>(p.id).unwrap().into_data().to_vec::<f32>().unwrap();
         (get(m.weight.as_ref().unwrap()), get(m.bias.as_ref().unwrap()), norm)
     }

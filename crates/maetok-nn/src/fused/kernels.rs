@@ -373,6 +373,19 @@ multiversion! {
     }
 }
 
+/// `x ← x·s` element by element.
+pub fn scale_in_place(x: &mut [f32], s: f32) {
+    par_elems(x, |_, c| scale_in_place_chunk(c, s));
+}
+
+multiversion! {
+    fn scale_in_place_chunk(x: &mut [f32], s: f32) {
+        for v in x.iter_mut() {
+            *v *= s;
+        }
+    }
+}
+
 /// `Σ x²`: [`LANES`] f32 accumulators per chunk of [`PAR_MIN`] values, the chunks' sums added in
 /// f64 in chunk order (the same result on any number of threads).
 pub fn sum_squares(x: &[f32]) -> f64 {

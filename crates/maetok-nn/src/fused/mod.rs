@@ -1092,7 +1092,11 @@ mod tests {
                 fast.into_data().assert_eq(&slow.into_data(), true);
             }
             ema_mix(strided.clone(), other(), 0.75).into_data().assert_eq(&ema_mix_default(dense(), other(), 0.75).into_data(), true);
+            // In place (the only reference), and into a new buffer when another tensor shares it.
             scale(t(4), 0.123).into_data().assert_eq(&(t(4) * 0.123).into_data(), true);
+            let shared = t(4);
+            scale(shared.clone(), 0.123).into_data().assert_eq(&(t(4) * 0.123).into_data(), true);
+            shared.into_data().assert_eq(&t(4).into_data(), true);
             scale(strided.clone(), -2.5).into_data().assert_eq(&(dense() * -2.5).into_data(), true);
             let (fast, slow) = (squared_norm(t(5)).into_scalar(), squared_norm_default(t(5)).into_scalar());
             assert!((fast - slow).abs() <= 1e-5 * slow, "squared norm {fast} vs {slow}");

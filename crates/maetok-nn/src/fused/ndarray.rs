@@ -1309,10 +1309,18 @@ pub(super) fn squared_norm<B: Backend, const D: usize>(x: Tensor<B, D>) -> Resul
     Ok(wrap::<Nd, B, 1>(make(&[1], vec![s as f32])))
 }
 
-/// `x·s` in one parallel pass into a new buffer.
+/// `x·s` in one parallel pass: in place when `x` holds the only reference to a row-major
+/// buffer, else into a new one.
 pub(super) fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, s: f64) -> Result<Tensor<B, D>, Tensor<B, D>> {
     let (p, shape) = plain_values(x)?;
-    let y = kernels::scaled(&read(&p).expect("f32, checked").0, s as f32);
+    let s = s as f32;
+    let in_place = matches!(&p, NdArrayTensor::F32(st) if st.is_unique() && st.view().is_standard_layout());
+    if in_place {
+        let mut a = writable(p).expect("f32, checked");
+        kernels::scale_in_place(a.as_slice_mut().expect("row-major, checked"), s);
+        return Ok(wrap::<Nd, B, D>(NdArrayTensor::from(a)));
+    }
+    let y = kernels::scaled(&read(&p).expect("f32, checked").0, s);
     Ok(wrap::<Nd, B, D>(make(&shape, y)))
 }
 

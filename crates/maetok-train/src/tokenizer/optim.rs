@@ -58,7 +58,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + VisitParams<B>> GroupedAdamW<B, 
 
     /// Clips `grads` (the module's parameters only) to the global norm and steps both groups at
     /// rate `lr`; returns the module and the gradient norm before clipping.
-    pub fn step(&mut self, lr: f64, mut module: M, grads: &B::Gradients) -> (M, f64) {
+    pub fn step(&mut self, lr: f64, mut module: M, grads: &mut B::Gradients) -> (M, f64) {
         let grads = module_gradients(&mut module, grads);
         self.step_gradients(lr, module, grads)
     }
@@ -128,9 +128,9 @@ mod tests {
         let b0: Vec<f32> = net.fc.bias.as_ref().unwrap().val().into_data().to_vec().unwrap();
         let x = Tensor::<A, 2>::from_data(TensorData::new(vec![0f32; 2], [1, 2]), &d);
         let loss = net.fc.forward(x).sum() * 0.0;
-        let grads = loss.backward();
+        let mut grads = loss.backward();
         let mut opt = GroupedAdamW::<A, Net<A>>::new(0.1, [0.9, 0.95], Some(1.0));
-        let (net, norm) = opt.step(0.5, net, &grads);
+        let (net, norm) = opt.step(0.5, net, &mut grads);
         assert_eq!(norm, 0.0);
         let w1: Vec<f32> = net.fc.weight.val().into_data().to_vec().unwrap();
         let b1: Vec<f32> = net.fc.bias.as_ref().unwrap().val().into_data().to_vec().unwrap();

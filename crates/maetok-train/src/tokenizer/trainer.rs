@@ -368,7 +368,7 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
 
         let use_disc = self.disc.is_some() && (self.config.disc_before_start || t >= self.config.gan.disc_start);
         let disc = if use_disc { self.disc.as_mut() } else { None };
-        let g = self.loss.generator_step(
+        let mut g = self.loss.generator_step(
             &self.model,
             nets.lpips.as_ref(),
             disc,
@@ -384,7 +384,7 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
             return Err(TrainError::NonFinite { value: g.total, step: t });
         }
         let lr = self.config.schedule.lr(self.step);
-        let mut grads = module_gradients(&mut self.model, &g.grads);
+        let mut grads = module_gradients(&mut self.model, &mut g.grads);
         if parallel {
             grads = all_reduce_grads::<B, _>(self.peer, &mut self.model, grads)?;
         }
@@ -412,14 +412,14 @@ impl<B: AutodiffBackend> TokenizerTrainer<B> {
             seconds: 0.0,
         };
         if let (true, Some(disc)) = (use_disc, self.disc.as_mut()) {
-            let d = self.loss.discriminator_step(disc, &mut self.lecam, t, images, g.recon, &shard, &mut rng)?;
+            let mut d = self.loss.discriminator_step(disc, &mut self.lecam, t, images, g.recon, &shard, &mut rng)?;
             if !d.total.is_finite() {
                 return Err(TrainError::NonFinite { value: d.total, step: t });
             }
             // The heads ran on the gathered global batch, so every peer already holds the whole
             // gradient; averaging keeps the peers' heads identical bit for bit whatever the
             // backend's kernels do.
-            let mut grads = module_gradients(disc, &d.grads);
+            let mut grads = module_gradients(disc, &mut d.grads);
             if parallel {
                 grads = all_reduce_grads::<B, _>(self.peer, disc, grads)?;
             }
