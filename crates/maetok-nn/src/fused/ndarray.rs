@@ -1268,16 +1268,18 @@ pub(super) fn adamw_update<B: Backend, const D: usize>(
 
 // ---- optimiser passes: EMA, gradient norm, scaling (inner backend only) ----
 
-/// The f32 values of a plain-NdArray tensor and its shape, or the tensor back.
+/// A plain-NdArray f32 tensor's primitive and its shape (values not read yet), or the tensor
+/// back.
 fn plain_values<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<(NdArrayTensor, Vec<usize>), Tensor<B, D>> {
     if path::<B>() != Some(Path::Plain) {
         return Err(x);
     }
     let p = prim::<B, Nd, D>(x)?;
-    match read(&p).map(|(_, shape)| shape) {
-        Some(shape) => Ok((p, shape)),
-        None => Err(wrap::<Nd, B, D>(p)),
-    }
+    let shape = match &p {
+        NdArrayTensor::F32(storage) => storage.view().shape().to_vec(),
+        _ => return Err(wrap::<Nd, B, D>(p)),
+    };
+    Ok((p, shape))
 }
 
 /// `ema·decay + online·(1 − decay)` in one parallel pass into a new buffer.
@@ -1286,7 +1288,7 @@ pub(super) fn ema_mix<B: Backend, const D: usize>(
     online: Tensor<B, D>,
     decay: f64,
 ) -> Result<Tensor<B, D>, [Tensor<B, D>; 2]> {
-    if path::<B>() != Some(Path::Plain) || ema.shape() != online.shape() {
+    if ema.shape() != online.shape() {
         return Err([ema, online]);
     }
     let (e, shape) = match plain_values(ema) {
