@@ -6,7 +6,7 @@
 //! two products and one sum per element as the default (whose swap is an exact permutation GEMM),
 //! so both paths give identical values.
 
-use ndarray::{ArrayView3, ArrayView4, Axis};
+use ndarray::{ArrayView3, ArrayView4};
 use rayon::prelude::*;
 
 use super::layout::zeroed;
@@ -44,9 +44,18 @@ fn rotate_row(x: &[f32], c: &[f32], s: &[f32], y: &mut [f32]) {
 }
 
 /// Row `(b, h, i)` of `x` as a slice (rows are contiguous, checked by [`Dims::of`]).
+///
+/// # Panics
+/// When `(b, h, i)` is out of bounds or the rows are not contiguous (a caller bug).
+#[inline]
 pub(super) fn x_row<'a>(x: &'a ArrayView4<'a, f32>, b: usize, h: usize, i: usize) -> &'a [f32] {
-    let row = x.index_axis(Axis(0), b).index_axis_move(Axis(0), h).index_axis_move(Axis(0), i);
-    row.to_slice().expect("contiguous rows (checked by Dims::of)")
+    let (&[nb, nh, n, hd], s) = (x.shape(), x.strides()) else { unreachable!("a 4-D view") };
+    assert!(b < nb && h < nh && i < n && (s[3] == 1 || hd <= 1), "row ({b}, {h}, {i}) of a {:?} view with strides {s:?}", x.shape());
+    let offset = b as isize * s[0] + h as isize * s[1] + i as isize * s[2];
+    // SAFETY: (b, h, i) is in bounds (asserted) and the row's `hd` elements are contiguous, so
+    // they lie in the view's allocation. (Index arithmetic instead of three `index_axis` calls:
+    // those were most of a small model's RoPE backward.)
+    unsafe { std::slice::from_raw_parts(x.as_ptr().offset(offset), hd) }
 }
 
 /// Forward: `y` `[B, H, N, hd]` row-major. `cos`/`sin` must be in standard layout.
@@ -86,9 +95,9 @@ pub fn rotate_backward(x: &ArrayView4<f32>, cos: &[f32], sin: &[f32], dy: &[f32]
             let g = &dy[(task * n + i) * hd..(task * n + i + 1) * hd];
             let r = (t * n + i) * hd..(t * n + i + 1) * hd;
             let (c, s) = (&cos[r.clone()], &sin[r]);
-            for j in (0..hd).step_by(2) {
-                dxr[j] = g[j] * c[j] + g[j + 1] * s[j + 1];
-                dxr[j + 1] = g[j + 1] * c[j + 1] + g[j] * s[j];
+            for (((d, g), c), s) in dxr.chunks_exact_mut(2).zip(g.chunks_exact(2)).zip(c.chunks_exact(2)).zip(s.chunks_exact(2)) {
+                d[0] = g[0] * c[0] + g[1] * s[1];
+                d[1] = g[1] * c[1] + g[0] * s[0];
             }
         }
     };
@@ -110,11 +119,12 @@ pub fn rotate_backward(x: &ArrayView4<f32>, cos: &[f32], sin: &[f32], dy: &[f32]
             for hi in heads_of(t) {
                 let xr = x_row(x, bi, hi, i);
                 let g = &dy[((bi * h + hi) * n + i) * hd..((bi * h + hi) * n + i + 1) * hd];
-                for j in (0..hd).step_by(2) {
-                    dc[j] += g[j] * xr[j];
-                    dc[j + 1] += g[j + 1] * xr[j + 1];
-                    ds[j] += g[j] * xr[j + 1];
-                    ds[j + 1] += g[j + 1] * xr[j];
+                let pairs = dc.chunks_exact_mut(2).zip(ds.chunks_exact_mut(2)).zip(g.chunks_exact(2)).zip(xr.chunks_exact(2));
+                for (((c2, s2), g2), x2) in pairs {
+                    c2[0] += g2[0] * x2[0];
+                    c2[1] += g2[1] * x2[1];
+                    s2[0] += g2[0] * x2[1];
+                    s2[1] += g2[1] * x2[0];
                 }
             }
         }
