@@ -252,13 +252,11 @@ pub enum RopeHalf {
 /// concatenations and scaling back-propagate through slices that NdArray copies element by
 /// element.
 pub fn rope_expand<B: Backend>(t: Tensor<B, 3>, kind: RopeHalf, seq_len: usize, start: usize, scale: f64) -> Tensor<B, 3> {
+    let [_, n, _] = t.dims();
+    assert!(start + n <= seq_len, "rope_expand: table rows {start}..{} outside a sequence of {seq_len}", start + n);
     #[cfg(feature = "cpu-kernels")]
     let t = {
         let [hr, n, half] = t.dims();
-        let kind = match kind {
-            RopeHalf::Cos => rope_tables::Half::Cos,
-            RopeHalf::Sin => rope_tables::Half::Sin,
-        };
         match ndarray::rope_expand(t, rope_tables::Expand { hr, n, half, seq: seq_len, start, scale: scale as f32, kind }) {
             Ok(y) => return y,
             Err(t) => t,
@@ -270,6 +268,7 @@ pub fn rope_expand<B: Backend>(t: Tensor<B, 3>, kind: RopeHalf, seq_len: usize, 
 /// [`rope_expand`] from Burn tensor ops.
 pub fn rope_expand_default<B: Backend>(t: Tensor<B, 3>, kind: RopeHalf, seq_len: usize, start: usize, scale: f64) -> Tensor<B, 3> {
     let [hr, n, half] = t.dims();
+    assert!(start + n <= seq_len, "rope_expand: table rows {start}..{} outside a sequence of {seq_len}", start + n);
     let hd = 2 * half;
     let device = t.device();
     let pairs = t.reshape([hr, n, half, 1]);
@@ -1133,6 +1132,25 @@ mod tests {
                         .assert_eq(&rope_expand_default(t().inner(), kind, seq, start, scale).into_data(), true);
                 }
             }
+        }
+    }
+
+    /// A table that does not fit in the sequence is a caller bug, named, on both paths (the
+    /// default used to underflow `seq − start − n`).
+    #[test]
+    fn rope_expand_outside_the_sequence_panics_with_the_rows() {
+        let dev = Default::default();
+        for fast in [true, false] {
+            let t = Tensor::<N, 3>::from_data(data([1, 4, 2], 2), &dev);
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if fast {
+                    rope_expand(t, RopeHalf::Sin, 5, 2, 1.0)
+                } else {
+                    rope_expand_default(t, RopeHalf::Sin, 5, 2, 1.0)
+                }
+            }));
+            let message = run.expect_err("rows 2..6 of 5").downcast::<String>().expect("a formatted message");
+            assert!(message.contains("rows 2..6 outside a sequence of 5"), "{message}");
         }
     }
 }

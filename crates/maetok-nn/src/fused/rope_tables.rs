@@ -13,12 +13,7 @@ use rayon::prelude::*;
 /// Below this many output elements the kernels run on the calling thread.
 const PAR_MIN: usize = 1 << 15;
 
-/// Which table: cos θ (both lanes `+`) or sin θ (lanes `−, +`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Half {
-    Cos,
-    Sin,
-}
+pub use super::RopeHalf as Half;
 
 /// Sizes of one expansion: compact `[hr, n, half]`, expanded `[hr, seq, 2·half]` with the
 /// table on rows `start..start + n`.
