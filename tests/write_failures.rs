@@ -70,14 +70,21 @@ fn a_failed_or_killed_write_leaves_the_previous_files() {
         w.push(record(1)).unwrap();
         w.flush().unwrap();
         // 16 blocks of 512 bytes: the small model (~8 KB) fits, the larger one and a shard do not.
-        let status = Command::new("sh")
+        // The child's output through pipes (`output`): inherited, a log file already past the
+        // limit would make its own printing fail (EFBIG) before the writes under test.
+        let child = Command::new("sh")
             .arg("-c")
             .arg(format!("ulimit -f 16; {trap} exec \"$0\" --exact child_writes_under_a_file_size_limit --ignored --nocapture"))
             .arg(std::env::current_exe().unwrap())
             .env(CHILD, &dir)
-            .status()
+            .output()
             .unwrap();
-        eprintln!("{mode}: child ended with {status:?}");
+        let status = child.status;
+        eprintln!(
+            "{mode}: child ended with {status:?}\n--- child stdout\n{}--- child stderr\n{}",
+            String::from_utf8_lossy(&child.stdout),
+            String::from_utf8_lossy(&child.stderr)
+        );
         assert!(!status.success(), "{mode}: the child's writes should not succeed");
         if trap.is_empty() {
             use std::os::unix::process::ExitStatusExt;
