@@ -148,8 +148,8 @@ impl HogGenerator {
 /// (the reference's f32 steps, so a phase lands in the same bin except within rounding of an
 /// edge; see [`Bins`]), weight by the tiled Gaussian window, sum over the 8×8 cell (rows of 8,
 /// then the 8 rows, as the reference's two `sum`s), and L2-normalise over the bins (norm floored
-/// at 1e-12). Each image row is one pass of straight loops over reflect-padded rows, which the
-/// compiler vectorises (no `atan2` per pixel: [`Bins`]).
+/// at 1e-12). Each image row is one pass of straight loops over reflect-padded rows, with no
+/// `atan2` per pixel ([`Bins`]); built for baseline x86-64, part of it stays scalar (the `sqrt`).
 pub fn cells_host(x: &[f32], [b, c, h, w]: [usize; 4]) -> Vec<f32> {
     let (hc, wc) = (h / CELL, w / CELL);
     let win = gaussian_window();
@@ -230,8 +230,8 @@ fn reflect(i: isize, n: usize) -> usize {
 /// The orientation bin `⌊atan2(gx, gy)/π·9⌋ mod 9` without an `atan2` per pixel.
 ///
 /// The bin of the unsigned angle θ of `(gy, gx)` (flipped to `gx ≥ 0`) is the number of edges
-/// `α_k = kπ/9`, `k = 1..8`, with `θ ≥ α_k`, i.e. with `gx·cos α_k − gy·sin α_k ≥ 0` (branch-free,
-/// vectorised). Where `(gx, gy)` lies within 10⁻⁴ (relative) of an edge, θ = 0 included, the
+/// `α_k = kπ/9`, `k = 1..8`, with `θ ≥ α_k`, i.e. with `gx·cos α_k − gy·sin α_k ≥ 0`
+/// (branch-free). Where `(gx, gy)` lies within 10⁻⁴ (relative) of an edge, θ = 0 included, the
 /// reference's own f32 steps ([`bin_reference`]) decide, so the bins are exactly those of the
 /// per-pixel formula: its rounding moves a phase by a few 10⁻⁶ at most.
 struct Bins {
