@@ -1,5 +1,7 @@
 //! Multi-head self-attention of MAETok's ViTs, with RoPE on a contiguous range of tokens.
 
+use std::ops::Range;
+
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -64,7 +66,17 @@ impl<B: Backend> Attention<B> {
     /// multiplied into q after RoPE, as the reference does. `rope` must have been built for this
     /// sequence length with `q_scale = s` ([`RopeFull::new`]); without it q is only scaled.
     pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&RopeFull<B>>) -> Tensor<B, 3> {
+        let n = x.dims()[1];
+        self.forward_rows(x, rope, 0..n)
+    }
+
+    /// [`forward`](Self::forward)'s output rows `rows` only: `x` `[B, N, D]` →
+    /// `[B, rows.len(), D]`. Every token still gives keys and values; the output projection runs
+    /// on the kept rows (the last block of a trunk whose other rows are discarded). `rows` must
+    /// lie within `0..N`.
+    pub fn forward_rows(&self, x: Tensor<B, 3>, rope: Option<&RopeFull<B>>, rows: Range<usize>) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
+        assert!(rows.start < rows.end && rows.end <= n, "attention: output rows {rows:?} outside a sequence of {n}");
         let h = self.heads;
         let hd = d / h;
         let qkv = linear3(&self.qkv, x);
@@ -89,6 +101,7 @@ impl<B: Backend> Attention<B> {
                 }
             }
         };
+        let out = if rows == (0..n) { out } else { out.slice([0..b, rows, 0..d]) };
         linear3(&self.proj, out)
     }
 }

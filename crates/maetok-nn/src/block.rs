@@ -1,6 +1,8 @@
 //! Pre-norm ViT block with optional LayerScale (timm `Block`, MAETok encoder):
 //! `x += ls1 · attn(norm1 x)`, `x += ls2 · mlp(norm2 x)`.
 
+use std::ops::Range;
+
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
@@ -54,12 +56,32 @@ impl BlockConfig {
 impl<B: Backend> Block<B> {
     /// `x`: `[B, N, D]` → `[B, N, D]`.
     pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&RopeFull<B>>) -> Tensor<B, 3> {
+        let n = x.dims()[1];
+        self.forward_rows(x, rope, 0..n)
+    }
+
+    /// [`forward`](Self::forward)'s output rows `rows` only: `x` `[B, N, D]` →
+    /// `[B, rows.len(), D]`, the same values. Attention still reads every token; the output
+    /// projection, both residuals and the MLP run on the kept rows only, which is what makes
+    /// the last block of a trunk cheaper when its caller keeps a subset of the tokens.
+    pub fn forward_rows(&self, x: Tensor<B, 3>, rope: Option<&RopeFull<B>>, rows: Range<usize>) -> Tensor<B, 3> {
         let scale = |y: Tensor<B, 3>, ls: &Option<Param<Tensor<B, 1>>>| match ls {
             Some(g) => y * g.val().unsqueeze::<3>(),
             None => y,
         };
-        let x = x.clone() + scale(self.attn.forward(self.norm1.forward(x), rope), &self.ls1);
+        let attn = self.attn.forward_rows(self.norm1.forward(x.clone()), rope, rows.clone());
+        let x = keep_rows(x, rows) + scale(attn, &self.ls1);
         x.clone() + scale(self.mlp.forward(self.norm2.forward(x)), &self.ls2)
+    }
+}
+
+/// Rows `rows` of `x` `[B, N, D]` (`x` itself when that is all of them).
+pub(crate) fn keep_rows<B: Backend>(x: Tensor<B, 3>, rows: Range<usize>) -> Tensor<B, 3> {
+    let [b, n, d] = x.dims();
+    if rows == (0..n) {
+        x
+    } else {
+        x.slice([0..b, rows, 0..d])
     }
 }
 
@@ -75,5 +97,68 @@ impl<B: Backend> VisitParams<B> for Block<B> {
         if let Some(g) = self.ls2.as_mut() {
             v.param(&join(prefix, "ls2.gamma"), g);
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::rope::Rope;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::{Distribution, TensorData};
+
+    type A = Autodiff<NdArray<f32>>;
+
+    pub(crate) fn close(a: TensorData, b: TensorData, what: &str) {
+        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let worst = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(worst <= 1e-5 * scale, "{what}: max |Δ| {worst:e} (scale {scale:e})");
+    }
+
+    /// `forward_rows` gives the rows of `forward`, and the same gradients for the input and
+    /// the weights, with RoPE and LayerScale, on the fast (CPU) and the fused-attention path,
+    /// for a leading, a trailing and a middle range.
+    #[test]
+    fn forward_rows_equals_the_rows_of_forward() {
+        let dev = Default::default();
+        let (b, grid, d, heads) = (2, 3, 16, 2);
+        let n = 1 + grid * grid + 4;
+        let mut block = BlockConfig::new(d, heads, 24).with_layer_scale(Some(0.5)).init::<A>(&dev);
+        let table = Rope::<A>::axial(heads, d / heads, 100.0, grid).table(0, grid, grid, &dev);
+        let rope = RopeFull::new(&table, n, 1, block.attn.scale(d));
+        let x0 = Tensor::<A, 3>::random([b, n, d], Distribution::Normal(0.0, 1.0), &dev);
+        for fused in [false, true] {
+            block.attn.fused = fused;
+            for rows in [0..1 + grid * grid, n - 4..n, 2..5] {
+                let g = Tensor::<A, 3>::random([b, rows.len(), d], Distribution::Default, &dev);
+                let run = |sliced: bool| {
+                    let x = x0.clone().detach().require_grad();
+                    let y = if sliced {
+                        block.forward_rows(x.clone(), Some(&rope), rows.clone())
+                    } else {
+                        keep_rows(block.forward(x.clone(), Some(&rope)), rows.clone())
+                    };
+                    let grads = (y.clone() * g.clone()).sum().backward();
+                    let w = |t: &Tensor<A, 2>| t.grad(&grads).unwrap().into_data();
+                    (y.into_data(), x.grad(&grads).unwrap().into_data(), w(&block.attn.qkv.weight.val()), w(&block.mlp.fc1.weight.val()))
+                };
+                let (got, want) = (run(true), run(false));
+                let what = format!("fused {fused}, rows {rows:?}");
+                close(got.0, want.0, &format!("{what}: output"));
+                close(got.1, want.1, &format!("{what}: dx"));
+                close(got.2, want.2, &format!("{what}: d qkv.weight"));
+                close(got.3, want.3, &format!("{what}: d fc1.weight"));
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "attention: output rows 3..9 outside a sequence of 8")]
+    fn forward_rows_outside_the_sequence_panics() {
+        let dev = Default::default();
+        let block = BlockConfig::new(8, 2, 16).init::<NdArray<f32>>(&dev);
+        block.forward_rows(Tensor::zeros([1, 8, 8], &dev), None, 3..9);
     }
 }

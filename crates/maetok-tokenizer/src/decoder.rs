@@ -6,6 +6,8 @@
 //! Sequence `[cls? | N mask tokens | T latents]`; no absolute position embedding (its tensor
 //! exists in checkpoints and is loaded but unused); RoPE rotates the N image positions.
 
+use std::ops::Range;
+
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
@@ -79,10 +81,18 @@ impl<B: Backend> Decoder<B> {
     pub fn forward(&self, zq: Tensor<B, 3>, z: Tensor<B, 3>) -> Tensor<B, 3> {
         let device = zq.device();
         let mut h = self.tokens(zq); // [B, cls? + N + T, D]
-        for i in 0..self.blocks.len() {
+        let blocks = self.blocks.len();
+        for i in 0..blocks.saturating_sub(1) {
             h = self.block(i, h, z.clone(), &self.rope.table(i, self.grid, self.grid, &device));
         }
-        self.image_rows(h) // [B, N, D]
+        let (start, n) = (self.prefix(), self.grid * self.grid);
+        let Some(last) = blocks.checked_sub(1) else { return self.image_rows(h) };
+        // The last block keeps the image rows only (nothing reads the others): its projection
+        // and MLP run on N of the cls? + N + T rows. Those rows carry no latent modulation, so
+        // the final MoVQNorm is a plain LayerNorm of them.
+        let table = self.rope.table(last, self.grid, self.grid, &device);
+        let h = self.block_rows(last, h, z, &table, start..start + n);
+        self.norm.forward_prefix(h, 0, n) // [B, N, D]
     }
 
     /// [`Decoder::forward`] with every intermediate (for parity tests and inspection).
@@ -122,9 +132,16 @@ impl<B: Backend> Decoder<B> {
 
     /// MoVQ block `i` modulated by the raw latents `z`, RoPE on the image positions.
     fn block(&self, i: usize, h: Tensor<B, 3>, z: Tensor<B, 3>, table: &RopeTable<B>) -> Tensor<B, 3> {
+        let n = h.dims()[1];
+        self.block_rows(i, h, z, table, 0..n)
+    }
+
+    /// [`Decoder::block`]'s output rows `rows` only: `[B, cls? + N + T, D]` →
+    /// `[B, rows.len(), D]`.
+    fn block_rows(&self, i: usize, h: Tensor<B, 3>, z: Tensor<B, 3>, table: &RopeTable<B>, rows: Range<usize>) -> Tensor<B, 3> {
         let blk = &self.blocks[i];
         let [_, n, d] = h.dims();
-        blk.forward(h, z, Some(&RopeFull::new(table, n, self.prefix(), blk.attn.scale(d))))
+        blk.forward_rows(h, z, Some(&RopeFull::new(table, n, self.prefix(), blk.attn.scale(d))), rows)
     }
 
     /// Final MoVQNorm on the image rows → `[B, N, D]`. (The MoVQNorm modulation touches only

@@ -6,6 +6,8 @@
 //! learned absolute position embedding (the reference adds it even with RoPE on; spec §8.1), the
 //! latent tokens their own `latent_pos_embed`. RoPE rotates the image tokens (`1..1+N`) only.
 
+use std::ops::Range;
+
 use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Distribution, Tensor};
 use maetok_nn::io::{join, ParamVisitor, VisitParams};
@@ -97,7 +99,7 @@ impl<B: Backend> Encoder<B> {
     /// (after the final LayerNorm, before `quant_conv`).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
         let h = self.tokens(self.model.patch_embed.forward(x)); // [B, 1+N+T, D]
-        self.latent_rows(self.model.norm.forward(self.blocks(h)))
+        self.model.norm.forward(self.latent_blocks(h))
     }
 
     /// The training forward (spec §4.1): the patches where `mask` `[B, N]` is 1 are replaced by
@@ -105,16 +107,21 @@ impl<B: Backend> Encoder<B> {
     /// is dropped. `None` without a mask token.
     pub fn forward_masked(&self, x: Tensor<B, 4>, mask: Tensor<B, 2>) -> Option<Tensor<B, 3>> {
         let h = self.tokens(self.mask_patches(self.model.patch_embed.forward(x), mask)?);
-        Some(self.latent_rows(self.model.norm.forward(self.blocks(h))))
+        Some(self.model.norm.forward(self.latent_blocks(h)))
     }
 
-    /// Every block of the trunk, each with its RoPE table: `[B, 1+N+T, D]` → `[B, 1+N+T, D]`.
-    fn blocks(&self, mut h: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// Every block of the trunk, each with its RoPE table, keeping only the latent rows of the
+    /// last (whose other rows nothing reads: that block's projection and MLP run on `T` of the
+    /// `1+N+T` rows): `[B, 1+N+T, D]` → `[B, T, D]`.
+    fn latent_blocks(&self, mut h: Tensor<B, 3>) -> Tensor<B, 3> {
         let device = h.device();
-        for i in 0..self.model.blocks.len() {
+        let blocks = self.model.blocks.len();
+        for i in 0..blocks.saturating_sub(1) {
             h = self.block(i, h, self.table(i, &device).as_ref());
         }
-        h
+        let Some(last) = blocks.checked_sub(1) else { return self.latent_rows(h) };
+        let (n, t) = (h.dims()[1], self.latent_tokens.dims()[1]);
+        self.block_rows(last, h, self.table(last, &device).as_ref(), n - t..n)
     }
 
     /// `patches` `[B, N, D]` with the rows where `mask` `[B, N]` is 1 replaced by `mask_token`.
@@ -167,12 +174,16 @@ impl<B: Backend> Encoder<B> {
 
     /// Block `i`, with RoPE on the image tokens (after the cls token) when `table` is given.
     fn block(&self, i: usize, h: Tensor<B, 3>, table: Option<&RopeTable<B>>) -> Tensor<B, 3> {
+        let n = h.dims()[1];
+        self.block_rows(i, h, table, 0..n)
+    }
+
+    /// [`Encoder::block`]'s output rows `rows` only: `[B, 1+N+T, D]` → `[B, rows.len(), D]`.
+    fn block_rows(&self, i: usize, h: Tensor<B, 3>, table: Option<&RopeTable<B>>, rows: Range<usize>) -> Tensor<B, 3> {
         let blk = &self.model.blocks[i];
         let [_, n, d] = h.dims();
-        match table {
-            Some(t) => blk.forward(h, Some(&RopeFull::new(t, n, 1, blk.attn.scale(d)))),
-            None => blk.forward(h, None),
-        }
+        let rope = table.map(|t| RopeFull::new(t, n, 1, blk.attn.scale(d)));
+        blk.forward_rows(h, rope.as_ref(), rows)
     }
 
     /// The last `T` rows: `[B, 1+N+T, D]` → `[B, T, D]`.

@@ -58,10 +58,13 @@ impl<B: Backend> PlainDecoder<B> {
     /// LayerNorm `[B, N, D]`.
     pub fn forward(&self, zq: Tensor<B, 3>) -> Tensor<B, 3> {
         let mut h = self.tokens(zq);
-        for blk in &self.blocks {
+        let Some((last, blocks)) = self.blocks.split_last() else { return self.image_rows(self.norm.forward(h)) };
+        for blk in blocks {
             h = blk.forward(h, None);
         }
-        self.image_rows(self.norm.forward(h))
+        // The last block keeps the image rows only (nothing reads the others).
+        let start = self.prefix();
+        self.norm.forward(last.forward_rows(h, None, start..start + self.grid * self.grid))
     }
 
     /// [`PlainDecoder::forward`] with every intermediate (for parity tests and inspection).

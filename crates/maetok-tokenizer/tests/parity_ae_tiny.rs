@@ -48,6 +48,8 @@ fn ae_tiny_matches_reference() {
     check("dec_block0_out", dec.blocks[0].clone());
     check("dec_norm_out", dec.norm_out);
     assert_close("latent", latent.clone(), &io["latent"], 1e-4, 1e-4);
+    // The inference encoder (its last block keeps only the latent rows).
+    assert_close("latent (encode)", model.encode(tensor::<B, 4>(&io["input"], &device)).unwrap(), &io["latent"], 1e-4, 1e-4);
     assert_close("output (decode of fixture latent)", output, &io["output"], 1e-4, 1e-4);
     // End to end: our own latents through our decoder.
     let recon = model.decode(latent).unwrap();

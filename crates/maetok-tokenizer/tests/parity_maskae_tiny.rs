@@ -36,10 +36,11 @@ fn masked_encoder_matches_maskae_for_both_recorded_batches() {
     let [b, n, d] = enc.norm_out.dims();
     let t = model.config.latent_tokens;
     assert_close("enc_out", enc.norm_out.slice([0..b, n - t..n, 0..d]), &io["enc_out"], atol, rtol);
-    assert_close("latent", latent.clone(), &io["latent"], atol, rtol);
-    // The plain training entry point gives the same latent; the unmasked encode does not.
+    assert_close("latent", latent, &io["latent"], atol, rtol);
+    // The plain training entry point gives the same latent (its last block computes only the
+    // latent rows, so not necessarily bit for bit); the unmasked encode does not.
     let again = model.encode_masked(x.clone(), &m).unwrap();
-    assert_eq!(again.into_data().to_vec::<f32>().unwrap(), latent.into_data().to_vec::<f32>().unwrap());
+    assert_close("encode_masked", again, &io["latent"], atol, rtol);
     let plain = model.encode(x.clone()).unwrap().into_data().to_vec::<f32>().unwrap();
     let diff = plain.iter().zip(&io["latent"].1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(diff > 1e-3, "masking must change the latent ({diff})");
