@@ -12,6 +12,8 @@
 //!
 //! `cargo bench --bench parallel`
 
+#[path = "common/peak_rss.rs"]
+mod peak_rss;
 #[path = "common/process.rs"]
 mod process;
 
@@ -55,6 +57,11 @@ fn bench_peers(c: &mut Criterion) {
     let start = GeneratorTrainer::<A>::new(model, cfg, &device).unwrap();
     let mut group = c.benchmark_group("sit_small_train_step_batch16_ndarray");
     group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(2));
+    // Peak memory of one step on one peer (beside `benches/torch_sit_step_reference.py`'s).
+    peak_rss::once("sit_small_train_step_batch16_ndarray/peers_1", || {
+        let mut t = start.fork(World::local(1).peer(0), &device);
+        t.step(&cache).unwrap()
+    });
     for peers in [1usize, 2] {
         group.bench_function(format!("peers_{peers}"), |b| {
             b.iter_custom(|iters| {
