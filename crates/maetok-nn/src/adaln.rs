@@ -7,19 +7,14 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use crate::attention::{Attention, AttentionConfig};
+use crate::fused::modulate_adaln;
 use crate::io::{join, ParamVisitor, VisitParams};
-use crate::layer_norm::normalize;
 use crate::mlp::{Mlp, MlpConfig};
 use crate::ops::linear3;
 
 /// `u·(1 + scale) + shift` with `[B, D]` vectors broadcast over the tokens of `u` `[B, N, D]`.
 pub fn modulate<B: Backend>(u: Tensor<B, 3>, shift: Tensor<B, 2>, scale: Tensor<B, 2>) -> Tensor<B, 3> {
     u * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
-}
-
-/// Splits `[B, k·D]` into `k` chunks `[B, D]`.
-fn chunks<B: Backend>(m: Tensor<B, 2>, k: usize) -> Vec<Tensor<B, 2>> {
-    m.chunk(k, 1)
 }
 
 /// SiT/DiT block: `h += g1·Attn(mod(LN(h), sh1, sc1))`, `h += g2·MLP(mod(LN(h), sh2, sc2))`,
@@ -57,12 +52,15 @@ impl AdaLnBlockConfig {
 impl<B: Backend> AdaLnBlock<B> {
     /// `h`: `[B, N, D]`, `c`: `[B, D]` → `[B, N, D]`.
     pub fn forward(&self, h: Tensor<B, 3>, c: Tensor<B, 2>) -> Tensor<B, 3> {
-        let m = chunks(self.modulation.forward(silu(c)), 6);
-        let [sh1, sc1, g1, sh2, sc2, g2]: [Tensor<B, 2>; 6] = m.try_into().expect("six chunks");
-        let a = self.attn.forward(modulate(normalize(h.clone(), 1e-6), sh1, sc1), None);
-        let h = h + g1.unsqueeze_dim::<3>(1) * a;
-        let f = self.mlp.forward(modulate(normalize(h.clone(), 1e-6), sh2, sc2));
-        h + g2.unsqueeze_dim::<3>(1) * f
+        // `[shift_msa | scale_msa | gate_msa | shift_mlp | scale_mlp | gate_mlp]`; the two
+        // modulations read their chunks in place.
+        let m = self.modulation.forward(silu(c));
+        let [b, _, d] = h.dims();
+        let gate = |at: usize| m.clone().slice([0..b, at * d..(at + 1) * d]).unsqueeze_dim::<3>(1);
+        let a = self.attn.forward(modulate_adaln(h.clone(), m.clone(), 0, 1, 1e-6), None);
+        let h = h + gate(2) * a;
+        let f = self.mlp.forward(modulate_adaln(h.clone(), m.clone(), 3, 4, 1e-6));
+        h + gate(5) * f
     }
 }
 
@@ -102,8 +100,8 @@ impl FinalLayerConfig {
 impl<B: Backend> FinalLayer<B> {
     /// `h`: `[B, N, D]`, `c`: `[B, D]` → `[B, N, C_out]`.
     pub fn forward(&self, h: Tensor<B, 3>, c: Tensor<B, 2>) -> Tensor<B, 3> {
-        let [shift, scale]: [Tensor<B, 2>; 2] = chunks(self.modulation.forward(silu(c)), 2).try_into().expect("two chunks");
-        linear3(&self.linear, modulate(normalize(h, 1e-6), shift, scale))
+        // `[shift | scale]`, read in place by the modulation.
+        linear3(&self.linear, modulate_adaln(h, self.modulation.forward(silu(c)), 0, 1, 1e-6))
     }
 }
 

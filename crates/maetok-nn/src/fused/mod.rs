@@ -20,6 +20,8 @@
 //! selects; `tests` below hold the two paths to each other in value and gradient.
 
 #[cfg(feature = "cpu-kernels")]
+mod adaln;
+#[cfg(feature = "cpu-kernels")]
 mod attention;
 #[cfg(feature = "cpu-kernels")]
 mod conv;
@@ -103,6 +105,29 @@ pub fn modulate_latents_default<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 3>, sh
     let h = layer_norm(x, None, None, eps);
     let lat = h.clone().slice([0..b, n - t..n, 0..d]) * chunk(scale_at) + chunk(shift_at);
     h.slice_assign([0..b, n - t..n, 0..d], lat)
+}
+
+/// adaLN modulation of SiT/DiT: `LN(x)·(1 + scale) + shift` (LayerNorm without affine, `eps`)
+/// on `x` `[B, L, D]`, with `shift` and `scale` the `D`-wide chunks `shift_at` and `scale_at` of
+/// the modulation `m` `[B, k·D]`, broadcast over each sample's rows.
+///
+/// The CPU fast path reads both chunks where they lie in `m` and runs one LayerNorm pass per
+/// sample (weight `1 + scale`, bias `shift`) with one autodiff node; the default chunks `m`,
+/// normalises and modulates with Burn ops.
+pub fn modulate_adaln<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 2>, shift_at: usize, scale_at: usize, eps: f64) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu-kernels")]
+    let (x, m) = match ndarray::modulate_adaln(x, m, [shift_at, scale_at], eps) {
+        Ok(y) => return y,
+        Err(args) => args,
+    };
+    modulate_adaln_default(x, m, shift_at, scale_at, eps)
+}
+
+/// The default of [`modulate_adaln`] (Burn ops).
+pub fn modulate_adaln_default<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 2>, shift_at: usize, scale_at: usize, eps: f64) -> Tensor<B, 3> {
+    let [b, _, d] = x.dims();
+    let chunk = |at: usize| m.clone().slice([0..b, at * d..(at + 1) * d]);
+    crate::adaln::modulate(layer_norm(x, None, None, eps), chunk(shift_at), chunk(scale_at))
 }
 
 /// Softmax along the last dimension. `x`: `[..., n]` → same shape.
@@ -931,6 +956,40 @@ mod tests {
                 let mi = Tensor::<N, 3>::from_data(data([b, t, k * d], 2), &dev) * 0.3;
                 assert!(ndarray::modulate_latents(xi.clone(), mi.clone(), [shift_at, scale_at], 1e-6).is_ok(), "{what}: fast path taken");
                 close(modulate_latents(xi, mi, shift_at, scale_at, 1e-6).into_data(), fast.0, 0.0, &format!("{what} inference"));
+            }
+        }
+    }
+
+    /// adaLN modulation: the fast path equals the default in value and in the gradients of x and
+    /// of the whole modulation `m` (zero outside the two chunks read), for two chunk orders, at a
+    /// serial and a parallel size; inference = autodiff forward.
+    #[test]
+    fn modulate_adaln_fast_path_equals_default() {
+        let dev = Default::default();
+        for (b, n, d, k) in [(2, 5, 4, 2), (3, 130, 96, 6)] {
+            for (shift_at, scale_at) in [(0, 1), (k - 1, k - 2)] {
+                let g = Tensor::<A, 3>::from_data(data([b, n, d], 7), &dev);
+                let m_of = || Tensor::<A, 3>::from_data(data([b, 1, k * d], 2), &dev).reshape([b, k * d]) * 0.3;
+                let run = |fast: bool| {
+                    let x = Tensor::<A, 3>::from_data(data([b, n, d], 1), &dev).require_grad();
+                    let m = m_of().require_grad();
+                    let y = if fast {
+                        modulate_adaln(x.clone(), m.clone(), shift_at, scale_at, 1e-6)
+                    } else {
+                        modulate_adaln_default(x.clone(), m.clone(), shift_at, scale_at, 1e-6)
+                    };
+                    let grads = (y.clone() * g.clone()).sum().backward();
+                    (y.into_data(), x.grad(&grads).unwrap().into_data(), m.grad(&grads).unwrap().into_data())
+                };
+                let (fast, slow) = (run(true), run(false));
+                let what = format!("adaLN {b}x{n}x{d}, chunks {shift_at}/{scale_at} of {k}");
+                close(fast.0.clone(), slow.0, 2e-6, &format!("{what} value"));
+                close(fast.1, slow.1, 5e-6, &format!("{what} dx"));
+                close(fast.2, slow.2, 5e-6, &format!("{what} dm"));
+                let xi = Tensor::<N, 3>::from_data(data([b, n, d], 1), &dev);
+                let mi = Tensor::<N, 3>::from_data(data([b, 1, k * d], 2), &dev).reshape([b, k * d]) * 0.3;
+                assert!(ndarray::modulate_adaln(xi.clone(), mi.clone(), [shift_at, scale_at], 1e-6).is_ok(), "{what}: fast path taken");
+                close(modulate_adaln(xi, mi, shift_at, scale_at, 1e-6).into_data(), fast.0, 0.0, &format!("{what} inference"));
             }
         }
     }

@@ -19,6 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
+use super::adaln as ada;
 use super::attention as attn;
 use super::kernels;
 use super::layout;
@@ -590,6 +591,84 @@ pub(super) fn modulate_latents<B: Backend>(
             Ok(wrap::<Ad, B, 3>(out))
         }
         None => Err([x, m]),
+    }
+}
+
+// ---- adaLN modulation ----
+
+#[derive(Clone, Debug)]
+struct AdaLnState {
+    x: NdArrayTensor,
+    m: NdArrayTensor,
+    at: [usize; 2],
+    stats: Vec<f32>,
+}
+
+fn adaln_nd(x: &NdArrayTensor, m: &NdArrayTensor, [shift_at, scale_at]: [usize; 2], eps: f64) -> Option<(NdArrayTensor, Vec<f32>)> {
+    let ((xs, xshape), (ms, mshape)) = (read(x)?, read(m)?);
+    let d = ada::Dims::of(&xshape, &mshape, shift_at, scale_at)?;
+    let (y, stats) = ada::forward(&xs, &ms, d, eps as f32);
+    Some((make(&xshape, y), stats))
+}
+
+#[derive(Debug)]
+struct AdaLnBackward;
+
+impl Backward<Nd, 2> for AdaLnBackward {
+    type State = AdaLnState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pm] = ops.parents;
+        let dy = grads.consume::<Nd>(&ops.node);
+        let s = ops.state;
+        let ((xs, xshape), (ms, mshape), (gs, _)) =
+            (read(&s.x).expect("f32 x"), read(&s.m).expect("f32 m"), read(&dy).expect("f32 gradient"));
+        let d = ada::Dims::of(&xshape, &mshape, s.at[0], s.at[1]).expect("checked forward");
+        let (dx, dm) = ada::backward(&xs, &ms, &s.stats, &gs, d, px.is_some(), pm.is_some());
+        for (parent, grad, shape) in [(px, dx, &xshape), (pm, dm, &mshape)] {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<Nd>(node.id, make(shape, grad));
+            }
+        }
+    }
+}
+
+/// The arguments of [`modulate_adaln`]: `x` `[B, L, D]` and `m` `[B, k·D]`.
+pub(super) type AdaLnArgs<B> = (Tensor<B, 3>, Tensor<B, 2>);
+
+/// `x` and `m` as backend `T`'s primitives, or both back.
+fn prims_3_2<B: Backend, T: Backend>(x: Tensor<B, 3>, m: Tensor<B, 2>) -> Result<[FloatTensor<T>; 2], AdaLnArgs<B>> {
+    let x = match prim::<B, T, 3>(x) {
+        Ok(x) => x,
+        Err(x) => return Err((x, m)),
+    };
+    match prim::<B, T, 2>(m) {
+        Ok(m) => Ok([x, m]),
+        Err(m) => Err((wrap::<T, B, 3>(x), m)),
+    }
+}
+
+pub(super) fn modulate_adaln<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 2>, at: [usize; 2], eps: f64) -> Result<Tensor<B, 3>, AdaLnArgs<B>> {
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let [x, m] = prims_3_2::<B, Nd>(x, m)?;
+            match adaln_nd(&x, &m, at, eps) {
+                Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
+                None => Err((wrap::<Nd, B, 3>(x), wrap::<Nd, B, 2>(m))),
+            }
+        }
+        Some(Path::Autodiff) => {
+            let [x, m] = prims_3_2::<B, Ad>(x, m)?;
+            let Some((y, stats)) = adaln_nd(&x.primitive, &m.primitive, at, eps) else {
+                return Err((wrap::<Ad, B, 3>(x), wrap::<Ad, B, 2>(m)));
+            };
+            let out = match AdaLnBackward.prepare::<NoCheckpointing>([x.node.clone(), m.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(AdaLnState { x: x.primitive, m: m.primitive, at, stats }, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(wrap::<Ad, B, 3>(out))
+        }
+        None => Err((x, m)),
     }
 }
 
