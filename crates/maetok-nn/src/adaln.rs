@@ -7,7 +7,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use crate::attention::{Attention, AttentionConfig};
-use crate::fused::modulate_adaln;
+use crate::fused::{modulate_adaln, residual_gate};
 use crate::io::{join, ParamVisitor, VisitParams};
 use crate::mlp::{Mlp, MlpConfig};
 use crate::ops::linear3;
@@ -52,15 +52,13 @@ impl AdaLnBlockConfig {
 impl<B: Backend> AdaLnBlock<B> {
     /// `h`: `[B, N, D]`, `c`: `[B, D]` → `[B, N, D]`.
     pub fn forward(&self, h: Tensor<B, 3>, c: Tensor<B, 2>) -> Tensor<B, 3> {
-        // `[shift_msa | scale_msa | gate_msa | shift_mlp | scale_mlp | gate_mlp]`; the two
-        // modulations read their chunks in place.
+        // `[shift_msa | scale_msa | gate_msa | shift_mlp | scale_mlp | gate_mlp]`; the
+        // modulations and the gated residuals read their chunks in place.
         let m = self.modulation.forward(silu(c));
-        let [b, _, d] = h.dims();
-        let gate = |at: usize| m.clone().slice([0..b, at * d..(at + 1) * d]).unsqueeze_dim::<3>(1);
         let a = self.attn.forward(modulate_adaln(h.clone(), m.clone(), 0, 1, 1e-6), None);
-        let h = h + gate(2) * a;
+        let h = residual_gate(h, a, m.clone(), 2);
         let f = self.mlp.forward(modulate_adaln(h.clone(), m.clone(), 3, 4, 1e-6));
-        h + gate(5) * f
+        residual_gate(h, f, m, 5)
     }
 }
 

@@ -386,6 +386,51 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `h ← h + g ⊙ a` with `g` repeated over the rows of `h` (rows of `g.len()` values; one
+    /// sample's gated residual), on the calling thread. `h · g` and the sum are rounded as
+    /// Burn's `h + g * a` rounds them.
+    pub fn gated_add_rows_in_place(h: &mut [f32], a: &[f32], g: &[f32]) {
+        for (hr, ar) in h.chunks_exact_mut(g.len()).zip(a.chunks_exact(g.len())) {
+            for ((o, &v), &s) in hr.iter_mut().zip(ar).zip(g) {
+                *o += s * v;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `y = h + g ⊙ a` with `g` repeated over the rows (see [`gated_add_rows_in_place`]).
+    pub fn gated_add_rows(h: &[f32], a: &[f32], g: &[f32], y: &mut [f32]) {
+        let n = g.len();
+        for ((yr, hr), ar) in y.chunks_exact_mut(n).zip(h.chunks_exact(n)).zip(a.chunks_exact(n)) {
+            for (((o, &x), &v), &s) in yr.iter_mut().zip(hr).zip(ar).zip(g) {
+                *o = x + s * v;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// The gated residual's backward over one sample's rows: `da = dy ⊙ g` (when `da` is
+    /// given) and `dg += Σ_rows dy ⊙ a` (rows summed in order).
+    pub fn gated_add_rows_backward(a: &[f32], g: &[f32], dy: &[f32], da: Option<&mut [f32]>, dg: &mut [f32]) {
+        let n = g.len();
+        for (ar, gr) in a.chunks_exact(n).zip(dy.chunks_exact(n)) {
+            for ((o, &v), &e) in dg.iter_mut().zip(ar).zip(gr) {
+                *o += e * v;
+            }
+        }
+        if let Some(da) = da {
+            for (dr, gr) in da.chunks_exact_mut(n).zip(dy.chunks_exact(n)) {
+                for ((o, &e), &s) in dr.iter_mut().zip(gr).zip(g) {
+                    *o = e * s;
+                }
+            }
+        }
+    }
+}
+
 /// `Σ x²`: [`LANES`] f32 accumulators per chunk of [`PAR_MIN`] values, the chunks' sums added in
 /// f64 in chunk order (the same result on any number of threads).
 pub fn sum_squares(x: &[f32]) -> f64 {

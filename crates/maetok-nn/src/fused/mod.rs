@@ -1,7 +1,7 @@
 //! Fused operations of our models: self-attention from the packed qkv projection (RoPE inside),
 //! attention with merged heads, RoPE, Linear, softmax over the last dimension, exact and
 //! tanh-approximated GELU, LayerNorm (with or without affine parameters), MoVQ's latent
-//! modulation, a permute into row-major storage, convolutions and pooling, the optimiser passes of
+//! modulation, SiT/DiT's adaLN modulation and gated residual, a permute into row-major storage, convolutions and pooling, the optimiser passes of
 //! the trainers (AdamW, EMA, gradient norm and scaling), and reading a tensor's values on the host.
 //!
 //! Each function has two implementations:
@@ -25,6 +25,8 @@ mod adaln;
 mod attention;
 #[cfg(feature = "cpu-kernels")]
 mod conv;
+#[cfg(feature = "cpu-kernels")]
+mod gate;
 #[cfg(feature = "cpu-kernels")]
 mod gemm;
 mod heap;
@@ -128,6 +130,27 @@ pub fn modulate_adaln_default<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 2>, shif
     let [b, _, d] = x.dims();
     let chunk = |at: usize| m.clone().slice([0..b, at * d..(at + 1) * d]);
     crate::adaln::modulate(layer_norm(x, None, None, eps), chunk(shift_at), chunk(scale_at))
+}
+
+/// The gated residual of SiT/DiT: `h + g ⊙ a` on `h`, `a` `[B, L, D]`, with the gate `g` the
+/// `D`-wide chunk `gate_at` of the adaLN output `m` `[B, k·D]`, broadcast over each sample's rows.
+///
+/// The CPU fast path reads the gate where it lies in `m` and makes one pass, into `h`'s own
+/// buffer when nothing else holds it, with one autodiff node (`dh` is `dy` itself); the default
+/// slices, multiplies and adds with Burn ops.
+pub fn residual_gate<B: Backend>(h: Tensor<B, 3>, a: Tensor<B, 3>, m: Tensor<B, 2>, gate_at: usize) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu-kernels")]
+    let (h, a, m) = match ndarray::residual_gate((h, a, m), gate_at) {
+        Ok(y) => return y,
+        Err(args) => args,
+    };
+    residual_gate_default(h, a, m, gate_at)
+}
+
+/// The default of [`residual_gate`] (Burn ops).
+pub fn residual_gate_default<B: Backend>(h: Tensor<B, 3>, a: Tensor<B, 3>, m: Tensor<B, 2>, gate_at: usize) -> Tensor<B, 3> {
+    let [b, _, d] = h.dims();
+    h + m.slice([0..b, gate_at * d..(gate_at + 1) * d]).unsqueeze_dim::<3>(1) * a
 }
 
 /// Softmax along the last dimension. `x`: `[..., n]` → same shape.
@@ -990,6 +1013,47 @@ mod tests {
                 let mi = Tensor::<N, 3>::from_data(data([b, 1, k * d], 2), &dev).reshape([b, k * d]) * 0.3;
                 assert!(ndarray::modulate_adaln(xi.clone(), mi.clone(), [shift_at, scale_at], 1e-6).is_ok(), "{what}: fast path taken");
                 close(modulate_adaln(xi, mi, shift_at, scale_at, 1e-6).into_data(), fast.0, 0.0, &format!("{what} inference"));
+            }
+        }
+    }
+
+    /// The gated residual: the fast path equals the default in value (exactly: the same product
+    /// and sum) and in the gradients of `h`, `a` and `m`, at a serial and a parallel size; on the
+    /// plain backend it writes into `h` only when nothing else holds it.
+    #[test]
+    fn residual_gate_fast_path_equals_default() {
+        let dev = Default::default();
+        for (b, n, d, k) in [(2, 5, 4, 3), (3, 130, 96, 6)] {
+            for at in [0, k - 1] {
+                let g = Tensor::<A, 3>::from_data(data([b, n, d], 7), &dev);
+                let run = |fast: bool| {
+                    let h = Tensor::<A, 3>::from_data(data([b, n, d], 1), &dev).require_grad();
+                    let a = Tensor::<A, 3>::from_data(data([b, n, d], 3), &dev).require_grad();
+                    let m = (Tensor::<A, 3>::from_data(data([b, 1, k * d], 2), &dev).reshape([b, k * d]) * 0.3).require_grad();
+                    let y = if fast {
+                        residual_gate(h.clone(), a.clone(), m.clone(), at)
+                    } else {
+                        residual_gate_default(h.clone(), a.clone(), m.clone(), at)
+                    };
+                    let grads = (y.clone() * g.clone()).sum().backward();
+                    let grad = |t: Tensor<A, 3>| t.grad(&grads).unwrap().into_data();
+                    (y.into_data(), grad(h), grad(a), m.grad(&grads).unwrap().into_data())
+                };
+                let (fast, slow) = (run(true), run(false));
+                let what = format!("gate {b}x{n}x{d}, chunk {at} of {k}");
+                close(fast.0.clone(), slow.0.clone(), 0.0, &format!("{what} value"));
+                close(fast.1, slow.1, 0.0, &format!("{what} dh"));
+                close(fast.2, slow.2, 0.0, &format!("{what} da"));
+                close(fast.3, slow.3, 2e-5, &format!("{what} dm"));
+                let hi = Tensor::<N, 3>::from_data(data([b, n, d], 1), &dev);
+                let ai = Tensor::<N, 3>::from_data(data([b, n, d], 3), &dev);
+                let mi = Tensor::<N, 3>::from_data(data([b, 1, k * d], 2), &dev).reshape([b, k * d]) * 0.3;
+                // `h` shared: a new buffer, `h` untouched; then `h` alone: written in place.
+                let shared = residual_gate(hi.clone(), ai.clone(), mi.clone(), at);
+                close(shared.into_data(), fast.0.clone(), 0.0, &format!("{what} inference, h shared"));
+                close(hi.clone().into_data(), data([b, n, d], 1), 0.0, &format!("{what}: shared h unchanged"));
+                assert!(ndarray::residual_gate((hi.clone(), ai.clone(), mi.clone()), at).is_ok(), "{what}: fast path taken");
+                close(residual_gate(hi, ai, mi, at).into_data(), fast.0, 0.0, &format!("{what} inference, in place"));
             }
         }
     }

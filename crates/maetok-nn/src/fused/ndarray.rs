@@ -21,6 +21,7 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use super::adaln as ada;
 use super::attention as attn;
+use super::gate;
 use super::kernels;
 use super::layout;
 use super::linear as lin;
@@ -524,9 +525,77 @@ pub(super) fn permute<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [usize;
     }
 }
 
-// ---- MoVQ modulation ----
+// ---- LayerNorm modulations: MoVQ's latent rows, adaLN's per-sample rows ----
 
-/// What the modulation's backward needs: its inputs, the chunk positions and the LayerNorm
+/// One of the two modulation kernels (`LN(x)` modulated by chunks of `m`, read in place): the
+/// autodiff glue below is shared and differs only in the kernel it calls.
+trait Modulation: std::fmt::Debug + Send + 'static {
+    /// `y` and the LayerNorm statistics, or `None` when the shapes do not fit the kernel.
+    fn forward(x: &[f32], xshape: &[usize], m: &[f32], mshape: &[usize], at: [usize; 2], eps: f32) -> Option<(Vec<f32>, Vec<f32>)>;
+
+    /// `(dx, dm)` from `dy` (each when wanted) for shapes the forward accepted.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        x: &[f32],
+        xshape: &[usize],
+        m: &[f32],
+        mshape: &[usize],
+        at: [usize; 2],
+        stats: &[f32],
+        dy: &[f32],
+        want: [bool; 2],
+    ) -> (Option<Vec<f32>>, Option<Vec<f32>>);
+}
+
+/// MoVQ: `x` `[B, N, D]`, `m` `[B, T, k·D]`, the last `T` rows modulated ([`modl`]).
+#[derive(Debug)]
+struct Movq;
+
+impl Modulation for Movq {
+    fn forward(x: &[f32], xshape: &[usize], m: &[f32], mshape: &[usize], [sh, sc]: [usize; 2], eps: f32) -> Option<(Vec<f32>, Vec<f32>)> {
+        Some(modl::forward(x, m, modl::Dims::of(xshape, mshape, sh, sc)?, eps))
+    }
+
+    fn backward(
+        x: &[f32],
+        xshape: &[usize],
+        m: &[f32],
+        mshape: &[usize],
+        [sh, sc]: [usize; 2],
+        stats: &[f32],
+        dy: &[f32],
+        [wx, wm]: [bool; 2],
+    ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+        let d = modl::Dims::of(xshape, mshape, sh, sc).expect("checked forward");
+        modl::backward(x, m, stats, dy, d, wx, wm)
+    }
+}
+
+/// adaLN: `x` `[B, L, D]`, `m` `[B, k·D]`, every row of a sample modulated ([`ada`]).
+#[derive(Debug)]
+struct AdaLn;
+
+impl Modulation for AdaLn {
+    fn forward(x: &[f32], xshape: &[usize], m: &[f32], mshape: &[usize], [sh, sc]: [usize; 2], eps: f32) -> Option<(Vec<f32>, Vec<f32>)> {
+        Some(ada::forward(x, m, ada::Dims::of(xshape, mshape, sh, sc)?, eps))
+    }
+
+    fn backward(
+        x: &[f32],
+        xshape: &[usize],
+        m: &[f32],
+        mshape: &[usize],
+        [sh, sc]: [usize; 2],
+        stats: &[f32],
+        dy: &[f32],
+        [wx, wm]: [bool; 2],
+    ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+        let d = ada::Dims::of(xshape, mshape, sh, sc).expect("checked forward");
+        ada::backward(x, m, stats, dy, d, wx, wm)
+    }
+}
+
+/// What a modulation's backward needs: its inputs, the chunk positions and the LayerNorm
 /// statistics.
 #[derive(Clone, Debug)]
 struct ModState {
@@ -536,17 +605,16 @@ struct ModState {
     stats: Vec<f32>,
 }
 
-fn modulate_nd(x: &NdArrayTensor, m: &NdArrayTensor, [shift_at, scale_at]: [usize; 2], eps: f64) -> Option<(NdArrayTensor, Vec<f32>)> {
+fn modulate_nd<K: Modulation>(x: &NdArrayTensor, m: &NdArrayTensor, at: [usize; 2], eps: f64) -> Option<(NdArrayTensor, Vec<f32>)> {
     let ((xs, xshape), (ms, mshape)) = (read(x)?, read(m)?);
-    let d = modl::Dims::of(&xshape, &mshape, shift_at, scale_at)?;
-    let (y, stats) = modl::forward(&xs, &ms, d, eps as f32);
+    let (y, stats) = K::forward(&xs, &xshape, &ms, &mshape, at, eps as f32)?;
     Some((make(&xshape, y), stats))
 }
 
 #[derive(Debug)]
-struct ModulateBackward;
+struct ModulateBackward<K>(std::marker::PhantomData<K>);
 
-impl Backward<Nd, 2> for ModulateBackward {
+impl<K: Modulation> Backward<Nd, 2> for ModulateBackward<K> {
     type State = ModState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -555,13 +623,22 @@ impl Backward<Nd, 2> for ModulateBackward {
         let s = ops.state;
         let ((xs, xshape), (ms, mshape), (gs, _)) =
             (read(&s.x).expect("f32 x"), read(&s.m).expect("f32 m"), read(&dy).expect("f32 gradient"));
-        let d = modl::Dims::of(&xshape, &mshape, s.at[0], s.at[1]).expect("checked forward");
-        let (dx, dm) = modl::backward(&xs, &ms, &s.stats, &gs, d, px.is_some(), pm.is_some());
+        let want = [px.is_some(), pm.is_some()];
+        let (dx, dm) = K::backward(&xs, &xshape, &ms, &mshape, s.at, &s.stats, &gs, want);
         for (parent, grad, shape) in [(px, dx, &xshape), (pm, dm, &mshape)] {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<Nd>(node.id, make(shape, grad));
             }
         }
+    }
+}
+
+/// One autodiff node for kernel `K`'s output `y` and statistics (its backward is `K`'s).
+fn track<K: Modulation>(x: FloatTensor<Ad>, m: FloatTensor<Ad>, at: [usize; 2], (y, stats): (NdArrayTensor, Vec<f32>)) -> FloatTensor<Ad> {
+    let backward = ModulateBackward::<K>(std::marker::PhantomData);
+    match backward.prepare::<NoCheckpointing>([x.node.clone(), m.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(ModState { x: x.primitive, m: m.primitive, at, stats }, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
@@ -574,62 +651,19 @@ pub(super) fn modulate_latents<B: Backend>(
     match path::<B>() {
         Some(Path::Plain) => {
             let [x, m] = prims::<B, Nd, 3, 2>([x, m])?;
-            match modulate_nd(&x, &m, at, eps) {
+            match modulate_nd::<Movq>(&x, &m, at, eps) {
                 Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
                 None => Err([x, m].map(wrap::<Nd, B, 3>)),
             }
         }
         Some(Path::Autodiff) => {
             let [x, m] = prims::<B, Ad, 3, 2>([x, m])?;
-            let Some((y, stats)) = modulate_nd(&x.primitive, &m.primitive, at, eps) else {
-                return Err([x, m].map(wrap::<Ad, B, 3>));
-            };
-            let out = match ModulateBackward.prepare::<NoCheckpointing>([x.node.clone(), m.node.clone()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(ModState { x: x.primitive, m: m.primitive, at, stats }, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Ok(wrap::<Ad, B, 3>(out))
-        }
-        None => Err([x, m]),
-    }
-}
-
-// ---- adaLN modulation ----
-
-#[derive(Clone, Debug)]
-struct AdaLnState {
-    x: NdArrayTensor,
-    m: NdArrayTensor,
-    at: [usize; 2],
-    stats: Vec<f32>,
-}
-
-fn adaln_nd(x: &NdArrayTensor, m: &NdArrayTensor, [shift_at, scale_at]: [usize; 2], eps: f64) -> Option<(NdArrayTensor, Vec<f32>)> {
-    let ((xs, xshape), (ms, mshape)) = (read(x)?, read(m)?);
-    let d = ada::Dims::of(&xshape, &mshape, shift_at, scale_at)?;
-    let (y, stats) = ada::forward(&xs, &ms, d, eps as f32);
-    Some((make(&xshape, y), stats))
-}
-
-#[derive(Debug)]
-struct AdaLnBackward;
-
-impl Backward<Nd, 2> for AdaLnBackward {
-    type State = AdaLnState;
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [px, pm] = ops.parents;
-        let dy = grads.consume::<Nd>(&ops.node);
-        let s = ops.state;
-        let ((xs, xshape), (ms, mshape), (gs, _)) =
-            (read(&s.x).expect("f32 x"), read(&s.m).expect("f32 m"), read(&dy).expect("f32 gradient"));
-        let d = ada::Dims::of(&xshape, &mshape, s.at[0], s.at[1]).expect("checked forward");
-        let (dx, dm) = ada::backward(&xs, &ms, &s.stats, &gs, d, px.is_some(), pm.is_some());
-        for (parent, grad, shape) in [(px, dx, &xshape), (pm, dm, &mshape)] {
-            if let (Some(node), Some(grad)) = (parent, grad) {
-                grads.register::<Nd>(node.id, make(shape, grad));
+            match modulate_nd::<Movq>(&x.primitive, &m.primitive, at, eps) {
+                Some(out) => Ok(wrap::<Ad, B, 3>(track::<Movq>(x, m, at, out))),
+                None => Err([x, m].map(wrap::<Ad, B, 3>)),
             }
         }
+        None => Err([x, m]),
     }
 }
 
@@ -652,23 +686,122 @@ pub(super) fn modulate_adaln<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 2>, at: [
     match path::<B>() {
         Some(Path::Plain) => {
             let [x, m] = prims_3_2::<B, Nd>(x, m)?;
-            match adaln_nd(&x, &m, at, eps) {
+            match modulate_nd::<AdaLn>(&x, &m, at, eps) {
                 Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
                 None => Err((wrap::<Nd, B, 3>(x), wrap::<Nd, B, 2>(m))),
             }
         }
         Some(Path::Autodiff) => {
             let [x, m] = prims_3_2::<B, Ad>(x, m)?;
-            let Some((y, stats)) = adaln_nd(&x.primitive, &m.primitive, at, eps) else {
-                return Err((wrap::<Ad, B, 3>(x), wrap::<Ad, B, 2>(m)));
+            match modulate_nd::<AdaLn>(&x.primitive, &m.primitive, at, eps) {
+                Some(out) => Ok(wrap::<Ad, B, 3>(track::<AdaLn>(x, m, at, out))),
+                None => Err((wrap::<Ad, B, 3>(x), wrap::<Ad, B, 2>(m))),
+            }
+        }
+        None => Err((x, m)),
+    }
+}
+
+// ---- gated residual ----
+
+/// What the gated residual's backward needs: the branch output `a`, the adaLN output `m` and
+/// the gate's chunk.
+#[derive(Clone, Debug)]
+struct GateState {
+    a: NdArrayTensor,
+    m: NdArrayTensor,
+    d: gate::Dims,
+}
+
+/// The shape of an f32 tensor (values not read).
+fn f32_shape(t: &NdArrayTensor) -> Option<Vec<usize>> {
+    match t {
+        NdArrayTensor::F32(storage) => Some(storage.view().shape().to_vec()),
+        _ => None,
+    }
+}
+
+fn gate_dims(h: &NdArrayTensor, a: &NdArrayTensor, m: &NdArrayTensor, at: usize) -> Option<gate::Dims> {
+    gate::Dims::of(&f32_shape(h)?, &f32_shape(a)?, &f32_shape(m)?, at)
+}
+
+/// `h + g ⊙ a` for f32 tensors that fit `d`: written into `h` when it holds the only reference
+/// to a row-major buffer, else into a new one.
+fn gate_nd(h: NdArrayTensor, a: &NdArrayTensor, m: &NdArrayTensor, d: gate::Dims) -> NdArrayTensor {
+    let ((av, _), (mv, _)) = (read(a).expect("f32, checked"), read(m).expect("f32, checked"));
+    if matches!(&h, NdArrayTensor::F32(st) if st.is_unique() && st.view().is_standard_layout()) {
+        let mut arr = writable(h).expect("f32, checked");
+        gate::forward_in_place(arr.as_slice_mut().expect("row-major, checked"), &av, &mv, d);
+        return NdArrayTensor::from(arr);
+    }
+    let (hv, shape) = read(&h).expect("f32, checked");
+    make(&shape, gate::forward(&hv, &av, &mv, d))
+}
+
+#[derive(Debug)]
+struct GateBackward;
+
+impl Backward<Nd, 3> for GateBackward {
+    type State = GateState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [ph, pa, pm] = ops.parents;
+        let dy = grads.consume::<Nd>(&ops.node);
+        let s = ops.state;
+        let (da, dm) = {
+            let ((av, ashape), (mv, mshape), (gs, _)) =
+                (read(&s.a).expect("f32 a"), read(&s.m).expect("f32 m"), read(&dy).expect("f32 gradient"));
+            let (da, dm) = gate::backward(&av, &mv, &gs, s.d, pa.is_some(), pm.is_some());
+            (da.map(|g| make(&ashape, g)), dm.map(|g| make(&mshape, g)))
+        };
+        for (parent, grad) in [(pa, da), (pm, dm)] {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<Nd>(node.id, grad);
+            }
+        }
+        if let Some(node) = ph {
+            grads.register::<Nd>(node.id, dy);
+        }
+    }
+}
+
+/// The arguments of [`residual_gate`]: `h`, `a` `[B, L, D]` and `m` `[B, k·D]`.
+pub(super) type GateArgs<B> = (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 2>);
+
+/// `h`, `a` and `m` as backend `T`'s primitives, or all three back.
+fn gate_prims<B: Backend, T: Backend>((h, a, m): GateArgs<B>) -> Result<[FloatTensor<T>; 3], GateArgs<B>> {
+    let [h, a] = match prims::<B, T, 3, 2>([h, a]) {
+        Ok(ha) => ha,
+        Err([h, a]) => return Err((h, a, m)),
+    };
+    match prim::<B, T, 2>(m) {
+        Ok(m) => Ok([h, a, m]),
+        Err(m) => Err((wrap::<T, B, 3>(h), wrap::<T, B, 3>(a), m)),
+    }
+}
+
+pub(super) fn residual_gate<B: Backend>(args: GateArgs<B>, at: usize) -> Result<Tensor<B, 3>, GateArgs<B>> {
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let [h, a, m] = gate_prims::<B, Nd>(args)?;
+            let Some(d) = gate_dims(&h, &a, &m, at) else {
+                return Err((wrap::<Nd, B, 3>(h), wrap::<Nd, B, 3>(a), wrap::<Nd, B, 2>(m)));
             };
-            let out = match AdaLnBackward.prepare::<NoCheckpointing>([x.node.clone(), m.node.clone()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(AdaLnState { x: x.primitive, m: m.primitive, at, stats }, y),
+            Ok(wrap::<Nd, B, 3>(gate_nd(h, &a, &m, d)))
+        }
+        Some(Path::Autodiff) => {
+            let [h, a, m] = gate_prims::<B, Ad>(args)?;
+            let Some(d) = gate_dims(&h.primitive, &a.primitive, &m.primitive, at) else {
+                return Err((wrap::<Ad, B, 3>(h), wrap::<Ad, B, 3>(a), wrap::<Ad, B, 2>(m)));
+            };
+            let y = gate_nd(h.primitive, &a.primitive, &m.primitive, d);
+            let out = match GateBackward.prepare::<NoCheckpointing>([h.node, a.node.clone(), m.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(GateState { a: a.primitive, m: m.primitive, d }, y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             };
             Ok(wrap::<Ad, B, 3>(out))
         }
-        None => Err((x, m)),
+        None => Err(args),
     }
 }
 
