@@ -10,6 +10,9 @@
 //! all-reduce both gradients, λ's last-layer gradients and the logged means, and gather the
 //! discriminator's readouts four times.
 //!
+//! And one step of the small SiT's DiT twin (learned variance, hybrid loss) on one peer, beside
+//! `benches/torch_dit_step_reference.py`.
+//!
 //! `cargo bench --bench parallel`
 
 #[path = "common/peak_rss.rs"]
@@ -83,6 +86,26 @@ fn bench_peers(c: &mut Criterion) {
     group.finish();
 }
 
+/// One step of the same small transformer as DiT (learned variance: `2C` output channels; the
+/// hybrid MSE + VB loss on the linear schedule, no clipping), on one peer; next to
+/// `benches/torch_dit_step_reference.py`.
+fn bench_dit_step(c: &mut Criterion) {
+    use maetok::sampler::Schedule;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache(&tmp.path().join("latents"));
+    let mut model = maetok::dit::preset("DiT-S", 128, 32).unwrap();
+    (model.depth, model.hidden_size, model.num_heads, model.num_classes) = (4, 192, 3, 2);
+    let cfg = GeneratorTrainConfig { batch_size: 16, ..GeneratorTrainConfig::diffusion(Schedule::Linear) };
+    let device = Default::default();
+    let start = GeneratorTrainer::<A>::new(model, cfg, &device).unwrap();
+    let mut group = c.benchmark_group("dit_small_train_step_batch16_ndarray");
+    group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(2));
+    peak_rss::once("dit_small_train_step_batch16_ndarray/peers_1", || start.fork(World::local(1).peer(0), &device).step(&cache).unwrap());
+    let mut t = start.fork(World::local(1).peer(0), &device);
+    group.bench_function("peers_1", |b| b.iter(|| t.step(&cache).unwrap()));
+    group.finish();
+}
+
 fn bench_tokenizer_peers(c: &mut Criterion) {
     use burn::module::Module;
     use maetok::targets::{DinoDisc, DiscConfig, HogGenerator, Lpips, VitConfig};
@@ -141,5 +164,5 @@ fn bench_tokenizer_peers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, process::setup, bench_peers, bench_tokenizer_peers);
+criterion_group!(benches, process::setup, bench_peers, bench_dit_step, bench_tokenizer_peers);
 criterion_main!(benches);
