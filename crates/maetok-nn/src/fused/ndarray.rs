@@ -450,7 +450,7 @@ pub(super) fn attention<B: Backend>(qkv: Qkv<B>) -> Result<Tensor<B, 3>, Qkv<B>>
         Some(Path::Plain) => {
             let [q, k, v] = prims::<B, Nd, 4, 3>(qkv)?;
             match attention_nd(&q, &k, &v, false) {
-                Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
+                Some((y, ..)) => Ok(wrap::<Nd, B, 3>(y)),
                 None => Err([q, k, v].map(wrap::<Nd, B, 4>)),
             }
         }
@@ -530,21 +530,14 @@ pub(super) fn permute<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [usize;
 /// One of the two modulation kernels (`LN(x)` modulated by chunks of `m`, read in place): the
 /// autodiff glue below is shared and differs only in the kernel it calls.
 trait Modulation: std::fmt::Debug + Send + 'static {
-    /// `y` and the LayerNorm statistics, or `None` when the shapes do not fit the kernel.
-    fn forward(x: &[f32], xshape: &[usize], m: &[f32], mshape: &[usize], at: [usize; 2], eps: f32) -> Option<(Vec<f32>, Vec<f32>)>;
-
-    /// `(dx, dm)` from `dy` (each when wanted) for shapes the forward accepted.
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        x: &[f32],
-        xshape: &[usize],
-        m: &[f32],
-        mshape: &[usize],
-        at: [usize; 2],
-        stats: &[f32],
-        dy: &[f32],
-        want: [bool; 2],
-    ) -> (Option<Vec<f32>>, Option<Vec<f32>>);
+    /// The kernel's sizes and chunk positions.
+    type Dims: Copy + std::fmt::Debug + Send + Sync + 'static;
+    /// The sizes when `x` and `m` fit the kernel.
+    fn dims(x: &[usize], m: &[usize], at: [usize; 2]) -> Option<Self::Dims>;
+    /// `y` and the LayerNorm statistics.
+    fn forward(x: &[f32], m: &[f32], d: Self::Dims, eps: f32) -> (Vec<f32>, Vec<f32>);
+    /// `(dx, dm)` from `dy`, each when wanted.
+    fn backward(x: &[f32], m: &[f32], stats: &[f32], dy: &[f32], d: Self::Dims, want: [bool; 2]) -> (Option<Vec<f32>>, Option<Vec<f32>>);
 }
 
 /// MoVQ: `x` `[B, N, D]`, `m` `[B, T, k·D]`, the last `T` rows modulated ([`modl`]).
@@ -552,21 +545,21 @@ trait Modulation: std::fmt::Debug + Send + 'static {
 struct Movq;
 
 impl Modulation for Movq {
-    fn forward(x: &[f32], xshape: &[usize], m: &[f32], mshape: &[usize], [sh, sc]: [usize; 2], eps: f32) -> Option<(Vec<f32>, Vec<f32>)> {
-        Some(modl::forward(x, m, modl::Dims::of(xshape, mshape, sh, sc)?, eps))
+    type Dims = modl::Dims;
+    fn dims(x: &[usize], m: &[usize], [sh, sc]: [usize; 2]) -> Option<modl::Dims> {
+        modl::Dims::of(x, m, sh, sc)
     }
-
+    fn forward(x: &[f32], m: &[f32], d: modl::Dims, eps: f32) -> (Vec<f32>, Vec<f32>) {
+        modl::forward(x, m, d, eps)
+    }
     fn backward(
         x: &[f32],
-        xshape: &[usize],
         m: &[f32],
-        mshape: &[usize],
-        [sh, sc]: [usize; 2],
         stats: &[f32],
         dy: &[f32],
+        d: modl::Dims,
         [wx, wm]: [bool; 2],
     ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-        let d = modl::Dims::of(xshape, mshape, sh, sc).expect("checked forward");
         modl::backward(x, m, stats, dy, d, wx, wm)
     }
 }
@@ -576,46 +569,53 @@ impl Modulation for Movq {
 struct AdaLn;
 
 impl Modulation for AdaLn {
-    fn forward(x: &[f32], xshape: &[usize], m: &[f32], mshape: &[usize], [sh, sc]: [usize; 2], eps: f32) -> Option<(Vec<f32>, Vec<f32>)> {
-        Some(ada::forward(x, m, ada::Dims::of(xshape, mshape, sh, sc)?, eps))
+    type Dims = ada::Dims;
+    fn dims(x: &[usize], m: &[usize], [sh, sc]: [usize; 2]) -> Option<ada::Dims> {
+        ada::Dims::of(x, m, sh, sc)
     }
-
+    fn forward(x: &[f32], m: &[f32], d: ada::Dims, eps: f32) -> (Vec<f32>, Vec<f32>) {
+        ada::forward(x, m, d, eps)
+    }
     fn backward(
         x: &[f32],
-        xshape: &[usize],
         m: &[f32],
-        mshape: &[usize],
-        [sh, sc]: [usize; 2],
         stats: &[f32],
         dy: &[f32],
+        d: ada::Dims,
         [wx, wm]: [bool; 2],
     ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-        let d = ada::Dims::of(xshape, mshape, sh, sc).expect("checked forward");
         ada::backward(x, m, stats, dy, d, wx, wm)
     }
 }
 
-/// What a modulation's backward needs: its inputs, the chunk positions and the LayerNorm
+/// What a modulation's backward needs: its inputs, the kernel's sizes and the LayerNorm
 /// statistics.
 #[derive(Clone, Debug)]
-struct ModState {
+struct ModState<D> {
     x: NdArrayTensor,
     m: NdArrayTensor,
-    at: [usize; 2],
+    d: D,
     stats: Vec<f32>,
 }
 
-fn modulate_nd<K: Modulation>(x: &NdArrayTensor, m: &NdArrayTensor, at: [usize; 2], eps: f64) -> Option<(NdArrayTensor, Vec<f32>)> {
+/// Kernel `K`'s output, its sizes and statistics, or `None` when the shapes do not fit.
+fn modulate_nd<K: Modulation>(
+    x: &NdArrayTensor,
+    m: &NdArrayTensor,
+    at: [usize; 2],
+    eps: f64,
+) -> Option<(NdArrayTensor, K::Dims, Vec<f32>)> {
     let ((xs, xshape), (ms, mshape)) = (read(x)?, read(m)?);
-    let (y, stats) = K::forward(&xs, &xshape, &ms, &mshape, at, eps as f32)?;
-    Some((make(&xshape, y), stats))
+    let d = K::dims(&xshape, &mshape, at)?;
+    let (y, stats) = K::forward(&xs, &ms, d, eps as f32);
+    Some((make(&xshape, y), d, stats))
 }
 
 #[derive(Debug)]
 struct ModulateBackward<K>(std::marker::PhantomData<K>);
 
 impl<K: Modulation> Backward<Nd, 2> for ModulateBackward<K> {
-    type State = ModState;
+    type State = ModState<K::Dims>;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [px, pm] = ops.parents;
@@ -623,8 +623,7 @@ impl<K: Modulation> Backward<Nd, 2> for ModulateBackward<K> {
         let s = ops.state;
         let ((xs, xshape), (ms, mshape), (gs, _)) =
             (read(&s.x).expect("f32 x"), read(&s.m).expect("f32 m"), read(&dy).expect("f32 gradient"));
-        let want = [px.is_some(), pm.is_some()];
-        let (dx, dm) = K::backward(&xs, &xshape, &ms, &mshape, s.at, &s.stats, &gs, want);
+        let (dx, dm) = K::backward(&xs, &ms, &s.stats, &gs, s.d, [px.is_some(), pm.is_some()]);
         for (parent, grad, shape) in [(px, dx, &xshape), (pm, dm, &mshape)] {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<Nd>(node.id, make(shape, grad));
@@ -633,11 +632,11 @@ impl<K: Modulation> Backward<Nd, 2> for ModulateBackward<K> {
     }
 }
 
-/// One autodiff node for kernel `K`'s output `y` and statistics (its backward is `K`'s).
-fn track<K: Modulation>(x: FloatTensor<Ad>, m: FloatTensor<Ad>, at: [usize; 2], (y, stats): (NdArrayTensor, Vec<f32>)) -> FloatTensor<Ad> {
+/// One autodiff node for kernel `K`'s output `y` (its backward is `K`'s).
+fn track<K: Modulation>(x: FloatTensor<Ad>, m: FloatTensor<Ad>, (y, d, stats): (NdArrayTensor, K::Dims, Vec<f32>)) -> FloatTensor<Ad> {
     let backward = ModulateBackward::<K>(std::marker::PhantomData);
     match backward.prepare::<NoCheckpointing>([x.node.clone(), m.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(ModState { x: x.primitive, m: m.primitive, at, stats }, y),
+        OpsKind::Tracked(prep) => prep.finish(ModState { x: x.primitive, m: m.primitive, d, stats }, y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
@@ -652,14 +651,14 @@ pub(super) fn modulate_latents<B: Backend>(
         Some(Path::Plain) => {
             let [x, m] = prims::<B, Nd, 3, 2>([x, m])?;
             match modulate_nd::<Movq>(&x, &m, at, eps) {
-                Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
+                Some((y, ..)) => Ok(wrap::<Nd, B, 3>(y)),
                 None => Err([x, m].map(wrap::<Nd, B, 3>)),
             }
         }
         Some(Path::Autodiff) => {
             let [x, m] = prims::<B, Ad, 3, 2>([x, m])?;
             match modulate_nd::<Movq>(&x.primitive, &m.primitive, at, eps) {
-                Some(out) => Ok(wrap::<Ad, B, 3>(track::<Movq>(x, m, at, out))),
+                Some(out) => Ok(wrap::<Ad, B, 3>(track::<Movq>(x, m, out))),
                 None => Err([x, m].map(wrap::<Ad, B, 3>)),
             }
         }
@@ -687,14 +686,14 @@ pub(super) fn modulate_adaln<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 2>, at: [
         Some(Path::Plain) => {
             let [x, m] = prims_3_2::<B, Nd>(x, m)?;
             match modulate_nd::<AdaLn>(&x, &m, at, eps) {
-                Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
+                Some((y, ..)) => Ok(wrap::<Nd, B, 3>(y)),
                 None => Err((wrap::<Nd, B, 3>(x), wrap::<Nd, B, 2>(m))),
             }
         }
         Some(Path::Autodiff) => {
             let [x, m] = prims_3_2::<B, Ad>(x, m)?;
             match modulate_nd::<AdaLn>(&x.primitive, &m.primitive, at, eps) {
-                Some(out) => Ok(wrap::<Ad, B, 3>(track::<AdaLn>(x, m, at, out))),
+                Some(out) => Ok(wrap::<Ad, B, 3>(track::<AdaLn>(x, m, out))),
                 None => Err((wrap::<Ad, B, 3>(x), wrap::<Ad, B, 2>(m))),
             }
         }
@@ -729,7 +728,7 @@ fn gate_dims(h: &NdArrayTensor, a: &NdArrayTensor, m: &NdArrayTensor, at: usize)
 /// to a row-major buffer, else into a new one.
 fn gate_nd(h: NdArrayTensor, a: &NdArrayTensor, m: &NdArrayTensor, d: gate::Dims) -> NdArrayTensor {
     let ((av, _), (mv, _)) = (read(a).expect("f32, checked"), read(m).expect("f32, checked"));
-    if matches!(&h, NdArrayTensor::F32(st) if st.is_unique() && st.view().is_standard_layout()) {
+    if sole_row_major(&h) {
         let mut arr = writable(h).expect("f32, checked");
         gate::forward_in_place(arr.as_slice_mut().expect("row-major, checked"), &av, &mv, d);
         return NdArrayTensor::from(arr);
@@ -956,7 +955,7 @@ pub(super) fn qkv_attention<B: Backend>(args: QkvArgs<B>, heads: usize, scale: f
         Some(Path::Plain) => {
             let (qkv, tables) = qkv_prims::<B, Nd>(args)?;
             match qkv_attention_nd(&qkv, tables.as_ref(), heads, scale, false) {
-                Some((y, _)) => Ok(wrap::<Nd, B, 3>(y)),
+                Some((y, ..)) => Ok(wrap::<Nd, B, 3>(y)),
                 None => Err((wrap::<Nd, B, 3>(qkv), tables.map(|t| t.map(wrap::<Nd, B, 3>)))),
             }
         }
@@ -1432,6 +1431,12 @@ pub(super) fn pool2d<B: Backend>(
 
 pub(super) type AdamWArgs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<(Tensor<B, D>, Tensor<B, D>)>);
 
+/// Whether `t` is an f32 tensor holding the only reference to a row-major buffer (so that an
+/// operation may write its result there).
+fn sole_row_major(t: &NdArrayTensor) -> bool {
+    matches!(t, NdArrayTensor::F32(st) if st.is_unique() && st.view().is_standard_layout())
+}
+
 /// The values of an f32 tensor as a row-major array that this call may write: moved when the
 /// buffer is already such an array (writing then copies it only if it is shared), copied when it
 /// is borrowed or strided.
@@ -1487,10 +1492,7 @@ fn plain_values<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<(NdArrayT
         return Err(x);
     }
     let p = prim::<B, Nd, D>(x)?;
-    let shape = match &p {
-        NdArrayTensor::F32(storage) => storage.view().shape().to_vec(),
-        _ => return Err(wrap::<Nd, B, D>(p)),
-    };
+    let Some(shape) = f32_shape(&p) else { return Err(wrap::<Nd, B, D>(p)) };
     Ok((p, shape))
 }
 
@@ -1528,8 +1530,7 @@ pub(super) fn squared_norm<B: Backend, const D: usize>(x: Tensor<B, D>) -> Resul
 pub(super) fn scale<B: Backend, const D: usize>(x: Tensor<B, D>, s: f64) -> Result<Tensor<B, D>, Tensor<B, D>> {
     let (p, shape) = plain_values(x)?;
     let s = s as f32;
-    let in_place = matches!(&p, NdArrayTensor::F32(st) if st.is_unique() && st.view().is_standard_layout());
-    if in_place {
+    if sole_row_major(&p) {
         let mut a = writable(p).expect("f32, checked");
         kernels::scale_in_place(a.as_slice_mut().expect("row-major, checked"), s);
         return Ok(wrap::<Nd, B, D>(NdArrayTensor::from(a)));
