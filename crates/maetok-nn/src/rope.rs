@@ -108,7 +108,7 @@ impl<B: Backend> Rope<B> {
                 Tensor::cat(vec![ax, ay], 1).reshape([1, n, half])
             }
         };
-        RopeTable { cos: angle.clone().cos(), sin: angle.sin() }
+        RopeTable { cos: fused::cos(angle.clone()), sin: fused::sin(angle) }
     }
 }
 

@@ -252,6 +252,12 @@ multiversion! {
     }
 }
 
+/// Exact (erf) GELU of one value: `½·x·(1 + erf(x/√2))`.
+#[inline(always)]
+fn gelu_erf_of(v: f32) -> f32 {
+    0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
 /// Exact (erf) GELU: `y = ½·x·(1 + erf(x/√2))`.
 pub fn gelu_erf(x: &[f32], y: &mut [f32]) {
     par_elems(y, |o0, out| gelu_chunk(&x[o0..o0 + out.len()], out));
@@ -260,7 +266,22 @@ pub fn gelu_erf(x: &[f32], y: &mut [f32]) {
 multiversion! {
     fn gelu_chunk(x: &[f32], out: &mut [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+            *o = gelu_erf_of(v);
+        }
+    }
+}
+
+/// [`gelu_erf`] (`tanh == false`) or [`gelu_tanh`] written over its input (the same values).
+pub fn gelu_in_place(x: &mut [f32], tanh: bool) {
+    par_elems(x, |_, chunk| gelu_in_place_chunk(chunk, tanh));
+}
+
+multiversion! {
+    fn gelu_in_place_chunk(x: &mut [f32], tanh: bool) {
+        if tanh {
+            x.iter_mut().for_each(|v| *v = gelu_tanh_of(*v));
+        } else {
+            x.iter_mut().for_each(|v| *v = gelu_erf_of(*v));
         }
     }
 }
@@ -301,11 +322,17 @@ pub fn gelu_tanh(x: &[f32], y: &mut [f32]) {
     par_elems(y, |o0, out| gelu_tanh_chunk(&x[o0..o0 + out.len()], out));
 }
 
+/// Tanh-approximated GELU of one value.
+#[inline(always)]
+fn gelu_tanh_of(v: f32) -> f32 {
+    let t = tanh(GELU_TANH_C * (v + GELU_TANH_A * v * v * v));
+    0.5 * v * (1.0 + t)
+}
+
 multiversion! {
     fn gelu_tanh_chunk(x: &[f32], out: &mut [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
-            let t = tanh(GELU_TANH_C * (v + GELU_TANH_A * v * v * v));
-            *o = 0.5 * v * (1.0 + t);
+            *o = gelu_tanh_of(v);
         }
     }
 }
@@ -325,6 +352,82 @@ multiversion! {
             let t = tanh(GELU_TANH_C * (v + GELU_TANH_A * v2 * v));
             let du = GELU_TANH_C * (1.0 + 3.0 * GELU_TANH_A * v2);
             *o = g * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
+        }
+    }
+}
+
+/// Arguments up to this magnitude take [`sin_cos`]; larger ones (and NaN) libm's `sin`/`cos`.
+const TRIG_MAX: f32 = 8192.0;
+
+/// `(sin x, cos x)` for `|x| ≤ 8192`, within 8e-8 absolute (libm's f32 results are within
+/// 6e-8): Cody–Waite reduction by π/2 in three parts to `r ∈ [−π/4, π/4]` and Cephes' minimax
+/// polynomials for `sin r` and `cos r`, swapped and negated by the quadrant, branch-free so that
+/// it vectorises.
+#[inline(always)]
+pub fn sin_cos(x: f32) -> (f32, f32) {
+    // π/2 = P1 + P2 + P3, the first two exact in few bits (so `j·P1`, `j·P2` are exact).
+    const P1: f32 = 1.570_312_5;
+    const P2: f32 = 4.837_513e-4;
+    const P3: f32 = 7.549_79e-8;
+    // Round to nearest by adding 1.5·2²³: the low mantissa bits then hold `j + 2²²`, so the
+    // quadrant `j mod 4` is in the two lowest bits.
+    const ROUND: f32 = 12_582_912.0;
+    let jr = x * std::f32::consts::FRAC_2_PI + ROUND;
+    let quadrant = jr.to_bits() & 3;
+    let j = jr - ROUND;
+    let r = ((x - j * P1) - j * P2) - j * P3;
+    let z = r * r;
+    let s = ((-1.951_529_6e-4 * z + 8.332_161e-3) * z - 1.666_665_5e-1) * z * r + r;
+    let c = ((2.443_315_7e-5 * z - 1.388_731_6e-3) * z + 4.166_664_6e-2) * z * z - 0.5 * z + 1.0;
+    // x = j·π/2 + r: sin x = (sin r, cos r, −sin r, −cos r)[j mod 4], cos x = (cos r, −sin r, −cos r, sin r)[j mod 4].
+    let (sv, cv) = if quadrant & 1 != 0 { (c, s) } else { (s, c) };
+    (if quadrant & 2 != 0 { -sv } else { sv }, if (quadrant + 1) & 2 != 0 { -cv } else { cv })
+}
+
+/// [`sin_cos`] where it applies, libm beyond (and for NaN and infinities).
+#[inline(always)]
+fn sin_cos_any(x: f32) -> (f32, f32) {
+    if x.abs() <= TRIG_MAX {
+        sin_cos(x)
+    } else {
+        (x.sin(), x.cos())
+    }
+}
+
+/// `y = sin x` (`cos == false`) or `y = cos x`, element-wise.
+pub fn sin_or_cos(x: &[f32], y: &mut [f32], cos: bool) {
+    par_elems(y, |o0, out| trig_chunk(&x[o0..o0 + out.len()], out, cos));
+}
+
+multiversion! {
+    fn trig_chunk(x: &[f32], out: &mut [f32], cos: bool) {
+        // The branch-free loop on chunks that allow it (all of them in practice: RoPE angles).
+        let pairs = out.iter_mut().zip(x);
+        match (x.iter().all(|v| v.abs() <= TRIG_MAX), cos) {
+            (true, false) => pairs.for_each(|(o, &v)| *o = sin_cos(v).0),
+            (true, true) => pairs.for_each(|(o, &v)| *o = sin_cos(v).1),
+            (false, false) => pairs.for_each(|(o, &v)| *o = sin_cos_any(v).0),
+            (false, true) => pairs.for_each(|(o, &v)| *o = sin_cos_any(v).1),
+        }
+    }
+}
+
+/// Backward of [`sin_or_cos`]: `dx = dy·cos x` for sin, `dx = −dy·sin x` for cos.
+pub fn sin_or_cos_backward(x: &[f32], dy: &[f32], dx: &mut [f32], cos: bool) {
+    par_elems(dx, |o0, out| {
+        let range = o0..o0 + out.len();
+        trig_backward_chunk(&x[range.clone()], &dy[range], out, cos)
+    });
+}
+
+multiversion! {
+    fn trig_backward_chunk(x: &[f32], dy: &[f32], out: &mut [f32], cos: bool) {
+        let triples = out.iter_mut().zip(x).zip(dy);
+        match (x.iter().all(|v| v.abs() <= TRIG_MAX), cos) {
+            (true, false) => triples.for_each(|((o, &v), &g)| *o = g * sin_cos(v).1),
+            (true, true) => triples.for_each(|((o, &v), &g)| *o = -(g * sin_cos(v).0)),
+            (false, false) => triples.for_each(|((o, &v), &g)| *o = g * sin_cos_any(v).1),
+            (false, true) => triples.for_each(|((o, &v), &g)| *o = -(g * sin_cos_any(v).0)),
         }
     }
 }
@@ -673,6 +776,42 @@ mod tests {
         assert!(worst < 2.5e-7, "exp relative error {worst:e}");
         assert_eq!(exp(-100.0), 0.0);
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    /// `sin_cos` against f64 over the whole reduced range (finely near 0 and over RoPE-sized
+    /// angles), and the kernels' libm fallback beyond it, for NaN and for infinities.
+    #[test]
+    fn sin_cos_is_within_8e_8_of_f64() {
+        let mut worst = 0.0f64;
+        let mut x = -8192.0f32;
+        while x <= 8192.0 {
+            let (s, c) = sin_cos(x);
+            let (xs, xc) = ((x as f64).sin(), (x as f64).cos());
+            worst = worst.max((s as f64 - xs).abs()).max((c as f64 - xc).abs());
+            x += if x.abs() < 64.0 { 1.1e-4 } else { 0.0137 };
+        }
+        assert!(worst < 8e-8, "sin/cos absolute error {worst:e}");
+        assert_eq!(sin_cos(0.0), (0.0, 1.0));
+        let xs = [0.5f32, -3.0, 1e4, -2e5, f32::NAN, f32::INFINITY, 8192.0];
+        let (mut s, mut c) = ([0.0f32; 7], [0.0f32; 7]);
+        sin_or_cos(&xs, &mut s, false);
+        sin_or_cos(&xs, &mut c, true);
+        for (i, &x) in xs.iter().enumerate() {
+            if x.is_finite() {
+                assert!((s[i] - x.sin()).abs() < 8e-8 && (c[i] - x.cos()).abs() < 8e-8, "{x}: {} {}", s[i], c[i]);
+            } else {
+                assert!(s[i].is_nan() && c[i].is_nan(), "{x}");
+            }
+        }
+        // Backward: d sin = dy·cos, d cos = −dy·sin, on a parallel-sized input.
+        let x: Vec<f32> = (0..100_000).map(|i| i as f32 * 1e-3 - 50.0).collect();
+        let dy: Vec<f32> = (0..100_000).map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0).collect();
+        let (mut ds, mut dc) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        sin_or_cos_backward(&x, &dy, &mut ds, false);
+        sin_or_cos_backward(&x, &dy, &mut dc, true);
+        for i in (0..x.len()).step_by(97) {
+            assert!((ds[i] - dy[i] * x[i].cos()).abs() < 1e-6 && (dc[i] + dy[i] * x[i].sin()).abs() < 1e-6, "{}", x[i]);
+        }
     }
 
     #[test]

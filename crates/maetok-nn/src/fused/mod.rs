@@ -185,6 +185,26 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     gelu_tanh_default(x)
 }
 
+/// `sin x`, elementwise (the RoPE tables' angles).
+pub fn sin<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match ndarray::sin_or_cos(x, false) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    x.sin()
+}
+
+/// `cos x`, elementwise (the RoPE tables' angles).
+pub fn cos<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    let x = match ndarray::sin_or_cos(x, true) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    x.cos()
+}
+
 /// LayerNorm over the last dimension: `(x − mean)/√(var + eps)·weight + bias` (biased variance),
 /// each affine part optional. `x`: `[..., n]`, `weight`/`bias`: `[n]`.
 pub fn layer_norm<B: Backend, const D: usize>(
@@ -787,8 +807,10 @@ mod tests {
             let n = shape[2];
             let p = |seed| Tensor::<A, 1>::from_data(TensorData::new(data([1, 1, n], seed).to_vec::<f32>().unwrap(), [n]), &dev);
             type Op = fn(Tensor<A, 3>, Option<Tensor<A, 1>>, Option<Tensor<A, 1>>) -> Tensor<A, 3>;
-            let cases: [(&str, Op, Op); 4] = [
+            let cases: [(&str, Op, Op); 6] = [
                 ("softmax", |x, _, _| softmax_last(x), |x, _, _| softmax_default(x)),
+                ("sin", |x, _, _| sin(x * 20.0), |x, _, _| (x * 20.0).sin()),
+                ("cos", |x, _, _| cos(x * 20.0), |x, _, _| (x * 20.0).cos()),
                 ("gelu", |x, _, _| gelu_erf(x), |x, _, _| gelu_erf_default(x)),
                 ("gelu_tanh", |x, _, _| gelu_tanh(x), |x, _, _| gelu_tanh_default(x)),
                 ("layer_norm", |x, g, b| layer_norm(x, g, b, 1e-6), |x, g, b| layer_norm_default(x, g, b, 1e-6)),
@@ -819,6 +841,8 @@ mod tests {
                             "softmax" => softmax_last(xi).into_data(),
                             "gelu" => gelu_erf(xi).into_data(),
                             "gelu_tanh" => gelu_tanh(xi).into_data(),
+                            "sin" => sin(xi * 20.0).into_data(),
+                            "cos" => cos(xi * 20.0).into_data(),
                             _ => layer_norm(xi, inner(gi), inner(bi), 1e-6).into_data(),
                         },
                         0.0,
@@ -1014,6 +1038,23 @@ mod tests {
                 let mi = Tensor::<N, 3>::from_data(data([b, 1, k * d], 2), &dev).reshape([b, k * d]) * 0.3;
                 assert!(ndarray::modulate_adaln(xi.clone(), mi.clone(), [shift_at, scale_at], 1e-6).is_ok(), "{what}: fast path taken");
                 close(modulate_adaln(xi, mi, shift_at, scale_at, 1e-6).into_data(), fast.0, 0.0, &format!("{what} inference"));
+            }
+        }
+    }
+
+    /// On the plain backend GELU overwrites an input that nothing else holds, with the values of
+    /// the out-of-place kernel, and leaves a shared input untouched (serial and parallel sizes).
+    #[test]
+    fn gelu_in_place_only_when_sole_owner() {
+        let dev = Default::default();
+        for shape in [[2, 5, 13], [6, 300, 77]] {
+            for (tanh, f) in [(false, gelu_erf::<N, 3> as fn(Tensor<N, 3>) -> Tensor<N, 3>), (true, gelu_tanh::<N, 3>)] {
+                let shared = Tensor::<N, 3>::from_data(data(shape, 4), &dev);
+                let before = shared.clone().into_data();
+                let out_of_place = f(shared.clone()).into_data();
+                close(shared.into_data(), before.clone(), 0.0, &format!("shared input kept (tanh {tanh})"));
+                let unique = Tensor::<N, 3>::from_data(before, &dev);
+                close(f(unique).into_data(), out_of_place, 0.0, &format!("in place = out of place (tanh {tanh})"));
             }
         }
     }

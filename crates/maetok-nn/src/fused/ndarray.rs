@@ -182,6 +182,10 @@ pub(super) enum Gelu {
 }
 
 impl Gelu {
+    fn in_place(self, x: &mut [f32]) {
+        kernels::gelu_in_place(x, matches!(self, Gelu::Tanh))
+    }
+
     fn forward(self, x: &[f32], y: &mut [f32]) {
         match self {
             Gelu::Erf => kernels::gelu_erf(x, y),
@@ -227,12 +231,70 @@ pub(super) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>, kind: Gelu) -> R
     match path::<B>() {
         Some(Path::Plain) => {
             let p = prim::<B, Nd, D>(x)?;
+            // Inference: the MLP's hidden activation is usually held only here; GELU overwrites
+            // it instead of filling a new buffer as large.
+            if sole_row_major(&p) {
+                let mut a = writable(p).expect("f32, checked");
+                kind.in_place(a.as_slice_mut().expect("row-major, checked"));
+                return Ok(wrap::<Nd, B, D>(NdArrayTensor::from(a)));
+            }
             gelu_nd(&p, kind).map(wrap::<Nd, B, D>).ok_or_else(|| wrap::<Nd, B, D>(p))
         }
         Some(Path::Autodiff) => {
             let p = prim::<B, Ad, D>(x)?;
             let Some(y) = gelu_nd(&p.primitive, kind) else { return Err(wrap::<Ad, B, D>(p)) };
             let out = match GeluBackward(kind).prepare::<NoCheckpointing>([p.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(p.primitive.clone(), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(wrap::<Ad, B, D>(out))
+        }
+        None => Err(x),
+    }
+}
+
+// ---- sin, cos ----
+
+fn trig_nd(x: &NdArrayTensor, cos: bool) -> Option<NdArrayTensor> {
+    let (xs, shape) = read(x)?;
+    let mut y = layout::zeroed(xs.len());
+    kernels::sin_or_cos(&xs, &mut y, cos);
+    Some(make(&shape, y))
+}
+
+/// The backward of `sin` (`cos == false`) or `cos`.
+#[derive(Debug)]
+struct TrigBackward {
+    cos: bool,
+}
+
+impl Backward<Nd, 1> for TrigBackward {
+    /// The input `x`.
+    type State = NdArrayTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<Nd, _>(ops.parents, ops.node, grads, |dy| {
+            let (xs, shape) = read(&x).expect("f32 input");
+            let (gs, _) = read(&dy).expect("f32 gradient");
+            let mut dx = layout::zeroed(xs.len());
+            kernels::sin_or_cos_backward(&xs, &gs, &mut dx, self.cos);
+            make(&shape, dx)
+        });
+    }
+}
+
+/// `sin x` (`cos == false`) or `cos x` on the fast path, or `x` back.
+pub(super) fn sin_or_cos<B: Backend, const D: usize>(x: Tensor<B, D>, cos: bool) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    match path::<B>() {
+        Some(Path::Plain) => {
+            let p = prim::<B, Nd, D>(x)?;
+            trig_nd(&p, cos).map(wrap::<Nd, B, D>).ok_or_else(|| wrap::<Nd, B, D>(p))
+        }
+        Some(Path::Autodiff) => {
+            let p = prim::<B, Ad, D>(x)?;
+            let Some(y) = trig_nd(&p.primitive, cos) else { return Err(wrap::<Ad, B, D>(p)) };
+            let out = match (TrigBackward { cos }).prepare::<NoCheckpointing>([p.node.clone()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish(p.primitive.clone(), y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             };
