@@ -1,9 +1,9 @@
 //! Fused operations of our models: self-attention from the packed qkv projection (RoPE inside),
-//! attention with merged heads, RoPE, Linear, softmax over the last dimension, exact and
-//! tanh-approximated GELU, LayerNorm (with or without affine parameters), MoVQ's latent
-//! modulation, SiT/DiT's adaLN modulation and gated residual, a permute into row-major storage,
-//! convolutions and pooling, the optimiser passes of the trainers (AdamW, EMA, gradient norm and
-//! scaling), and reading a tensor's values on the host.
+//! attention with merged heads, RoPE and the sin/cos of its tables, Linear, softmax over the last
+//! dimension, exact and tanh-approximated GELU, LayerNorm (with or without affine parameters),
+//! MoVQ's latent modulation, SiT/DiT's adaLN modulation and gated residual, a permute into
+//! row-major storage, convolutions and pooling, the optimiser passes of the trainers (AdamW, EMA,
+//! gradient norm and scaling), and reading a tensor's values on the host.
 //!
 //! Each function has two implementations:
 //! * **the default**, composed of Burn tensor ops, which every backend runs (CUDA and wgpu fuse
