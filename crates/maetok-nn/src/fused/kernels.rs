@@ -412,6 +412,23 @@ multiversion! {
     }
 }
 
+/// [`sin_or_cos`] written over its input (the same values).
+pub fn sin_or_cos_in_place(x: &mut [f32], cos: bool) {
+    par_elems(x, |_, chunk| trig_in_place_chunk(chunk, cos));
+}
+
+multiversion! {
+    fn trig_in_place_chunk(x: &mut [f32], cos: bool) {
+        let fast = x.iter().all(|v| v.abs() <= TRIG_MAX);
+        match (fast, cos) {
+            (true, false) => x.iter_mut().for_each(|v| *v = sin_cos(*v).0),
+            (true, true) => x.iter_mut().for_each(|v| *v = sin_cos(*v).1),
+            (false, false) => x.iter_mut().for_each(|v| *v = sin_cos_any(*v).0),
+            (false, true) => x.iter_mut().for_each(|v| *v = sin_cos_any(*v).1),
+        }
+    }
+}
+
 /// Backward of [`sin_or_cos`]: `dx = dy·cos x` for sin, `dx = −dy·sin x` for cos.
 pub fn sin_or_cos_backward(x: &[f32], dy: &[f32], dx: &mut [f32], cos: bool) {
     par_elems(dx, |o0, out| {

@@ -167,7 +167,7 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 /// Exact GELU `½·x·(1 + erf(x/√2))` (PyTorch's `nn.GELU()`), elementwise.
 pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "cpu-kernels")]
-    let x = match ndarray::gelu(x, ndarray::Gelu::Erf) {
+    let x = match ndarray::elementwise(x, ndarray::Gelu::Erf) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -178,7 +178,7 @@ pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// `GELU(approximate='tanh')`), elementwise.
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "cpu-kernels")]
-    let x = match ndarray::gelu(x, ndarray::Gelu::Tanh) {
+    let x = match ndarray::elementwise(x, ndarray::Gelu::Tanh) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -188,7 +188,7 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// `sin x`, elementwise (the RoPE tables' angles).
 pub fn sin<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "cpu-kernels")]
-    let x = match ndarray::sin_or_cos(x, false) {
+    let x = match ndarray::elementwise(x, ndarray::Trig::Sin) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -198,7 +198,7 @@ pub fn sin<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// `cos x`, elementwise (the RoPE tables' angles).
 pub fn cos<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "cpu-kernels")]
-    let x = match ndarray::sin_or_cos(x, true) {
+    let x = match ndarray::elementwise(x, ndarray::Trig::Cos) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -1042,19 +1042,23 @@ mod tests {
         }
     }
 
-    /// On the plain backend GELU overwrites an input that nothing else holds, with the values of
-    /// the out-of-place kernel, and leaves a shared input untouched (serial and parallel sizes).
+    /// On the plain backend GELU, sin and cos overwrite an input that nothing else holds, with
+    /// the values of the out-of-place kernels, and leave a shared input untouched (serial and
+    /// parallel sizes; sin and cos also past the polynomial's range).
     #[test]
-    fn gelu_in_place_only_when_sole_owner() {
+    fn elementwise_in_place_only_when_sole_owner() {
         let dev = Default::default();
+        type Op = fn(Tensor<N, 3>) -> Tensor<N, 3>;
+        let ops: [(&str, Op, f32); 5] =
+            [("gelu", gelu_erf, 1.0), ("gelu_tanh", gelu_tanh, 1.0), ("sin", sin, 20.0), ("cos", cos, 20.0), ("cos", cos, 5e3)];
         for shape in [[2, 5, 13], [6, 300, 77]] {
-            for (tanh, f) in [(false, gelu_erf::<N, 3> as fn(Tensor<N, 3>) -> Tensor<N, 3>), (true, gelu_tanh::<N, 3>)] {
-                let shared = Tensor::<N, 3>::from_data(data(shape, 4), &dev);
+            for (name, f, scale) in ops {
+                let shared = Tensor::<N, 3>::from_data(data(shape, 4), &dev) * scale;
                 let before = shared.clone().into_data();
                 let out_of_place = f(shared.clone()).into_data();
-                close(shared.into_data(), before.clone(), 0.0, &format!("shared input kept (tanh {tanh})"));
+                close(shared.into_data(), before.clone(), 0.0, &format!("{name}: shared input kept"));
                 let unique = Tensor::<N, 3>::from_data(before, &dev);
-                close(f(unique).into_data(), out_of_place, 0.0, &format!("in place = out of place (tanh {tanh})"));
+                close(f(unique).into_data(), out_of_place, 0.0, &format!("{name}: in place = out of place"));
             }
         }
     }

@@ -172,7 +172,15 @@ pub(super) fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Resul
     }
 }
 
-// ---- GELU (exact and tanh-approximated) ----
+// ---- element-wise operations whose backward reads the input: GELU, sin, cos ----
+
+/// An element-wise `y = f(x)` whose backward is `dx = dy·f′(x)`.
+pub(super) trait Elementwise: Copy + Send + Sync + std::fmt::Debug + 'static {
+    fn forward(self, x: &[f32], y: &mut [f32]);
+    fn backward(self, x: &[f32], dy: &[f32], dx: &mut [f32]);
+    /// Writes `f(x)` over `x` (the same values as [`forward`](Self::forward)).
+    fn in_place(self, x: &mut [f32]);
+}
 
 /// Which GELU: the exact erf form or the tanh approximation.
 #[derive(Clone, Copy, Debug)]
@@ -181,11 +189,7 @@ pub(super) enum Gelu {
     Tanh,
 }
 
-impl Gelu {
-    fn in_place(self, x: &mut [f32]) {
-        kernels::gelu_in_place(x, matches!(self, Gelu::Tanh))
-    }
-
+impl Elementwise for Gelu {
     fn forward(self, x: &[f32], y: &mut [f32]) {
         match self {
             Gelu::Erf => kernels::gelu_erf(x, y),
@@ -199,9 +203,34 @@ impl Gelu {
             Gelu::Tanh => kernels::gelu_tanh_backward(x, dy, dx),
         }
     }
+
+    fn in_place(self, x: &mut [f32]) {
+        kernels::gelu_in_place(x, matches!(self, Gelu::Tanh))
+    }
 }
 
-fn gelu_nd(x: &NdArrayTensor, kind: Gelu) -> Option<NdArrayTensor> {
+/// `sin` or `cos` (the RoPE tables' angles).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Trig {
+    Sin,
+    Cos,
+}
+
+impl Elementwise for Trig {
+    fn forward(self, x: &[f32], y: &mut [f32]) {
+        kernels::sin_or_cos(x, y, matches!(self, Trig::Cos))
+    }
+
+    fn backward(self, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        kernels::sin_or_cos_backward(x, dy, dx, matches!(self, Trig::Cos))
+    }
+
+    fn in_place(self, x: &mut [f32]) {
+        kernels::sin_or_cos_in_place(x, matches!(self, Trig::Cos))
+    }
+}
+
+fn elementwise_nd<K: Elementwise>(x: &NdArrayTensor, kind: K) -> Option<NdArrayTensor> {
     let (xs, shape) = read(x)?;
     let mut y = layout::zeroed(xs.len());
     kind.forward(&xs, &mut y);
@@ -209,9 +238,9 @@ fn gelu_nd(x: &NdArrayTensor, kind: Gelu) -> Option<NdArrayTensor> {
 }
 
 #[derive(Debug)]
-struct GeluBackward(Gelu);
+struct ElementwiseBackward<K>(K);
 
-impl Backward<Nd, 1> for GeluBackward {
+impl<K: Elementwise> Backward<Nd, 1> for ElementwiseBackward<K> {
     /// The input `x`.
     type State = NdArrayTensor;
 
@@ -227,74 +256,24 @@ impl Backward<Nd, 1> for GeluBackward {
     }
 }
 
-pub(super) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>, kind: Gelu) -> Result<Tensor<B, D>, Tensor<B, D>> {
+/// `kind`'s `f(x)` on the fast path, or `x` back. On the plain backend `x` is overwritten when
+/// nothing else holds it: at inference the MLP's hidden activation (`[B·N, 4D]`) is usually held
+/// only by its GELU call, which then fills no new buffer as large.
+pub(super) fn elementwise<B: Backend, const D: usize, K: Elementwise>(x: Tensor<B, D>, kind: K) -> Result<Tensor<B, D>, Tensor<B, D>> {
     match path::<B>() {
         Some(Path::Plain) => {
             let p = prim::<B, Nd, D>(x)?;
-            // Inference: the MLP's hidden activation is usually held only here; GELU overwrites
-            // it instead of filling a new buffer as large.
             if sole_row_major(&p) {
                 let mut a = writable(p).expect("f32, checked");
                 kind.in_place(a.as_slice_mut().expect("row-major, checked"));
                 return Ok(wrap::<Nd, B, D>(NdArrayTensor::from(a)));
             }
-            gelu_nd(&p, kind).map(wrap::<Nd, B, D>).ok_or_else(|| wrap::<Nd, B, D>(p))
+            elementwise_nd(&p, kind).map(wrap::<Nd, B, D>).ok_or_else(|| wrap::<Nd, B, D>(p))
         }
         Some(Path::Autodiff) => {
             let p = prim::<B, Ad, D>(x)?;
-            let Some(y) = gelu_nd(&p.primitive, kind) else { return Err(wrap::<Ad, B, D>(p)) };
-            let out = match GeluBackward(kind).prepare::<NoCheckpointing>([p.node.clone()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(p.primitive.clone(), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Ok(wrap::<Ad, B, D>(out))
-        }
-        None => Err(x),
-    }
-}
-
-// ---- sin, cos ----
-
-fn trig_nd(x: &NdArrayTensor, cos: bool) -> Option<NdArrayTensor> {
-    let (xs, shape) = read(x)?;
-    let mut y = layout::zeroed(xs.len());
-    kernels::sin_or_cos(&xs, &mut y, cos);
-    Some(make(&shape, y))
-}
-
-/// The backward of `sin` (`cos == false`) or `cos`.
-#[derive(Debug)]
-struct TrigBackward {
-    cos: bool,
-}
-
-impl Backward<Nd, 1> for TrigBackward {
-    /// The input `x`.
-    type State = NdArrayTensor;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let x = ops.state;
-        unary::<Nd, _>(ops.parents, ops.node, grads, |dy| {
-            let (xs, shape) = read(&x).expect("f32 input");
-            let (gs, _) = read(&dy).expect("f32 gradient");
-            let mut dx = layout::zeroed(xs.len());
-            kernels::sin_or_cos_backward(&xs, &gs, &mut dx, self.cos);
-            make(&shape, dx)
-        });
-    }
-}
-
-/// `sin x` (`cos == false`) or `cos x` on the fast path, or `x` back.
-pub(super) fn sin_or_cos<B: Backend, const D: usize>(x: Tensor<B, D>, cos: bool) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    match path::<B>() {
-        Some(Path::Plain) => {
-            let p = prim::<B, Nd, D>(x)?;
-            trig_nd(&p, cos).map(wrap::<Nd, B, D>).ok_or_else(|| wrap::<Nd, B, D>(p))
-        }
-        Some(Path::Autodiff) => {
-            let p = prim::<B, Ad, D>(x)?;
-            let Some(y) = trig_nd(&p.primitive, cos) else { return Err(wrap::<Ad, B, D>(p)) };
-            let out = match (TrigBackward { cos }).prepare::<NoCheckpointing>([p.node.clone()]).compute_bound().stateful() {
+            let Some(y) = elementwise_nd(&p.primitive, kind) else { return Err(wrap::<Ad, B, D>(p)) };
+            let out = match ElementwiseBackward(kind).prepare::<NoCheckpointing>([p.node.clone()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish(p.primitive.clone(), y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             };
